@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs what zerohop's build, tests and lab need, and nothing twice:
+# Debian packages that are missing, and Go tools built from the module proxy
+# into $ZEROHOP_CACHE/bin. Safe to run again; prints what it does.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ZEROHOP_CACHE=${ZEROHOP_CACHE:-$HOME/.cache/zerohop}
+BIN=$ZEROHOP_CACHE/bin
+export GOMODCACHE=${GOMODCACHE:-$ZEROHOP_CACHE/go/mod}
+export GOCACHE=${GOCACHE:-$ZEROHOP_CACHE/go/build}
+mkdir -p "$BIN"
+
+# Pinned tool versions. Changing one rebuilds it.
+CONTROLLER_GEN_VERSION=v0.23.0
+GOLANGCI_LINT_VERSION=v2.15.0
+HELM_VERSION=v3.22.0
+KUBERNETES_VERSION=$(awk '/^require k8s.io\/kubernetes /{print $3}' tools/apiserver/go.mod)
+
+say() { printf 'deps: %s\n' "$*"; }
+
+debian_packages=(clang-19 llvm-19 bpftool libbpf-dev xdp-tools frr etcd-server
+	iproute2 iputils-ping tcpdump ca-certificates git make gcc libc6-dev)
+missing=()
+for p in "${debian_packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+if ((${#missing[@]})); then
+	say "installing Debian packages: ${missing[*]}"
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "deps: need root to install Debian packages" >&2
+		exit 1
+	fi
+	apt-get update -qq
+	# The frr and etcd-server packages would start their system services;
+	# the tests run their own instances, so keep the system ones off.
+	policy=/usr/sbin/policy-rc.d
+	had_policy=false
+	[[ -e $policy ]] && had_policy=true
+	$had_policy || printf '#!/bin/sh\nexit 101\n' >"$policy"
+	$had_policy || chmod +x "$policy"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	$had_policy || rm -f "$policy"
+else
+	say "Debian packages present"
+fi
+
+# go_tool NAME VERSION PACKAGE: go install PACKAGE@VERSION into $BIN unless
+# that version is already there (recorded in a stamp file).
+go_tool() {
+	local name=$1 version=$2 pkg=$3 stamp=$BIN/.$1.version
+	if [[ -x $BIN/$name && -f $stamp && $(cat "$stamp") == "$version" ]]; then
+		say "$name $version present"
+		return
+	fi
+	say "building $name $version (first run only)"
+	local start=$SECONDS
+	GOBIN=$BIN go install "$pkg@$version"
+	echo "$version" >"$stamp"
+	say "built $name in $((SECONDS - start))s"
+}
+
+go_tool controller-gen "$CONTROLLER_GEN_VERSION" sigs.k8s.io/controller-tools/cmd/controller-gen
+go_tool golangci-lint "$GOLANGCI_LINT_VERSION" github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+go_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+
+# kube-apiserver is built from k8s.io/kubernetes in its own module
+# (tools/apiserver), whose go.mod points every staging module at its
+# published version.
+stamp=$BIN/.kube-apiserver.version
+if [[ -x $BIN/kube-apiserver && -f $stamp && $(cat "$stamp") == "$KUBERNETES_VERSION" ]]; then
+	say "kube-apiserver $KUBERNETES_VERSION present"
+else
+	say "building kube-apiserver $KUBERNETES_VERSION (first run only, about 5 min on 2 cores)"
+	start=$SECONDS
+	(cd tools/apiserver && go build -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+	echo "$KUBERNETES_VERSION" >"$stamp"
+	say "built kube-apiserver in $((SECONDS - start))s"
+fi
+say "all present in $BIN"
