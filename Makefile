@@ -27,7 +27,7 @@ TEST_EXCLUDE_PKGS :=
 -include mk/*.mk
 
 .PHONY: build deps generate generate-api generate-check vet lint fmt-check \
-	test test-go test-crd test-apiserver clean
+	test test-go test-crd test-apiserver image-check clean
 
 build:
 	$(GO) build -o bin/zerohop ./cmd/zerohop
@@ -71,10 +71,14 @@ test-crd:
 test-apiserver:
 	$(GO) test -count=1 ./internal/apiserver/...
 
+# The Dockerfile, checked without a Docker engine.
+image-check:
+	hack/image-check.sh
+
 # Everything CI runs: `.ci/run` is `make test`.
 test: deps
 	$(MAKE) --no-print-directory generate-check
-	$(MAKE) --no-print-directory fmt-check vet lint
+	$(MAKE) --no-print-directory fmt-check vet lint image-check
 	$(MAKE) --no-print-directory test-go
 	$(foreach t,$(TEST_TARGETS),$(MAKE) --no-print-directory $(t);)
 	@echo "make test: all passed"
