@@ -27,7 +27,7 @@ TEST_EXCLUDE_PKGS :=
 -include mk/*.mk
 
 .PHONY: build deps generate generate-api generate-check vet lint fmt-check \
-	test test-go test-crd test-apiserver image-check clean
+	test test-go test-crd test-apiserver test-chart image-check clean
 
 build:
 	$(GO) build -o bin/zerohop ./cmd/zerohop
@@ -39,6 +39,7 @@ generate: generate-api $(GENERATE_TARGETS)
 
 generate-api:
 	$(CONTROLLER_GEN) object paths=./config/... crd output:crd:artifacts:config=config/crd
+	rm -f charts/zerohop/crds/*.yaml && cp config/crd/*.yaml charts/zerohop/crds/
 
 # Regenerates everything and fails if that changed a committed file or
 # added an untracked one: generated files must be committed fresh.
@@ -67,6 +68,11 @@ test-go:
 
 test-crd:
 	$(GO) test -count=1 -run 'TestCRDValidation' -v ./config/... | grep -E '^(=== RUN|--- |ok|FAIL|PASS)' | grep -v '=== RUN'
+
+# Chart lint, golden renderings (ZEROHOP_UPDATE_GOLDEN=1 rewrites them),
+# values schema, and an install into a real API server with RBAC checks.
+test-chart:
+	$(GO) test -count=1 -v ./charts/... | grep -E '^(--- |ok|FAIL|PASS)'
 
 test-apiserver:
 	$(GO) test -count=1 ./internal/apiserver/...

@@ -70,13 +70,18 @@ go_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 # (tools/apiserver), whose go.mod points every staging module at its
 # published version.
 stamp=$BIN/.kube-apiserver.version
-if [[ -x $BIN/kube-apiserver && -f $stamp && $(cat "$stamp") == "$KUBERNETES_VERSION" ]]; then
+if [[ -x $BIN/kube-apiserver && -f $stamp && $(cat "$stamp") == "$KUBERNETES_VERSION-stamped" ]]; then
 	say "kube-apiserver $KUBERNETES_VERSION present"
 else
 	say "building kube-apiserver $KUBERNETES_VERSION (first run only, about 5 min on 2 cores)"
 	start=$SECONDS
-	(cd tools/apiserver && go build -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
-	echo "$KUBERNETES_VERSION" >"$stamp"
+	# The version is stamped as the Kubernetes release build does, so that
+	# clients (helm's kubeVersion check, discovery) see v1.37.x, not v0.0.0.
+	minor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)
+	pkg=k8s.io/component-base/version
+	(cd tools/apiserver && go build -ldflags "-X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+		-o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+	echo "$KUBERNETES_VERSION-stamped" >"$stamp"
 	say "built kube-apiserver in $((SECONDS - start))s"
 fi
 say "all present in $BIN"
