@@ -9,6 +9,7 @@ SHELL := /bin/bash
 ZEROHOP_CACHE ?= $(HOME)/.cache/zerohop
 export GOMODCACHE ?= $(ZEROHOP_CACHE)/go/mod
 export GOCACHE ?= $(ZEROHOP_CACHE)/go/build
+export GOLANGCI_LINT_CACHE ?= $(ZEROHOP_CACHE)/golangci-lint
 export GOFLAGS ?= -mod=readonly
 BIN := $(ZEROHOP_CACHE)/bin
 export ZEROHOP_BIN := $(BIN)

@@ -1,0 +1,719 @@
+// Package lab builds zerohop's test lab out of network namespaces: an
+// external client, an FRR router, a node segment (a bridge) with N nodes,
+// Pods as namespaces running an echo server, and a real kube-apiserver that
+// the nodes reach over a link-local management bridge. The lab writes Node,
+// Pod and EndpointSlice objects as kubelet and the EndpointSlice controller
+// would, so speakers under test see real objects.
+//
+// The same code serves tests (Up, which tears down at test end) and
+// `zerohop lab up|down|status` (Start with Detach, then Down from another
+// process using the state file under /run/zerohop-lab).
+//
+//	zh-client ── zh-router ── [zh-switch: br0] ── zh-node1 ── zh-pod-*
+//	                                          ├── zh-node2 ── zh-pod-*
+//	                                          └── ...
+//	root namespace: zh-mgmt (169.254.100.1, kube-apiserver) ── mgmt of each node
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/zerohop/zerohop/e2e/echo"
+	"github.com/zerohop/zerohop/internal/apiserver"
+)
+
+// Default ASNs: the router is 64512, nodes 64513 (both private).
+const (
+	DefaultRouterASN = 64512
+	DefaultNodeASN   = 64513
+	DefaultNodes     = 3
+	// PinDir is where speakers in the lab pin BPF objects; down removes it.
+	PinDir = "/sys/fs/bpf/zh-lab"
+)
+
+// Options configure a lab.
+type Options struct {
+	Nodes        int    // default 3
+	RouterASN    uint32 // default 64512
+	NodeASN      uint32 // ASN the router expects from nodes; default 64513
+	MaximumPaths int    // router's ECMP width; default 8
+	BFD          bool   // BFD on the router's neighbors
+	// NoAPIServer leaves Kubernetes out (plumbing-only labs).
+	NoAPIServer bool
+	// StateDir holds the state file, logs and configs; default
+	// /run/zerohop-lab.
+	StateDir string
+	// HelperCommand is the argv prefix that reaches RunHelper in a fresh
+	// process: Pods' echo servers and test BGP peers run as such helpers.
+	// Default: this executable with HelperArg (see HelperMain).
+	HelperCommand []string
+	// Detach lets the lab's processes outlive this process (`lab up`);
+	// otherwise they die with it.
+	Detach bool
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+func (o *Options) defaults() error {
+	if o.Nodes == 0 {
+		o.Nodes = DefaultNodes
+	}
+	if o.Nodes < 1 || o.Nodes > MaxNodes {
+		return fmt.Errorf("lab: %d nodes; want 1..%d", o.Nodes, MaxNodes)
+	}
+	if o.RouterASN == 0 {
+		o.RouterASN = DefaultRouterASN
+	}
+	if o.NodeASN == 0 {
+		o.NodeASN = DefaultNodeASN
+	}
+	if o.MaximumPaths == 0 {
+		o.MaximumPaths = 8
+	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if len(o.HelperCommand) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.HelperCommand = []string{exe, HelperArg}
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	return nil
+}
+
+// Lab is a running lab.
+type Lab struct {
+	opts Options
+	mu   sync.Mutex
+	st   *State
+	api  *apiserver.Server // nil when loaded from a state file
+
+	// Kube is an admin client of the lab's API server; RESTConfig its
+	// configuration. Nil with NoAPIServer.
+	Kube       kubernetes.Interface
+	RESTConfig *rest.Config
+}
+
+// Up builds a lab for a test and tears it down when the test ends,
+// whether it passed or not. It needs root.
+func Up(t testing.TB, opts Options) *Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("the lab needs root (network namespaces, FRR); running as uid %d", os.Geteuid())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l, err := Start(ctx, opts)
+	if l != nil {
+		t.Cleanup(func() {
+			dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
+			defer dcancel()
+			if err := l.Down(dctx); err != nil {
+				t.Errorf("lab down: %v", err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	return l
+}
+
+// Start builds the lab. On error it returns the half-built lab too, so the
+// caller can Down it (Up does); Start itself also tries.
+func Start(ctx context.Context, opts Options) (*Lab, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	if leftovers := existingLab(opts.StateDir); len(leftovers) > 0 {
+		return nil, fmt.Errorf("lab: a lab is already up or was left behind (%s); run `zerohop lab down` (or make lab-down) first",
+			strings.Join(leftovers, ", "))
+	}
+	l := &Lab{opts: opts, st: &State{Nodes: opts.Nodes}}
+	if err := os.MkdirAll(l.logDir(), 0o755); err != nil {
+		return nil, err
+	}
+	if err := l.start(ctx); err != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if derr := l.Down(dctx); derr != nil {
+			err = errors.Join(err, fmt.Errorf("cleanup: %w", derr))
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lab) logf(format string, args ...any) {
+	fmt.Fprintf(l.opts.Log, "lab: "+format+"\n", args...)
+}
+
+func (l *Lab) logDir() string { return filepath.Join(l.opts.StateDir, "logs") }
+
+func (l *Lab) save() error { return writeState(l.opts.StateDir, l.st) }
+
+func (l *Lab) addProc(p Proc) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.st.Procs = append(l.st.Procs, p)
+	return l.save()
+}
+
+func (l *Lab) start(ctx context.Context) error {
+	t0 := time.Now()
+	l.st.Dirs = []string{filepath.Join(frrRunRoot, frrPathspace)}
+	if err := l.save(); err != nil {
+		return err
+	}
+	l.logf("building %d nodes, router, client", l.opts.Nodes)
+	if err := buildTopology(ctx, l.opts.Nodes, l.st, l.save); err != nil {
+		return fmt.Errorf("topology: %w", err)
+	}
+	rc := RouterConfig{ASN: l.opts.RouterASN, MaximumPaths: l.opts.MaximumPaths, BFD: l.opts.BFD,
+		LogDir: filepath.Join(l.opts.StateDir, "frr")}
+	rc.RouterID, _ = RouterNodeAddrs()
+	for i := 1; i <= l.opts.Nodes; i++ {
+		n4, n6 := NodeAddrs(i)
+		rc.Neighbors = append(rc.Neighbors, Neighbor{Addr: n4, ASN: l.opts.NodeASN, Name: NodeName(i)},
+			Neighbor{Addr: n6, ASN: l.opts.NodeASN, Name: NodeName(i)})
+	}
+	l.logf("starting FRR (zebra, bgpd, bfdd) in %s", RouterNS)
+	procs, err := startFRR(ctx, rc, rc.LogDir, l.opts.Detach)
+	for _, p := range procs {
+		if aerr := l.addProc(p); aerr != nil {
+			return aerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("frr: %w", err)
+	}
+	if !l.opts.NoAPIServer {
+		if err := l.startAPIServer(ctx); err != nil {
+			return err
+		}
+	}
+	l.logf("up in %s", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+func (l *Lab) startAPIServer(ctx context.Context) error {
+	l.logf("starting etcd and kube-apiserver on %s", MgmtHost)
+	logf, err := os.OpenFile(filepath.Join(l.logDir(), "apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	// An *os.File, not a pipe: detached servers keep writing after we exit.
+	defer func() { _ = logf.Close() }()
+	s, err := apiserver.Start(ctx, apiserver.Options{
+		BindAddress: MgmtHost.String(),
+		DataDir:     filepath.Join(l.opts.StateDir, "apiserver"),
+		Log:         logf,
+		Detach:      l.opts.Detach,
+	})
+	if err != nil {
+		return fmt.Errorf("apiserver: %w", err)
+	}
+	l.api = s
+	for _, p := range []struct {
+		name string
+		pid  int
+	}{{"etcd", s.EtcdPID()}, {"kube-apiserver", s.APIServerPID()}} {
+		start, _, err := procStart(p.pid)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		if err := l.addProc(Proc{Name: p.name, PID: p.pid, Start: start}); err != nil {
+			return err
+		}
+	}
+	l.st.APIServer = &APIServerInfo{URL: s.URL, Kubeconfig: s.Kubeconfig}
+	if err := l.save(); err != nil {
+		return err
+	}
+	if err := l.connect(s.Config); err != nil {
+		return err
+	}
+	for i := 1; i <= l.opts.Nodes; i++ {
+		if err := writeNode(ctx, l.Kube, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) connect(cfg *rest.Config) error {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	l.Kube, l.RESTConfig = cs, cfg
+	return nil
+}
+
+// Load attaches to a lab started by another process (`zerohop lab up`).
+func Load(opts Options) (*Lab, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	st, err := readState(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("no lab is up (%w)", err)
+	}
+	opts.Nodes = st.Nodes
+	l := &Lab{opts: opts, st: st}
+	if st.APIServer != nil {
+		cfg, err := clientcmd.BuildConfigFromFlags("", st.APIServer.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("lab kubeconfig: %w", err)
+		}
+		if err := l.connect(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// Nodes is the number of nodes.
+func (l *Lab) Nodes() int { return l.opts.Nodes }
+
+// APIServer returns where the lab's API server is, or nil.
+func (l *Lab) APIServer() *APIServerInfo { return l.st.APIServer }
+
+// StateDir is the lab's state directory (logs are under logs/).
+func (l *Lab) StateDir() string { return l.opts.StateDir }
+
+// Down stops everything the lab started and removes what it created.
+func (l *Lab) Down(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	if l.api != nil {
+		if err := l.api.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+		l.api = nil
+	}
+	if err := teardown(ctx, l.opts.StateDir, l.st); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Down removes the lab recorded in stateDir ("" = default) and then sweeps
+// what a crashed run may have left without recording it: lab-named network
+// namespaces (and the processes inside them), root links, FRR's pathspace
+// and the BPF pin directory.
+func Down(ctx context.Context, stateDir string) error {
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
+	st, err := readState(stateDir)
+	if err != nil && !os.IsNotExist(err) {
+		// A corrupt state file: still sweep by name.
+		st = nil
+	}
+	if st == nil {
+		st = &State{}
+	}
+	return teardown(ctx, stateDir, st)
+}
+
+// labNS matches the names of every namespace the lab creates.
+var labNS = regexp.MustCompile(`^zh-(client|router|switch|node[0-9]+|pod-.+)$`)
+
+// labRootLink matches the lab's links in the root namespace.
+var labRootLink = regexp.MustCompile(`^zh-(mgmt|m-node[0-9]+)$`)
+
+func teardown(ctx context.Context, stateDir string, st *State) error {
+	var errs []error
+	// Processes first, newest first: peers and echo servers, then FRR,
+	// then the API server, each checked against its recorded start time.
+	for i := len(st.Procs) - 1; i >= 0; i-- {
+		if err := st.Procs[i].stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	names := slices.Clone(st.Namespaces)
+	all, err := listNetns()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, n := range all {
+		if labNS.MatchString(n) && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	for _, n := range names {
+		if !nsExists(n) {
+			continue
+		}
+		// Anything still inside a lab namespace was started by a lab (a
+		// crashed run's echo server or daemon); it keeps the namespace's
+		// links alive, so it goes too.
+		pids, err := netnsPIDs(n)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, pid := range pids {
+			start, _, err := procStart(pid)
+			if err != nil {
+				continue
+			}
+			if err := (Proc{Name: "in " + n, PID: pid, Start: start}).stop(5 * time.Second); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if _, err := run(ctx, "ip", "netns", "del", n); err != nil && nsExists(n) {
+			errs = append(errs, err)
+		}
+	}
+	links := slices.Clone(st.RootLinks)
+	if out, err := run(ctx, "ip", "-o", "link", "show"); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 1 {
+				name := strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0]
+				if labRootLink.MatchString(name) && !slices.Contains(links, name) {
+					links = append(links, name)
+				}
+			}
+		}
+	}
+	for _, ln := range links {
+		if _, err := os.Stat("/sys/class/net/" + ln); err != nil {
+			continue // went with its namespace
+		}
+		if _, err := run(ctx, "ip", "link", "del", ln); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	dirs := append(slices.Clone(st.Dirs), filepath.Join(frrRunRoot, frrPathspace), PinDir, stateDir)
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// existingLab lists what shows a lab is up or was left behind.
+func existingLab(stateDir string) []string {
+	var found []string
+	if _, err := os.Stat(statePath(stateDir)); err == nil {
+		found = append(found, statePath(stateDir))
+	}
+	all, _ := listNetns()
+	for _, n := range all {
+		if labNS.MatchString(n) {
+			found = append(found, "netns "+n)
+		}
+	}
+	if _, err := os.Stat("/sys/class/net/" + MgmtBridge); err == nil {
+		found = append(found, "link "+MgmtBridge)
+	}
+	return found
+}
+
+// Leftovers reports anything of a lab that still exists: lab namespaces,
+// root links, recorded processes still running, FRR's pathspace, the pin
+// directory and the state directory. Empty means clean.
+func Leftovers(stateDir string, procs []Proc) []string {
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
+	var found []string
+	all, _ := listNetns()
+	for _, n := range all {
+		if labNS.MatchString(n) {
+			found = append(found, "netns "+n)
+		}
+	}
+	ents, _ := os.ReadDir("/sys/class/net")
+	for _, e := range ents {
+		if labRootLink.MatchString(e.Name()) {
+			found = append(found, "link "+e.Name())
+		}
+	}
+	for _, p := range procs {
+		if p.alive() {
+			found = append(found, fmt.Sprintf("process %s (pid %d)", p.Name, p.PID))
+		}
+	}
+	for _, d := range []string{filepath.Join(frrRunRoot, frrPathspace), PinDir, stateDir} {
+		if _, err := os.Stat(d); err == nil {
+			found = append(found, d)
+		}
+	}
+	return found
+}
+
+// Procs returns the processes the lab has started.
+func (l *Lab) Procs() []Proc {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.st.Procs)
+}
+
+// PodSpec describes a Pod to add.
+type PodSpec struct {
+	Name      string
+	Namespace string // Kubernetes namespace; default "default"
+	Node      int
+	Labels    map[string]string
+	NotReady  bool // start not ready (readiness can be flipped later)
+}
+
+// AddPod creates a Pod namespace on a node, starts its echo server, waits
+// until the node can reach it, and writes the Pod and EndpointSlices.
+func (l *Lab) AddPod(ctx context.Context, spec PodSpec) (Pod, error) {
+	if spec.Namespace == "" {
+		spec.Namespace = "default"
+	}
+	if spec.Node < 1 || spec.Node > l.opts.Nodes {
+		return Pod{}, fmt.Errorf("pod %s: no node %d", spec.Name, spec.Node)
+	}
+	l.mu.Lock()
+	for _, p := range l.st.Pods {
+		if p.Name == spec.Name {
+			l.mu.Unlock()
+			return Pod{}, fmt.Errorf("pod %s exists (lab Pod names are unique across namespaces)", spec.Name)
+		}
+	}
+	// The lowest free address index on the node.
+	var a4, a6 netip.Addr
+	for j := 1; j < 250; j++ {
+		c4, c6 := PodAddrs(spec.Node, j)
+		if !slices.ContainsFunc(l.st.Pods, func(p Pod) bool { return p.IPv4 == c4.String() }) {
+			a4, a6 = c4, c6
+			break
+		}
+	}
+	pod := Pod{Name: spec.Name, Namespace: spec.Namespace, Node: spec.Node, Labels: spec.Labels,
+		IPv4: a4.String(), IPv6: a6.String(), Ready: !spec.NotReady}
+	l.st.Namespaces = append(l.st.Namespaces, pod.NetNS())
+	l.st.Pods = append(l.st.Pods, pod)
+	err := l.save()
+	l.mu.Unlock()
+	if err != nil {
+		return Pod{}, err
+	}
+	if !a4.IsValid() {
+		return Pod{}, fmt.Errorf("pod %s: node %d is full", spec.Name, spec.Node)
+	}
+	if err := addNetns(ctx, pod.NetNS(), false); err != nil {
+		return Pod{}, fmt.Errorf("pod %s: %w", pod.Name, err)
+	}
+	if err := wirePod(ctx, pod.NetNS(), NodeName(pod.Node), a4, a6); err != nil {
+		return Pod{}, fmt.Errorf("pod %s: %w", pod.Name, err)
+	}
+	argv := append(slices.Clone(l.opts.HelperCommand), "echo", "-name", pod.Name)
+	p, _, err := spawn(spawnSpec{name: "echo-" + pod.Name, ns: pod.NetNS(), argv: argv, logDir: l.logDir(), detach: l.opts.Detach})
+	if err != nil {
+		return Pod{}, err
+	}
+	if err := l.addProc(p); err != nil {
+		return Pod{}, err
+	}
+	// Ready means reachable: ask the echo server from its node, over both
+	// families, bounded in tries.
+	for _, a := range []netip.Addr{a4, a6} {
+		addr := netip.AddrPortFrom(a, echo.DefaultTCPPort).String()
+		var rerr error
+		for range 100 {
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			var rep echo.Reply
+			rep, rerr = echo.Request(rctx, DialerIn(NodeName(pod.Node)), "tcp", addr)
+			cancel()
+			if rerr == nil && rep.Pod != pod.Name {
+				rerr = fmt.Errorf("answered by %q", rep.Pod)
+			}
+			if rerr == nil {
+				break
+			}
+			time.Sleep(30 * time.Millisecond)
+		}
+		if rerr != nil {
+			return Pod{}, fmt.Errorf("pod %s not reachable from its node at %s: %w", pod.Name, addr, rerr)
+		}
+	}
+	if l.Kube != nil {
+		if err := ensureNamespace(ctx, l.Kube, pod.Namespace); err != nil {
+			return Pod{}, err
+		}
+		if err := writePod(ctx, l.Kube, pod); err != nil {
+			return Pod{}, err
+		}
+		if err := l.SyncEndpoints(ctx); err != nil {
+			return Pod{}, err
+		}
+	}
+	return pod, nil
+}
+
+// Pods returns the lab's Pods.
+func (l *Lab) Pods() []Pod {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.st.Pods)
+}
+
+// SetPodReady flips a Pod's readiness (as a readiness probe would) and
+// updates its status and the EndpointSlices.
+func (l *Lab) SetPodReady(ctx context.Context, name string, ready bool) error {
+	return l.updatePod(ctx, name, func(p *Pod) { p.Ready = ready })
+}
+
+// TerminatePod marks a Pod terminating: deleted gracefully in the API, not
+// ready, still serving; its echo server keeps answering, as a draining Pod.
+func (l *Lab) TerminatePod(ctx context.Context, name string) error {
+	return l.updatePod(ctx, name, func(p *Pod) { p.Terminating = true })
+}
+
+func (l *Lab) updatePod(ctx context.Context, name string, change func(*Pod)) error {
+	l.mu.Lock()
+	i := slices.IndexFunc(l.st.Pods, func(p Pod) bool { return p.Name == name })
+	if i < 0 {
+		l.mu.Unlock()
+		return fmt.Errorf("no lab pod %s", name)
+	}
+	change(&l.st.Pods[i])
+	pod := l.st.Pods[i]
+	err := l.save()
+	l.mu.Unlock()
+	if err != nil || l.Kube == nil {
+		return err
+	}
+	if err := writePod(ctx, l.Kube, pod); err != nil {
+		return err
+	}
+	return l.SyncEndpoints(ctx)
+}
+
+// DeletePod stops a Pod's echo server, removes its namespace and its API
+// object, and updates the EndpointSlices.
+func (l *Lab) DeletePod(ctx context.Context, name string) error {
+	l.mu.Lock()
+	i := slices.IndexFunc(l.st.Pods, func(p Pod) bool { return p.Name == name })
+	if i < 0 {
+		l.mu.Unlock()
+		return fmt.Errorf("no lab pod %s", name)
+	}
+	pod := l.st.Pods[i]
+	l.st.Pods = slices.Delete(l.st.Pods, i, i+1)
+	var procs []Proc
+	l.st.Procs = slices.DeleteFunc(l.st.Procs, func(p Proc) bool {
+		if p.NS == pod.NetNS() {
+			procs = append(procs, p)
+			return true
+		}
+		return false
+	})
+	l.st.Namespaces = slices.DeleteFunc(l.st.Namespaces, func(n string) bool { return n == pod.NetNS() })
+	err := l.save()
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for _, p := range procs {
+		if err := p.stop(5 * time.Second); err != nil {
+			return err
+		}
+	}
+	if _, err := run(ctx, "ip", "netns", "del", pod.NetNS()); err != nil {
+		return err
+	}
+	if l.Kube == nil {
+		return nil
+	}
+	if err := deletePodObject(ctx, l.Kube, pod); err != nil {
+		return err
+	}
+	return l.SyncEndpoints(ctx)
+}
+
+// AddService creates svc in the API server (if it is not there) and keeps
+// its EndpointSlices in step with the lab's Pods from now on.
+func (l *Lab) AddService(ctx context.Context, svc *corev1.Service) error {
+	if l.Kube == nil {
+		return errors.New("lab has no API server")
+	}
+	if svc.Namespace == "" {
+		svc.Namespace = "default"
+	}
+	if err := ensureNamespace(ctx, l.Kube, svc.Namespace); err != nil {
+		return err
+	}
+	if _, err := l.Kube.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	l.mu.Lock()
+	ref := ServiceRef{Namespace: svc.Namespace, Name: svc.Name}
+	if !slices.Contains(l.st.Services, ref) {
+		l.st.Services = append(l.st.Services, ref)
+	}
+	err := l.save()
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return l.SyncEndpoints(ctx)
+}
+
+// SyncEndpoints rewrites every lab Service's EndpointSlices from the lab's
+// Pods, as the EndpointSlice controller would.
+func (l *Lab) SyncEndpoints(ctx context.Context) error {
+	l.mu.Lock()
+	svcs, pods := slices.Clone(l.st.Services), slices.Clone(l.st.Pods)
+	l.mu.Unlock()
+	for _, ref := range svcs {
+		if err := syncService(ctx, l.Kube, ref, pods); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Request asks an echo server at addr (ip:port) from the client namespace.
+func (l *Lab) Request(ctx context.Context, proto, addr string) (echo.Reply, error) {
+	return echo.Request(ctx, DialerIn(ClientNS), proto, addr)
+}
+
+// PodByName returns a lab Pod.
+func (l *Lab) PodByName(name string) (Pod, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := slices.IndexFunc(l.st.Pods, func(p Pod) bool { return p.Name == name })
+	if i < 0 {
+		return Pod{}, false
+	}
+	return l.st.Pods[i], true
+}
+
+func sortBy[T any](s []T, key func(T) string) {
+	sort.Slice(s, func(a, b int) bool { return key(s[a]) < key(s[b]) })
+}
