@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map layouts shared by the XDP and tc programs. The Go side gets these
+ * through bpf2go (-type), so a field added here shows up in Go at the next
+ * `make generate` and a layout mismatch cannot go unnoticed.
+ *
+ * Addresses are stored as four network-order 32-bit words; IPv4 uses word 0
+ * and leaves the rest zero. Every struct is padded explicitly so that keys
+ * hash the same whether written by Go or by C.
+ */
+#pragma once
+
+#include <linux/types.h>
+
+#define ZH_AF_INET 4
+#define ZH_AF_INET6 6
+
+/* services key: what a client addresses. */
+struct svc_key {
+	__u32 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+/* Service flags. Part 1 implements Local only; the others are reserved so
+ * that part 2 (Cluster mode, affinity) needs no layout change. */
+#define ZH_SVC_LOCAL (1U << 0)
+#define ZH_SVC_CLUSTER (1U << 1)
+#define ZH_SVC_AFFINITY (1U << 2)
+
+struct svc_value {
+	__u32 id;      /* index of the stats entry; maglev tables id*2 and id*2+1 */
+	__u32 flags;   /* ZH_SVC_* */
+	__u32 count;   /* backends in the active Maglev table; 0 = drop new flows */
+	__u32 active;  /* which of the two maglev tables is live (0 or 1) */
+};
+
+#define ZH_BE_LOCAL (1U << 0)
+#define ZH_BE_REMOTE (1U << 1)
+#define ZH_BE_TERMINATING (1U << 2)
+
+struct backend {
+	__u32 addr[4]; /* pod address */
+	__u32 node[4]; /* node address (remote backends, part 2) */
+	__be16 port;
+	__u8 family;   /* 0 = unused slot */
+	__u8 pad;
+	__u32 flags;   /* ZH_BE_* */
+	__u32 svc;     /* owning service id: a stale flow cannot reach a reused id */
+};
+
+/* A flow as seen on the wire in one direction. conntrack keys it as
+ * client -> VIP, revnat as pod -> client. */
+struct tuple {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+struct ct_value {
+	__u32 backend;
+	__u32 svc;
+	__u64 last_seen;   /* coarse ns, refreshed at most once a second */
+	/* Next hop from bpf_fib_lookup, reused for a second so an established
+	 * flow does not pay for a FIB and neighbour lookup per packet. */
+	__u64 nh_until;    /* coarse ns; 0 = nothing cached */
+	__u32 nh_ifindex;
+	__u8 nh_dmac[6];
+	__u8 nh_smac[6];
+};
+
+struct revnat_value {
+	__u32 addr[4]; /* VIP */
+	__be16 port;   /* service port */
+	__u8 family;
+	__u8 pad;
+	__u32 svc;
+};
+
+struct counters {
+	__u64 packets;      /* forwarded to a backend */
+	__u64 bytes;
+	__u64 drops;        /* no backend to send a new flow to */
+	__u64 ct_miss;      /* conntrack misses on packets that are not a TCP SYN */
+	__u64 flows;        /* conntrack entries created */
+};
+
+/* Mirrors the load-time constants so that a later process that re-opens the
+ * pinned maps can check it builds compatible tables. Not read by programs. */
+struct dp_config {
+	__u32 maglev_m;
+	__u32 seed;
+	__u32 max_services;
+	__u32 version;
+};

@@ -1,0 +1,768 @@
+// Package bpf is zerohop's packet path: an XDP program on the uplink that
+// sends VIP traffic straight to a Pod, and a tc egress program that turns the
+// Pod's replies back into VIP traffic. It knows nothing about Kubernetes;
+// callers hand it services and backends as plain structs.
+//
+// Programs, links and maps are pinned under a root directory on bpffs, so
+// the datapath keeps forwarding after the process that loaded it exits, and
+// a later Load with the same root picks the state up again.
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPinRoot is where the datapath pins its objects.
+const DefaultPinRoot = "/sys/fs/bpf/zerohop"
+
+// configVersion changes when the map layout changes incompatibly.
+const configVersion = 1
+
+// Options configure Load. Zero values mean the defaults.
+type Options struct {
+	// PinRoot is a directory on bpffs (default DefaultPinRoot).
+	PinRoot string
+	// MaglevSize is the number of slots per Maglev table, a prime
+	// (default DefaultMaglevSize).
+	MaglevSize uint32
+	// Seed is the cluster-wide hash seed; every node must use the same.
+	Seed uint32
+	// MaxServices (default 16384), MaxBackends (default 65536) and
+	// MaxFlows (conntrack and reverse-NAT entries, default 131072) size
+	// the maps.
+	MaxServices uint32
+	MaxBackends uint32
+	MaxFlows    uint32
+
+	// ctBypass makes the XDP program ignore conntrack hits, so that one
+	// repeated packet measures the new-flow path (benchmarks only).
+	ctBypass bool
+	// noPin keeps everything process-local (fuzz workers can be killed
+	// before any cleanup runs). Attach is not available then.
+	noPin bool
+}
+
+func (o *Options) setDefaults() {
+	if o.PinRoot == "" {
+		o.PinRoot = DefaultPinRoot
+	}
+	if o.MaglevSize == 0 {
+		o.MaglevSize = DefaultMaglevSize
+	}
+	if o.MaxServices == 0 {
+		o.MaxServices = 16384
+	}
+	if o.MaxBackends == 0 {
+		o.MaxBackends = 65536
+	}
+	if o.MaxFlows == 0 {
+		o.MaxFlows = 131072
+	}
+}
+
+// Datapath is a loaded datapath. Methods are safe for concurrent use.
+type Datapath struct {
+	opts Options
+	objs zhObjects
+	ncpu int
+
+	mu       sync.Mutex
+	services map[ServiceKey]*service
+	vips     map[netip.Addr]int // services per VIP address
+	bits     map[uint32]int     // VIP addresses per filter bit
+	filter   [filterWords]uint64
+	svcIDs   *idAlloc
+	beIDs    *idAlloc
+}
+
+type service struct {
+	id       uint32
+	active   uint32 // which maglev table slot is live
+	backends map[netip.AddrPort]uint32
+}
+
+// pinnedMaps are shared between loads; .rodata is per program.
+var pinnedMaps = []string{
+	zhMapServices, zhMapMaglev, zhMapBackends, zhMapConntrack,
+	zhMapRevnat, zhMapStats, zhMapTxPorts, zhMapConfig, zhMapVipFilter,
+}
+
+// Load loads the programs and opens the maps, re-using maps already pinned
+// under opts.PinRoot (their contents, and so all services and flows, carry
+// over), and pins programs and maps. It does not attach; see Attach.
+func Load(opts Options) (*Datapath, error) {
+	opts.setDefaults()
+	if !isPrime(opts.MaglevSize) || opts.MaglevSize < 3 {
+		return nil, fmt.Errorf("maglev size %d is not a prime >= 3", opts.MaglevSize)
+	}
+	if !opts.noPin {
+		if err := ensureBPFFS(filepath.Dir(opts.PinRoot)); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(opts.PinRoot, 0o700); err != nil {
+			return nil, fmt.Errorf("pin root: %w", err)
+		}
+	}
+	spec, err := loadZh()
+	if err != nil {
+		return nil, err
+	}
+	chunk, chunks := maglevChunks(opts.MaglevSize)
+	sizes := map[string]uint32{
+		zhMapServices:  opts.MaxServices,
+		zhMapMaglev:    2 * opts.MaxServices * chunks,
+		zhMapBackends:  opts.MaxBackends,
+		zhMapConntrack: opts.MaxFlows,
+		zhMapRevnat:    opts.MaxFlows,
+		zhMapStats:     opts.MaxServices + opts.MaxBackends,
+	}
+	for name, n := range sizes {
+		spec.Maps[name].MaxEntries = n
+	}
+	mg := spec.Maps[zhMapMaglev]
+	mg.ValueSize = 4 * chunk
+	mg.Key, mg.Value = nil, nil // BTF describes the default size only
+	for _, name := range pinnedMaps {
+		if !opts.noPin {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
+	}
+	vars := map[string]uint32{
+		zhVarZhMaglevM:     opts.MaglevSize,
+		zhVarZhChunkSlots:  chunk,
+		zhVarZhSeed:        opts.Seed,
+		zhVarZhMaxServices: opts.MaxServices,
+	}
+	if opts.ctBypass {
+		vars[zhVarZhCtBypass] = 1
+	}
+	for name, v := range vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+
+	d := &Datapath{
+		opts:     opts,
+		ncpu:     ebpf.MustPossibleCPU(),
+		services: map[ServiceKey]*service{},
+		vips:     map[netip.Addr]int{},
+		bits:     map[uint32]int{},
+		svcIDs:   newIDAlloc(0, opts.MaxServices),
+		beIDs:    newIDAlloc(1, opts.MaxBackends), // 0 never names a backend
+	}
+	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: opts.PinRoot},
+	})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load datapath: %+v", ve)
+		}
+		return nil, fmt.Errorf("load datapath (pinned maps under %s from an incompatible version?): %w", opts.PinRoot, err)
+	}
+	if err := d.checkConfig(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	for name, p := range map[string]*ebpf.Program{"prog_xdp": d.objs.ZhXdp, "prog_tc_egress": d.objs.ZhTcEgress} {
+		if opts.noPin {
+			break
+		}
+		path := filepath.Join(opts.PinRoot, name)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.objs.Close()
+			return nil, fmt.Errorf("replace pinned %s: %w", name, err)
+		}
+		if err := p.Pin(path); err != nil {
+			d.objs.Close()
+			return nil, fmt.Errorf("pin %s: %w", name, err)
+		}
+	}
+	if err := d.restore(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// ensureBPFFS makes sure dir is on a bpf filesystem. It mounts one at the
+// conventional /sys/fs/bpf when nothing is (as systemd would at boot); any
+// other directory must already be on bpffs.
+func ensureBPFFS(dir string) error {
+	const bpffsMagic = 0xcafe4a11
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err == nil && st.Type == bpffsMagic {
+		return nil
+	}
+	if dir != "/sys/fs/bpf" {
+		return fmt.Errorf("%s is not on a bpf filesystem", dir)
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mount bpffs on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// checkConfig records the load-time constants in the pinned config map, or
+// refuses to mix with maps built under different ones.
+func (d *Datapath) checkConfig() error {
+	want := zhDpConfig{
+		MaglevM:     d.opts.MaglevSize,
+		Seed:        d.opts.Seed,
+		MaxServices: d.opts.MaxServices,
+		Version:     configVersion,
+	}
+	var have zhDpConfig
+	if err := d.objs.Config.Lookup(uint32(0), &have); err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if have.Version == 0 {
+		if err := d.objs.Config.Put(uint32(0), want); err != nil {
+			return fmt.Errorf("write config: %w", err)
+		}
+		return nil
+	}
+	if have != want {
+		return fmt.Errorf("pinned datapath under %s was built with %+v, not %+v", d.opts.PinRoot, have, want)
+	}
+	return nil
+}
+
+// restore rebuilds the in-memory view (ids, backends of each service) from
+// the maps, so a new process can continue where the last one stopped.
+func (d *Datapath) restore() error {
+	byID := map[uint32]*service{}
+	var k zhSvcKey
+	var v zhSvcValue
+	it := d.objs.Services.Iterate()
+	for it.Next(&k, &v) {
+		s := &service{id: v.Id, active: v.Active & 1, backends: map[netip.AddrPort]uint32{}}
+		sk := fromSvcKey(k)
+		d.services[sk] = s
+		byID[v.Id] = s
+		if err := d.addVIP(sk.Addr); err != nil {
+			return err
+		}
+		d.svcIDs.mark(v.Id)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read services: %w", err)
+	}
+	var id uint32
+	var be zhBackend
+	bit := d.objs.Backends.Iterate()
+	for bit.Next(&id, &be) {
+		if be.Family == 0 {
+			continue
+		}
+		s, ok := byID[be.Svc]
+		if !ok {
+			continue // left over from an interrupted delete
+		}
+		s.backends[netip.AddrPortFrom(wordsAddr(be.Addr, be.Family), hostPort(be.Port))] = id
+		d.beIDs.mark(id)
+	}
+	if err := bit.Err(); err != nil {
+		return fmt.Errorf("read backends: %w", err)
+	}
+	return nil
+}
+
+// Attach attaches XDP (ingress) and tcx egress to the named interface with
+// bpf_links pinned under the root. Links already pinned for the interface
+// are switched to this Datapath's programs in place, so forwarding does not
+// stop during an upgrade.
+func (d *Datapath) Attach(ifname string) error {
+	if d.opts.noPin {
+		return errors.New("attach: datapath loaded without pinning")
+	}
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("attach %s: %w", ifname, err)
+	}
+	if err := d.attachOne(ifname, ifc.Index, "xdp", d.objs.ZhXdp, func() (link.Link, error) {
+		return link.AttachXDP(link.XDPOptions{Program: d.objs.ZhXdp, Interface: ifc.Index})
+	}); err != nil {
+		return err
+	}
+	return d.attachOne(ifname, ifc.Index, "tc_egress", d.objs.ZhTcEgress, func() (link.Link, error) {
+		return link.AttachTCX(link.TCXOptions{Program: d.objs.ZhTcEgress, Interface: ifc.Index, Attach: ebpf.AttachTCXEgress})
+	})
+}
+
+func (d *Datapath) linkPath(kind, ifname string) string {
+	return filepath.Join(d.opts.PinRoot, "link_"+kind+"_"+ifname)
+}
+
+func (d *Datapath) attachOne(ifname string, ifindex int, kind string, prog *ebpf.Program, attach func() (link.Link, error)) error {
+	path := d.linkPath(kind, ifname)
+	if l, err := link.LoadPinnedLink(path, nil); err == nil {
+		ok := linkIfindex(l) == ifindex && l.Update(prog) == nil
+		if !ok {
+			// Interface re-created or link defunct: start over.
+			_ = l.Unpin()
+		}
+		_ = l.Close()
+		if ok {
+			return nil
+		}
+	}
+	l, err := attach()
+	if err != nil {
+		return fmt.Errorf("attach %s to %s: %w", kind, ifname, err)
+	}
+	defer l.Close()
+	if err := l.Pin(path); err != nil {
+		return fmt.Errorf("pin %s link of %s: %w", kind, ifname, err)
+	}
+	return nil
+}
+
+func linkIfindex(l link.Link) int {
+	info, err := l.Info()
+	if err != nil {
+		return -1
+	}
+	if x := info.XDP(); x != nil {
+		return int(x.Ifindex)
+	}
+	if t := info.TCX(); t != nil {
+		return int(t.Ifindex)
+	}
+	return -1
+}
+
+// Detach removes both programs from the named interface.
+func (d *Datapath) Detach(ifname string) error {
+	var errs []error
+	for _, kind := range []string{"xdp", "tc_egress"} {
+		path := d.linkPath(kind, ifname)
+		l, err := link.LoadPinnedLink(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("detach %s from %s: %w", kind, ifname, err))
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("unpin %s link of %s: %w", kind, ifname, err))
+		}
+		// Closing the last reference detaches the program.
+		_ = l.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// EnableRedirect marks an interface (typically a Pod's host-side veth) as
+// able to take XDP redirects; VIP packets routed to it skip the stack.
+// Packets routed to other interfaces are rewritten and passed to the kernel.
+func (d *Datapath) EnableRedirect(ifname string) error {
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("enable redirect: %w", err)
+	}
+	idx := uint32(ifc.Index)
+	if err := d.objs.TxPorts.Put(idx, idx); err != nil {
+		return fmt.Errorf("enable redirect to %s: %w", ifname, err)
+	}
+	return nil
+}
+
+// DisableRedirect undoes EnableRedirect.
+func (d *Datapath) DisableRedirect(ifname string) error {
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return fmt.Errorf("disable redirect: %w", err)
+	}
+	if err := d.objs.TxPorts.Delete(uint32(ifc.Index)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("disable redirect to %s: %w", ifname, err)
+	}
+	return nil
+}
+
+// Close releases this process's handles. Pinned objects stay, and attached
+// programs keep forwarding.
+func (d *Datapath) Close() error {
+	return d.objs.Close()
+}
+
+// Remove detaches everything attached from this pin root, unpins all
+// objects and deletes the root directory, then closes.
+func (d *Datapath) Remove() error {
+	cerr := d.objs.Close()
+	if d.opts.noPin {
+		return cerr
+	}
+	// Removing the pins drops the last references: links detach, maps go.
+	if err := os.RemoveAll(d.opts.PinRoot); err != nil {
+		return fmt.Errorf("remove %s: %w", d.opts.PinRoot, err)
+	}
+	return cerr
+}
+
+// UpsertService creates or replaces a service. Backends not flagged
+// terminating (and, in Local mode, flagged local) form a new Maglev table,
+// built from the backends sorted by address and port so that every node
+// builds the same one. The table is written into the service's inactive
+// slot and the service entry flipped in one update. Backends that are gone
+// lose their flows; terminating backends keep theirs but get no new ones.
+func (d *Datapath) UpsertService(key ServiceKey, backends []Backend, flags ServiceFlags) error {
+	if err := validate(key, backends); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+
+	s, exists := d.services[key]
+	if !exists {
+		id, ok := d.svcIDs.get()
+		if !ok {
+			return fmt.Errorf("service %s: all %d service ids in use", key, d.opts.MaxServices)
+		}
+		s = &service{id: id, backends: map[netip.AddrPort]uint32{}}
+		if err := d.resetStats(id); err != nil {
+			d.svcIDs.put(id)
+			return fmt.Errorf("service %s: %w", key, err)
+		}
+	}
+
+	// Backend entries first: the table written next refers to them.
+	next := map[netip.AddrPort]uint32{}
+	var eligible []Backend
+	for _, b := range backends {
+		ap := b.AddrPort()
+		id, ok := s.backends[ap]
+		if !ok {
+			if id, ok = d.beIDs.get(); !ok {
+				d.releaseNew(s, next, !exists)
+				return fmt.Errorf("service %s: all %d backend ids in use", key, d.opts.MaxBackends)
+			}
+			if err := d.resetStats(d.opts.MaxServices + id); err != nil {
+				d.beIDs.put(id)
+				d.releaseNew(s, next, !exists)
+				return fmt.Errorf("service %s: %w", key, err)
+			}
+		}
+		next[ap] = id
+		v := zhBackend{
+			Addr:   addrWords(b.Addr),
+			Node:   addrWords(b.Node),
+			Port:   netPort(b.Port),
+			Family: family(b.Addr),
+			Flags:  uint32(b.Flags),
+			Svc:    s.id,
+		}
+		if err := d.objs.Backends.Put(id, v); err != nil {
+			d.releaseNew(s, next, !exists)
+			return fmt.Errorf("service %s: backend %s: %w", key, ap, err)
+		}
+		if b.Flags&BackendTerminating == 0 && (flags&ServiceLocal == 0 || b.Flags&BackendLocal != 0) {
+			eligible = append(eligible, b)
+		}
+	}
+	slices.SortFunc(eligible, func(a, b Backend) int { return a.AddrPort().Compare(b.AddrPort()) })
+
+	old := s.id*2 + s.active
+	active := s.active
+	if len(eligible) > 0 {
+		active = s.active ^ 1
+		if !exists {
+			active = 0
+		}
+		if err := d.writeTable(s.id*2+active, eligible, next); err != nil {
+			d.releaseNew(s, next, !exists)
+			return fmt.Errorf("service %s: %w", key, err)
+		}
+	}
+	if !exists {
+		// Filter bit first: the program must never miss a VIP.
+		if err := d.addVIP(key.Addr); err != nil {
+			d.releaseNew(s, next, !exists)
+			return fmt.Errorf("service %s: %w", key, err)
+		}
+	}
+	v := zhSvcValue{Id: s.id, Flags: uint32(flags), Count: uint32(len(eligible)), Active: active}
+	if err := d.objs.Services.Put(svcKey(key), v); err != nil {
+		if !exists {
+			_ = d.delVIP(key.Addr)
+		}
+		d.releaseNew(s, next, !exists)
+		return fmt.Errorf("service %s: %w", key, err)
+	}
+	// The old table may still be in use by a packet that read the old
+	// entry; hash elements are freed after an RCU grace period, and the
+	// program falls back to the other table if it finds this one gone.
+	if exists && (len(eligible) == 0 || active != s.active) {
+		if err := d.deleteTable(old); err != nil {
+			return fmt.Errorf("service %s: drop old table: %w", key, err)
+		}
+	}
+	for ap, id := range s.backends {
+		if _, keep := next[ap]; !keep {
+			d.dropBackend(id)
+		}
+	}
+	s.backends, s.active = next, active
+	d.services[key] = s
+	return nil
+}
+
+// releaseNew frees the ids a failed upsert allocated.
+func (d *Datapath) releaseNew(s *service, next map[netip.AddrPort]uint32, isNew bool) {
+	for ap, id := range next {
+		if _, had := s.backends[ap]; !had {
+			d.dropBackend(id)
+		}
+	}
+	if isNew {
+		d.svcIDs.put(s.id)
+	}
+}
+
+func (d *Datapath) dropBackend(id uint32) {
+	// A zeroed entry (family 0) makes conntrack hits on it choose again.
+	_ = d.objs.Backends.Put(id, zhBackend{})
+	d.beIDs.put(id)
+}
+
+// maglevChunkMax slots (4000 bytes) keep a chunk and its hash element
+// header within one 4 KiB allocation.
+const maglevChunkMax = 1000
+
+// maglevChunks returns the slots per chunk and the chunks per table.
+func maglevChunks(m uint32) (chunk, chunks uint32) {
+	chunk = min(m, maglevChunkMax)
+	return chunk, (m + chunk - 1) / chunk
+}
+
+func (d *Datapath) writeTable(table uint32, eligible []Backend, ids map[netip.AddrPort]uint32) error {
+	names := make([]string, len(eligible))
+	for i, b := range eligible {
+		names[i] = b.AddrPort().String()
+	}
+	idx, err := Maglev(names, d.opts.MaglevSize, d.opts.Seed)
+	if err != nil {
+		return err
+	}
+	chunk, chunks := maglevChunks(d.opts.MaglevSize)
+	flat := make([]uint32, chunk*chunks) // the tail of the last chunk is never indexed
+	for i, j := range idx {
+		flat[i] = ids[eligible[j].AddrPort()]
+	}
+	for c := range chunks {
+		if err := d.objs.Maglev.Put(zhMaglevKey{Table: table, Chunk: c}, flat[c*chunk:(c+1)*chunk]); err != nil {
+			return fmt.Errorf("write maglev table %d chunk %d: %w", table, c, err)
+		}
+	}
+	return nil
+}
+
+func (d *Datapath) deleteTable(table uint32) error {
+	_, chunks := maglevChunks(d.opts.MaglevSize)
+	for c := range chunks {
+		err := d.objs.Maglev.Delete(zhMaglevKey{Table: table, Chunk: c})
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete maglev table %d chunk %d: %w", table, c, err)
+		}
+	}
+	return nil
+}
+
+func (d *Datapath) resetStats(idx uint32) error {
+	zero := make([]zhCounters, d.ncpu)
+	if err := d.objs.Stats.Put(idx, zero); err != nil {
+		return fmt.Errorf("reset stats %d: %w", idx, err)
+	}
+	return nil
+}
+
+// DeleteService removes a service; its flows stop at once.
+func (d *Datapath) DeleteService(key ServiceKey) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.services[key]
+	if !ok {
+		return nil
+	}
+	if err := d.objs.Services.Delete(svcKey(key)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete service %s: %w", key, err)
+	}
+	for _, table := range []uint32{s.id * 2, s.id*2 + 1} {
+		if err := d.deleteTable(table); err != nil {
+			return fmt.Errorf("delete service %s: %w", key, err)
+		}
+	}
+	for _, id := range s.backends {
+		d.dropBackend(id)
+	}
+	d.svcIDs.put(s.id)
+	delete(d.services, key)
+	if err := d.delVIP(key.Addr); err != nil {
+		return fmt.Errorf("delete service %s: %w", key, err)
+	}
+	return nil
+}
+
+// filterWords x 64 bits: the VIP pre-filter (vip_filter in the C code).
+const filterWords = 16384
+
+// filterBit must match maybe_vip() in zerohop.c.
+func filterBit(a netip.Addr) uint32 {
+	w := addrWords(a)
+	x := w[0]
+	if !a.Is4() {
+		x ^= w[1] ^ w[2] ^ w[3]
+	}
+	return (x * 0x9e3779b1) >> 12
+}
+
+func (d *Datapath) addVIP(a netip.Addr) error {
+	d.vips[a]++
+	if d.vips[a] > 1 {
+		return nil
+	}
+	bit := filterBit(a)
+	d.bits[bit]++
+	if d.bits[bit] > 1 {
+		return nil
+	}
+	d.filter[bit/64] |= 1 << (bit % 64)
+	if err := d.objs.VipFilter.Put(bit/64, d.filter[bit/64]); err != nil {
+		return fmt.Errorf("vip filter: %w", err)
+	}
+	return nil
+}
+
+func (d *Datapath) delVIP(a netip.Addr) error {
+	if d.vips[a]--; d.vips[a] > 0 {
+		return nil
+	}
+	delete(d.vips, a)
+	bit := filterBit(a)
+	if d.bits[bit]--; d.bits[bit] > 0 {
+		return nil
+	}
+	delete(d.bits, bit)
+	d.filter[bit/64] &^= 1 << (bit % 64)
+	if err := d.objs.VipFilter.Put(bit/64, d.filter[bit/64]); err != nil {
+		return fmt.Errorf("vip filter: %w", err)
+	}
+	return nil
+}
+
+// Services lists the configured services.
+func (d *Datapath) Services() []ServiceKey {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]ServiceKey, 0, len(d.services))
+	for k := range d.services {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Stats returns the counters of every service and its backends.
+func (d *Datapath) Stats() (map[ServiceKey]ServiceStats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[ServiceKey]ServiceStats, len(d.services))
+	for k, s := range d.services {
+		c, err := d.counters(s.id)
+		if err != nil {
+			return nil, fmt.Errorf("stats of %s: %w", k, err)
+		}
+		st := ServiceStats{Counters: c, Backends: map[netip.AddrPort]Counters{}}
+		for ap, id := range s.backends {
+			if st.Backends[ap], err = d.counters(d.opts.MaxServices + id); err != nil {
+				return nil, fmt.Errorf("stats of %s backend %s: %w", k, ap, err)
+			}
+		}
+		out[k] = st
+	}
+	return out, nil
+}
+
+func (d *Datapath) counters(idx uint32) (Counters, error) {
+	var per []zhCounters
+	if err := d.objs.Stats.Lookup(idx, &per); err != nil {
+		return Counters{}, err
+	}
+	var c Counters
+	for _, p := range per {
+		c.add(Counters{Packets: p.Packets, Bytes: p.Bytes, Drops: p.Drops, CTMiss: p.CtMiss, Flows: p.Flows})
+	}
+	return c, nil
+}
+
+func validate(key ServiceKey, backends []Backend) error {
+	if !key.Addr.IsValid() || key.Addr.Zone() != "" {
+		return fmt.Errorf("service %s: invalid address", key)
+	}
+	if key.Proto != TCP && key.Proto != UDP {
+		return fmt.Errorf("service %s: protocol must be tcp or udp", key)
+	}
+	seen := map[netip.AddrPort]bool{}
+	for _, b := range backends {
+		if !b.Addr.IsValid() || b.Addr.Is4() != key.Addr.Is4() || b.Addr.Is4In6() {
+			return fmt.Errorf("service %s: backend %s: address family differs from the VIP", key, b.Addr)
+		}
+		if seen[b.AddrPort()] {
+			return fmt.Errorf("service %s: backend %s listed twice", key, b.AddrPort())
+		}
+		seen[b.AddrPort()] = true
+	}
+	return nil
+}
+
+// idAlloc hands out ids in [lo, hi), cycling through them so that a freed
+// id is reused as late as possible (stale conntrack entries also carry the
+// service id, which catches most reuse anyway).
+type idAlloc struct {
+	lo, hi, next uint32
+	used         map[uint32]bool
+}
+
+func newIDAlloc(lo, hi uint32) *idAlloc {
+	return &idAlloc{lo: lo, hi: hi, next: lo, used: map[uint32]bool{}}
+}
+
+func (a *idAlloc) get() (uint32, bool) {
+	n := a.hi - a.lo
+	if uint32(len(a.used)) >= n {
+		return 0, false
+	}
+	for range n {
+		id := a.next
+		a.next++
+		if a.next == a.hi {
+			a.next = a.lo
+		}
+		if !a.used[id] {
+			a.used[id] = true
+			return id, true
+		}
+	}
+	return 0, false
+}
+
+func (a *idAlloc) put(id uint32) { delete(a.used, id) }
+
+func (a *idAlloc) mark(id uint32) {
+	a.used[id] = true
+	if id >= a.next && id+1 < a.hi {
+		a.next = id + 1
+	}
+}

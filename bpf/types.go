@@ -1,0 +1,159 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+)
+
+// Proto is an IP protocol number.
+type Proto uint8
+
+// Protocols the datapath balances.
+const (
+	TCP Proto = 6
+	UDP Proto = 17
+)
+
+func (p Proto) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return fmt.Sprintf("proto(%d)", uint8(p))
+}
+
+// ServiceKey is what a client addresses: a VIP, a port and a protocol.
+type ServiceKey struct {
+	Addr  netip.Addr
+	Port  uint16
+	Proto Proto
+}
+
+func (k ServiceKey) String() string {
+	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(k.Addr, k.Port), k.Proto)
+}
+
+// ServiceFlags select how a service is balanced.
+type ServiceFlags uint32
+
+// Only ServiceLocal is implemented (part 1). The others are reserved so the
+// map layout does not change when Cluster mode and affinity arrive.
+const (
+	// ServiceLocal: externalTrafficPolicy Local, backends on this node only.
+	ServiceLocal ServiceFlags = 1 << 0
+	// ServiceCluster: reserved for Cluster mode (IP-in-IP to remote nodes).
+	ServiceCluster ServiceFlags = 1 << 1
+	// ServiceAffinity: reserved for ClientIP session affinity.
+	ServiceAffinity ServiceFlags = 1 << 2
+)
+
+// BackendFlags describe one endpoint of a service.
+type BackendFlags uint32
+
+const (
+	// BackendLocal: the Pod runs on this node.
+	BackendLocal BackendFlags = 1 << 0
+	// BackendRemote: the Pod runs on Backend.Node (Cluster mode, part 2).
+	BackendRemote BackendFlags = 1 << 1
+	// BackendTerminating: keeps its established flows, gets no new ones.
+	BackendTerminating BackendFlags = 1 << 2
+)
+
+// Backend is one endpoint of a service.
+type Backend struct {
+	Addr  netip.Addr // Pod address, same family as the VIP
+	Port  uint16     // Pod port (targetPort)
+	Node  netip.Addr // node the Pod runs on; optional for local backends
+	Flags BackendFlags
+}
+
+// AddrPort is the identity of a backend within its service.
+func (b Backend) AddrPort() netip.AddrPort { return netip.AddrPortFrom(b.Addr, b.Port) }
+
+// Counters are summed over all CPUs.
+type Counters struct {
+	Packets uint64 // forwarded to a backend
+	Bytes   uint64 // L3 bytes forwarded
+	Drops   uint64 // new flows dropped: no backend could take them
+	CTMiss  uint64 // conntrack misses on packets other than a TCP SYN
+	Flows   uint64 // conntrack entries created
+}
+
+func (c *Counters) add(o Counters) {
+	c.Packets += o.Packets
+	c.Bytes += o.Bytes
+	c.Drops += o.Drops
+	c.CTMiss += o.CTMiss
+	c.Flows += o.Flows
+}
+
+// ServiceStats are the counters of a service and of each of its backends.
+type ServiceStats struct {
+	Counters
+	Backends map[netip.AddrPort]Counters
+}
+
+const (
+	familyV4 = 4
+	familyV6 = 6
+)
+
+func family(a netip.Addr) uint8 {
+	if a.Is4() {
+		return familyV4
+	}
+	return familyV6
+}
+
+// addrWords lays an address out as the C side's __u32 addr[4]: network
+// byte order in memory, IPv4 in word 0.
+func addrWords(a netip.Addr) [4]uint32 {
+	var b [16]byte
+	if a.Is4() {
+		v4 := a.As4()
+		copy(b[:], v4[:])
+	} else if a.IsValid() {
+		b = a.As16()
+	}
+	var w [4]uint32
+	for i := range w {
+		w[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return w
+}
+
+func wordsAddr(w [4]uint32, fam uint8) netip.Addr {
+	var b [16]byte
+	for i := range w {
+		binary.NativeEndian.PutUint32(b[4*i:], w[i])
+	}
+	if fam == familyV4 {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(b)
+}
+
+// netPort converts a host port to the in-memory value of a __be16.
+func netPort(p uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], p)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func hostPort(p uint16) uint16 { return netPort(p) }
+
+func svcKey(k ServiceKey) zhSvcKey {
+	return zhSvcKey{
+		Addr:   addrWords(k.Addr),
+		Port:   netPort(k.Port),
+		Proto:  uint8(k.Proto),
+		Family: family(k.Addr),
+	}
+}
+
+func fromSvcKey(k zhSvcKey) ServiceKey {
+	return ServiceKey{Addr: wordsAddr(k.Addr, k.Family), Port: hostPort(k.Port), Proto: Proto(k.Proto)}
+}

@@ -1,0 +1,28 @@
+# bpf/: XDP + tc datapath (C via bpf2go, Go loader, tests, benchmarks).
+# Everything here needs root (BPF, netns); CI runs as root.
+
+BPF_FUZZTIME ?= 20s
+
+.PHONY: generate-bpf test-bpf fuzz-bpf bench-xdp
+
+# Rebuilds bpf/zh_bpfel.{o,go} from bpf/c/ with clang-19 (deterministic:
+# bpf2go strips DWARF and maps source paths to relative ones).
+generate-bpf:
+	cd bpf && $(GO) generate ./
+
+# PROG_TEST_RUN packet tests, netns end-to-end, pinning hand-over.
+test-bpf:
+	$(GO) test -count=1 -timeout 5m ./bpf/
+
+# Random packets through the XDP program for a bounded time.
+fuzz-bpf:
+	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzXDP$$' -fuzztime $(BPF_FUZZTIME) ./bpf/
+
+# ns/packet table from BPF_PROG_TEST_RUN; not part of `make test`.
+bench-xdp:
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkXDPTable$$' -benchtime 1x -timeout 20m ./bpf/
+
+GENERATE_TARGETS += generate-bpf
+TEST_TARGETS += test-bpf fuzz-bpf
+# test-go leaves bpf/ to test-bpf (root, namespaces, bounded fuzzing).
+TEST_EXCLUDE_PKGS += github.com/zerohop/zerohop/bpf$$
