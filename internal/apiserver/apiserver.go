@@ -15,7 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -93,8 +95,27 @@ func BinDir() string {
 }
 
 // Start runs etcd and kube-apiserver, waits until the API server is ready
-// and installs the CRDs. On error nothing is left running.
-func Start(ctx context.Context, opts Options) (_ *Server, err error) {
+// and installs the CRDs. On error nothing is left running. A start that
+// fails because a process exited (a free port taken by someone else in the
+// meantime, say) is tried again, up to three times, on new ports.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var s *Server
+		s, err = start(ctx, opts)
+		if err == nil || !errors.Is(err, errExited) || opts.Port != 0 || ctx.Err() != nil {
+			return s, err
+		}
+		logf(opts.Log, "apiserver: attempt %d failed (%v); trying again\n", attempt, err)
+	}
+	return nil, err
+}
+
+// errExited marks a start that failed because etcd or kube-apiserver
+// exited.
+var errExited = errors.New("process exited")
+
+func start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if opts.BindAddress == "" {
 		opts.BindAddress = "127.0.0.1"
 	}
@@ -222,10 +243,40 @@ func (s *Server) start(cmd *exec.Cmd, detach bool) error {
 	cmd.Stderr = s.log
 	if detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	} else {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		return cmd.Start()
 	}
-	return cmd.Start()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return startFromSpawner(cmd)
+}
+
+// The parent-death signal fires when the *thread* that forked the child
+// exits, not the process; Go ends a thread whenever a goroutine that locked
+// it returns (as namespace-switching test code does), which would kill the
+// API server mid-test. So children are forked from one locked thread that
+// lives as long as the process.
+var (
+	spawnOnce sync.Once
+	spawnReqs chan spawnReq
+)
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startFromSpawner(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnReqs = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread must outlive every child
+			for r := range spawnReqs {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawnReqs <- spawnReq{cmd, done}
+	return <-done
 }
 
 // waitReady polls /readyz until the server answers ok, and fails early if
@@ -238,7 +289,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 		go func(c *exec.Cmd) {
 			// Only the first Wait may succeed; Stop uses the process
 			// handle afterwards, which stays valid.
-			exited <- fmt.Errorf("%s exited: %w", filepath.Base(c.Path), c.Wait())
+			exited <- fmt.Errorf("%s: %w (%v)", filepath.Base(c.Path), errExited, c.Wait())
 		}(c)
 	}
 	tr, err := rest.TransportFor(s.Config)
@@ -422,5 +473,8 @@ func findCRDDir() (string, error) {
 // logf writes one progress line; a failing log writer is not worth failing
 // the server for.
 func logf(w io.Writer, format string, args ...any) {
+	if w == nil {
+		return
+	}
 	_, _ = fmt.Fprintf(w, format, args...)
 }

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2/textlogger"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/zerohop/zerohop/controller"
+)
+
+func init() { subcommands = append(subcommands, newControllerCommand) }
+
+func newControllerCommand() *cobra.Command {
+	var (
+		kubeconfig string
+		opts       controller.Options
+		debug      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Hand out LoadBalancer IPs from IPAddressPools to Services",
+		Long: `The controller assigns IPs to Services of type LoadBalancer whose
+spec.loadBalancerClass is zerohop.io/lb (or unset, with --default-class),
+from IPAddressPool objects. It is leader-elected; only the leader allocates.
+See docs/controller.md for the allocation and sharing rules.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			verbosity := 0
+			if debug {
+				verbosity = 4
+			}
+			ctrl.SetLogger(textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(verbosity))))
+			cfg, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			c, err := controller.New(cfg, opts)
+			if err != nil {
+				return err
+			}
+			return c.Start(ctrl.SetupSignalHandler())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster config, then ~/.kube/config)")
+	f.BoolVar(&opts.DefaultClass, "default-class", false, "also serve LoadBalancer Services without spec.loadBalancerClass")
+	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":7472", `Prometheus metrics address; "0" disables`)
+	f.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":7473", `/healthz and /readyz address; "0" disables`)
+	f.BoolVar(&opts.LeaderElection, "leader-elect", true, "elect a leader through a Lease so that only one replica allocates")
+	f.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "zerohop-system", "namespace of the leader-election Lease")
+	f.StringVar(&opts.LeaderElectionID, "leader-election-id", "zerohop-controller", "name of the leader-election Lease")
+	f.Float32Var(&opts.QPS, "kube-api-qps", 500, "API requests per second")
+	f.IntVar(&opts.Burst, "kube-api-burst", 1000, "API request burst")
+	f.IntVar(&opts.Workers, "workers", 16, "concurrent Service reconciles")
+	f.BoolVar(&debug, "debug", false, "verbose logging")
+	return cmd
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	if os.Getenv("KUBECONFIG") == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no kubeconfig and not in a cluster: %w", err)
+	}
+	return cfg, nil
+}
