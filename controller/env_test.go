@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +46,8 @@ type env struct {
 	srv *apiserver.Server
 	cfg *rest.Config
 	cli client.Client // uncached: tests read what the API server has
+	// running counts controllers started and not yet stopped.
+	running atomic.Int32
 }
 
 func newEnv(t *testing.T) *env {
@@ -70,9 +73,11 @@ func (e *env) startController(t testing.TB, opts controller.Options) (stop func(
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Start(ctx) }()
+	e.running.Add(1)
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
+			e.running.Add(-1)
 			cancel()
 			select {
 			case err := <-done:
@@ -109,7 +114,24 @@ func (e *env) pool(t testing.TB, name string, addrs []string, mut ...func(*v1alp
 		t.Fatalf("create pool %s: %v", name, err)
 	}
 	t.Cleanup(func() { _ = e.cli.Delete(context.Background(), p) })
-	return p
+	// With a controller running, wait until it has taken the pool in (it
+	// writes the pool's conditions), so that a Service created next is
+	// allocated with this pool known, as a user who applied the pool
+	// first expects.
+	if e.running.Load() == 0 {
+		return p
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var got v1alpha1.IPAddressPool
+		if err := e.cli.Get(context.Background(), client.ObjectKeyFromObject(p), &got); err == nil && len(got.Status.Conditions) > 0 {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool %s: controller wrote no status within 20s", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func lbService(ns, name string, mut ...func(*corev1.Service)) *corev1.Service {
