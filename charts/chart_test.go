@@ -181,6 +181,9 @@ func TestInstallRBAC(t *testing.T) {
 			{"update", "zerohop.io", "ipaddresspools", "status", "", false},
 			{"create", "zerohop.io", "bgppeers", "", "", false},
 			{"update", "", "nodes", "", "", false},
+			{"create", "zerohop.io", "speakerstatuses", "", "", true},
+			{"update", "zerohop.io", "speakerstatuses", "status", "", true},
+			{"delete", "zerohop.io", "speakerstatuses", "", "", false},
 		}},
 	}
 	for _, tc := range tests {

@@ -409,7 +409,11 @@ func teardown(ctx context.Context, stateDir string, st *State) error {
 			continue // went with its namespace
 		}
 		if _, err := run(ctx, "ip", "link", "del", ln); err != nil {
-			errs = append(errs, err)
+			// The peer end of a veth goes when its namespace is
+			// deleted, which may happen between the check and here.
+			if _, statErr := os.Stat("/sys/class/net/" + ln); statErr == nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	dirs := append(slices.Clone(st.Dirs), filepath.Join(frrRunRoot, frrPathspace), PinDir, stateDir)

@@ -1,0 +1,29 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestSpeakerCommandValidatesFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"speaker", "--node-name", ""}, "--node-name"},
+		{[]string{"speaker", "--node-name", "n1", "--router-id", "2001:db8::1"}, "--router-id"},
+		{[]string{"speaker", "--node-name", "n1", "--router-id", "nope"}, "--router-id"},
+	}
+	for _, tc := range tests {
+		t.Setenv("NODE_NAME", "")
+		root := newRootCommand()
+		root.SetOut(&bytes.Buffer{})
+		root.SetErr(&bytes.Buffer{})
+		root.SetArgs(tc.args)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want an error about %s", tc.args, err, tc.want)
+		}
+	}
+}

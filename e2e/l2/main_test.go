@@ -1,0 +1,45 @@
+// Package l2_test runs real speakers (the zerohop binary) in the lab's node
+// namespaces in L2 mode and checks, from the router on the node segment,
+// that exactly one node answers ARP and NDP for each VIP, that
+// externalTrafficPolicy Local picks a node with a ready Pod, and how long
+// traffic stops when the owner's speaker is killed.
+package l2_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/zerohop/zerohop/e2e/lab"
+)
+
+// zerohopBin is the binary under test, built once by TestMain.
+var zerohopBin string
+
+func TestMain(m *testing.M) {
+	lab.HelperMain()
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "zh-e2e-l2")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	zerohopBin = filepath.Join(dir, "zerohop")
+	goBin := os.Getenv("GO")
+	if goBin == "" {
+		goBin = "go"
+	}
+	cmd := exec.Command(goBin, "build", "-o", zerohopBin, "github.com/zerohop/zerohop/cmd/zerohop")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build zerohop:", err)
+		return 1
+	}
+	return m.Run()
+}

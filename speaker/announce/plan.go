@@ -1,0 +1,359 @@
+// Package announce decides what a speaker announces: from Services with
+// their IPs, pools, advertisements, peers, this node and its local
+// endpoints, it computes the BGP paths each peer should receive. It does no
+// I/O, so every rule is a row in a table test; the speaker feeds it objects
+// from its caches and hands the result to speaker/bgp.
+package announce
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/zerohop/zerohop/config/v1alpha1"
+)
+
+// Service is what the planner needs of one LoadBalancer Service.
+type Service struct {
+	// Key is namespace/name.
+	Key string
+	// IPs are the ingress IPs from the Service's status.
+	IPs []netip.Addr
+	// LocalOnly is externalTrafficPolicy Local: only nodes with a ready
+	// local endpoint announce.
+	LocalOnly bool
+	// LocalReady counts the ready endpoints on this node.
+	LocalReady int
+	// Ready counts the ready endpoints in the cluster. A Cluster-mode
+	// Service with none is not announced: traffic would have nowhere to go.
+	Ready int
+}
+
+// Node is the node the speaker runs on.
+type Node struct {
+	Name   string
+	Labels map[string]string
+	// Healthy is false when the node must not attract traffic (see
+	// NodeHealthy); its sessions stay up but carry no paths.
+	Healthy bool
+}
+
+// ExcludeLabel is the well-known label that keeps a node out of external
+// load balancers.
+const ExcludeLabel = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+// NodeHealthy reports whether node may announce: it is not labelled out of
+// load balancing and its network is not reported unavailable. Readiness of
+// the kubelet is left to the endpoints, which go unready with it.
+func NodeHealthy(node *corev1.Node) bool {
+	if node == nil {
+		return false
+	}
+	if _, ok := node.Labels[ExcludeLabel]; ok {
+		return false
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionTrue {
+			return false
+		}
+	}
+	return true
+}
+
+// Input is everything the planner looks at.
+type Input struct {
+	Node           Node
+	Pools          []*v1alpha1.IPAddressPool
+	Peers          []*v1alpha1.BGPPeer
+	Advertisements []*v1alpha1.BGPAdvertisement
+	Services       []Service
+}
+
+// LargeCommunity is an RFC 8092 community.
+type LargeCommunity struct {
+	GlobalAdmin, LocalData1, LocalData2 uint32
+}
+
+// Path is one prefix announced to one peer.
+type Path struct {
+	Prefix netip.Prefix
+	// Communities are standard communities, sorted, without duplicates.
+	Communities []uint32
+	// LargeCommunities are sorted, without duplicates.
+	LargeCommunities []LargeCommunity
+	// LocalPref is set on iBGP sessions only; 0 means not set. Several
+	// advertisements of one prefix: the highest wins.
+	LocalPref uint32
+	// Weight, when not 0, is the number of ready local endpoints behind
+	// the prefix, announced as the Link Bandwidth extended community.
+	Weight uint32
+	// Services are the keys of the Services behind the prefix, sorted.
+	Services []string
+}
+
+// PeerPlan is what one peer receives.
+type PeerPlan struct {
+	Peer *v1alpha1.BGPPeer
+	// Paths are sorted by prefix.
+	Paths []Path
+}
+
+// Plan is the planner's answer for one node.
+type Plan struct {
+	// Peers are the BGPPeers selected for this node, sorted by name, each
+	// with its paths (maybe none).
+	Peers []PeerPlan
+}
+
+// Well-known communities (RFC 1997, RFC 3765, RFC 7999).
+var wellKnown = map[string]uint32{
+	"no-export":    0xFFFFFF01,
+	"no-advertise": 0xFFFFFF02,
+	"no-peer":      0xFFFFFF04,
+	"blackhole":    0xFFFF029A,
+}
+
+// ParseCommunity parses one entry of BGPAdvertisement.spec.communities:
+// "65000:100", "large:65000:1:2" or a well-known name. Exactly one of the
+// results is meaningful: large reports which.
+func ParseCommunity(s string) (std uint32, lc LargeCommunity, large bool, err error) {
+	if v, ok := wellKnown[s]; ok {
+		return v, LargeCommunity{}, false, nil
+	}
+	if rest, ok := strings.CutPrefix(s, "large:"); ok {
+		parts := strings.Split(rest, ":")
+		if len(parts) != 3 {
+			return 0, lc, true, fmt.Errorf("community %q: want large:ASN:N:N", s)
+		}
+		var v [3]uint32
+		for i, p := range parts {
+			n, err := strconv.ParseUint(p, 10, 32)
+			if err != nil {
+				return 0, lc, true, fmt.Errorf("community %q: %w", s, err)
+			}
+			v[i] = uint32(n)
+		}
+		return 0, LargeCommunity{v[0], v[1], v[2]}, true, nil
+	}
+	hi, lo, ok := strings.Cut(s, ":")
+	if !ok {
+		return 0, lc, false, fmt.Errorf("community %q: want ASN:N, large:ASN:N:N or a well-known name", s)
+	}
+	h, err := strconv.ParseUint(hi, 10, 16)
+	if err != nil {
+		return 0, lc, false, fmt.Errorf("community %q: %w", s, err)
+	}
+	l, err := strconv.ParseUint(lo, 10, 16)
+	if err != nil {
+		return 0, lc, false, fmt.Errorf("community %q: %w", s, err)
+	}
+	return uint32(h)<<16 | uint32(l), lc, false, nil
+}
+
+// advert is a BGPAdvertisement that applies to this node, parsed once.
+type advert struct {
+	adv     *v1alpha1.BGPAdvertisement
+	std     []uint32
+	large   []LargeCommunity
+	peers   []*v1alpha1.BGPPeer
+	len4    int
+	len6    int
+	weights bool
+}
+
+// pathAcc accumulates the contributions to one (peer, prefix).
+type pathAcc struct {
+	std      map[uint32]bool
+	large    map[LargeCommunity]bool
+	pref     uint32
+	weighted bool           // every contributor is a weighted Local Service
+	weight   map[string]int // service/ip -> ready local endpoints
+	services map[string]bool
+}
+
+// Compute plans the announcements of one node. Objects with errors (a bad
+// selector, a bad community) are left out and reported; the rest of the
+// plan stands, so one typo does not withdraw every route.
+func Compute(in Input) (Plan, []error) {
+	var errs []error
+	pools, perrs := NewPools(in.Pools)
+	errs = append(errs, perrs...)
+
+	// Peers of this node.
+	var peers []*v1alpha1.BGPPeer
+	for _, p := range in.Peers {
+		ok, err := SelectsNode(p.Spec.NodeSelectors, in.Node.Labels)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bgppeer %s: nodeSelectors: %w", p.Name, err))
+			continue
+		}
+		if ok {
+			peers = append(peers, p)
+		}
+	}
+	slices.SortFunc(peers, func(a, b *v1alpha1.BGPPeer) int { return cmp.Compare(a.Name, b.Name) })
+	plan := Plan{Peers: make([]PeerPlan, len(peers))}
+	for i, p := range peers {
+		plan.Peers[i].Peer = p
+	}
+	if !in.Node.Healthy || len(peers) == 0 {
+		return plan, errs
+	}
+
+	// Advertisements of this node.
+	var adverts []advert
+	for _, adv := range in.Advertisements {
+		a, ok, err := parseAdvert(adv, in.Node, peers)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			adverts = append(adverts, a)
+		}
+	}
+
+	acc := make(map[string]map[netip.Prefix]*pathAcc) // peer name -> prefix
+	for _, svc := range in.Services {
+		if svc.LocalOnly && svc.LocalReady <= 0 || !svc.LocalOnly && svc.Ready <= 0 {
+			continue
+		}
+		for _, ip := range svc.IPs {
+			ip = ip.Unmap()
+			pool := pools.Of(ip)
+			if pool == nil {
+				continue // not a zerohop address
+			}
+			for i := range adverts {
+				a := &adverts[i]
+				ok, err := SelectsPool(a.adv.Spec.IPAddressPools, a.adv.Spec.IPAddressPoolSelectors, pool)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("bgpadvertisement %s: ipAddressPoolSelectors: %w", a.adv.Name, err))
+					continue
+				}
+				if !ok {
+					continue
+				}
+				bits := a.len4
+				if ip.Is6() {
+					bits = a.len6
+				}
+				prefix, err := ip.Prefix(bits)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("bgpadvertisement %s: %w", a.adv.Name, err))
+					continue
+				}
+				for _, peer := range a.peers {
+					byPrefix := acc[peer.Name]
+					if byPrefix == nil {
+						byPrefix = make(map[netip.Prefix]*pathAcc)
+						acc[peer.Name] = byPrefix
+					}
+					pa := byPrefix[prefix]
+					if pa == nil {
+						pa = &pathAcc{std: map[uint32]bool{}, large: map[LargeCommunity]bool{},
+							weighted: true, weight: map[string]int{}, services: map[string]bool{}}
+						byPrefix[prefix] = pa
+					}
+					for _, c := range a.std {
+						pa.std[c] = true
+					}
+					for _, c := range a.large {
+						pa.large[c] = true
+					}
+					if peer.Spec.MyASN == peer.Spec.PeerASN {
+						pa.pref = max(pa.pref, a.adv.Spec.LocalPref)
+					}
+					if a.weights && svc.LocalOnly {
+						pa.weight[svc.Key+"/"+ip.String()] = svc.LocalReady
+					} else {
+						pa.weighted = false
+					}
+					pa.services[svc.Key] = true
+				}
+			}
+		}
+	}
+
+	for i := range plan.Peers {
+		byPrefix := acc[plan.Peers[i].Peer.Name]
+		prefixes := slices.SortedFunc(maps.Keys(byPrefix), comparePrefix)
+		for _, prefix := range prefixes {
+			pa := byPrefix[prefix]
+			p := Path{
+				Prefix:           prefix,
+				Communities:      slices.Sorted(maps.Keys(pa.std)),
+				LargeCommunities: slices.SortedFunc(maps.Keys(pa.large), compareLarge),
+				LocalPref:        pa.pref,
+				Services:         slices.Sorted(maps.Keys(pa.services)),
+			}
+			if pa.weighted {
+				var w int
+				for _, n := range pa.weight {
+					w += n
+				}
+				p.Weight = uint32(w)
+			}
+			plan.Peers[i].Paths = append(plan.Peers[i].Paths, p)
+		}
+	}
+	return plan, errs
+}
+
+func parseAdvert(adv *v1alpha1.BGPAdvertisement, node Node, peers []*v1alpha1.BGPPeer) (advert, bool, error) {
+	ok, err := SelectsNode(adv.Spec.NodeSelectors, node.Labels)
+	if err != nil {
+		return advert{}, false, fmt.Errorf("bgpadvertisement %s: nodeSelectors: %w", adv.Name, err)
+	}
+	if !ok {
+		return advert{}, false, nil
+	}
+	a := advert{adv: adv, len4: 32, len6: 128, weights: adv.Spec.WeightedECMP}
+	if l := adv.Spec.AggregationLength; l != nil {
+		if *l < 0 || *l > 32 {
+			return advert{}, false, fmt.Errorf("bgpadvertisement %s: aggregationLength %d out of 0-32", adv.Name, *l)
+		}
+		a.len4 = int(*l)
+	}
+	if l := adv.Spec.AggregationLengthV6; l != nil {
+		if *l < 0 || *l > 128 {
+			return advert{}, false, fmt.Errorf("bgpadvertisement %s: aggregationLengthV6 %d out of 0-128", adv.Name, *l)
+		}
+		a.len6 = int(*l)
+	}
+	for _, c := range adv.Spec.Communities {
+		std, lc, large, err := ParseCommunity(c)
+		if err != nil {
+			return advert{}, false, fmt.Errorf("bgpadvertisement %s: %w", adv.Name, err)
+		}
+		if large {
+			a.large = append(a.large, lc)
+		} else {
+			a.std = append(a.std, std)
+		}
+	}
+	for _, p := range peers {
+		if len(adv.Spec.Peers) == 0 || slices.Contains(adv.Spec.Peers, p.Name) {
+			a.peers = append(a.peers, p)
+		}
+	}
+	return a, true, nil
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+func compareLarge(a, b LargeCommunity) int {
+	return cmp.Or(cmp.Compare(a.GlobalAdmin, b.GlobalAdmin),
+		cmp.Compare(a.LocalData1, b.LocalData1), cmp.Compare(a.LocalData2, b.LocalData2))
+}

@@ -1,0 +1,253 @@
+// Package speaker is zerohop's node agent: it watches Services,
+// EndpointSlices, this Node and zerohop's BGP objects, asks the pure
+// planner in speaker/announce what to announce, and drives the embedded
+// GoBGP server in speaker/bgp. It reports sessions and announcements in a
+// SpeakerStatus object named after the node, and Events on BGPPeers when
+// sessions go up or down.
+package speaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/zerohop/zerohop/config/v1alpha1"
+	"github.com/zerohop/zerohop/speaker/bgp"
+)
+
+// FieldOwner names the speaker's writes.
+const FieldOwner = "zerohop-speaker"
+
+// Options configure a Speaker.
+type Options struct {
+	// NodeName is the node this speaker runs on (from the downward API).
+	NodeName string
+	// Namespace is the speaker's namespace: password Secrets without a
+	// namespace are looked up here, and only here are they watched.
+	Namespace string
+	// RouterID overrides the BGP router ID; default: the routerID of a
+	// selected BGPPeer, else the node's first IPv4 InternalIP.
+	RouterID netip.Addr
+	// MetricsAddr and HealthAddr: "0" or "" disables them.
+	MetricsAddr string
+	HealthAddr  string
+	// KeepPathsOnExit leaves the BGP sessions to die with the process
+	// instead of closing them, so routers with graceful restart keep the
+	// paths until the next speaker is up (a rolling upgrade).
+	KeepPathsOnExit bool
+	// StatusInterval bounds how often SpeakerStatus is written. Default 1s.
+	StatusInterval time.Duration
+	// BFD, when set, runs BFD for peers with a bfdProfile (speaker/bfd).
+	BFD BFD
+	// MemberlistPort is where L2 speakers gossip; default 7946.
+	MemberlistPort int
+	// MemberlistKey is the speakers' shared gossip key (at least 16
+	// bytes); when empty it is read from the Secret MemberlistSecret (key
+	// "secretkey") in Namespace. Needed only for L2Advertisements.
+	MemberlistKey    []byte
+	MemberlistSecret string
+	QPS              float32
+	Burst            int
+}
+
+// BFD is the hook for speaker/bfd, which this package does not implement:
+// the speaker tells it which sessions to run, and it reports a session
+// going down, on which the speaker resets the BGP session so that paths
+// move within BFD's detection time rather than the hold time.
+type BFD interface {
+	// SetSessions replaces the set of BFD sessions.
+	SetSessions(sessions []BFDSession) error
+	// Subscribe registers fn to be called when a session changes state.
+	Subscribe(fn func(peer netip.Addr, up bool))
+}
+
+// BFDSession is one BFD session the speaker wants.
+type BFDSession struct {
+	Peer    netip.Addr
+	Local   netip.Addr // invalid: chosen by the routing table
+	Profile v1alpha1.BFDProfileSpec
+}
+
+// Speaker is a startable speaker.
+type Speaker struct {
+	mgr  manager.Manager
+	r    *reconciler
+	opts Options
+}
+
+// Scheme returns the types the speaker reads: core and zerohop's.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// New builds a speaker against cfg; Start runs it.
+func New(cfg *rest.Config, opts Options) (*Speaker, error) {
+	if opts.NodeName == "" {
+		return nil, errors.New("speaker: node name is required")
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = "zerohop-system"
+	}
+	if opts.MetricsAddr == "" {
+		opts.MetricsAddr = "0"
+	}
+	if opts.HealthAddr == "" {
+		opts.HealthAddr = "0"
+	}
+	if opts.MemberlistPort == 0 {
+		opts.MemberlistPort = DefaultMemberlistPort
+	}
+	if opts.StatusInterval == 0 {
+		opts.StatusInterval = time.Second
+	}
+	cfg = rest.CopyConfig(cfg)
+	if opts.QPS > 0 {
+		cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
+	}
+	registerMetrics()
+	skip := true
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme:                 Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress: opts.HealthAddr,
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				// Secrets only in the speaker's namespace: a speaker runs
+				// on every node, and must not hold every Secret of the
+				// cluster. All Nodes are cached: L2 mode elects owners
+				// among them and gossips to their InternalIPs.
+				&corev1.Secret{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
+			},
+		},
+		// Tests run several speakers in one process.
+		Controller: config.Controller{SkipNameValidation: &skip},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("speaker manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("healthz: %w", err)
+	}
+	r := &reconciler{
+		opts:   opts,
+		client: mgr.GetClient(),
+		reader: mgr.GetAPIReader(),
+		rec:    mgr.GetEventRecorder(FieldOwner),
+		log:    ctrl.Log.WithName("speaker").WithValues("node", opts.NodeName),
+		kick:   make(chan struct{}, 1),
+	}
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "all"}}}
+	})
+	b := ctrl.NewControllerManagedBy(mgr).Named("speaker")
+	for _, obj := range []client.Object{
+		&corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Node{}, &corev1.Secret{},
+		&v1alpha1.IPAddressPool{}, &v1alpha1.BGPPeer{}, &v1alpha1.BGPAdvertisement{}, &v1alpha1.BFDProfile{},
+		&v1alpha1.L2Advertisement{},
+	} {
+		b = b.Watches(obj, all)
+	}
+	if err := b.Complete(r); err != nil {
+		return nil, fmt.Errorf("speaker controller: %w", err)
+	}
+	if err := mgr.Add(manager.RunnableFunc(r.statusLoop)); err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(manager.RunnableFunc(r.l2Loop)); err != nil {
+		return nil, err
+	}
+	if opts.BFD != nil {
+		opts.BFD.Subscribe(r.bfdChanged)
+	}
+	return &Speaker{mgr: mgr, r: r, opts: opts}, nil
+}
+
+// Start runs the speaker until ctx ends.
+func (s *Speaker) Start(ctx context.Context) error {
+	err := s.mgr.Start(ctx)
+	s.r.close(s.opts.KeepPathsOnExit)
+	if err != nil {
+		return fmt.Errorf("speaker: %w", err)
+	}
+	return nil
+}
+
+// BGP returns the embedded BGP server once the first reconcile created
+// it, else nil (for tests and status tools).
+func (s *Speaker) BGP() *bgp.Server {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	return s.r.bgp
+}
+
+// reconciler holds the speaker's state. Every event enqueues the same key,
+// so that one reconcile sees one consistent picture and bursts of events
+// collapse into one recomputation.
+type reconciler struct {
+	opts   Options
+	client client.Client
+	reader client.Reader
+	rec    eventRecorder
+	log    logr.Logger
+
+	mu     sync.Mutex
+	bgp    *bgp.Server
+	peers  map[netip.Addr]string // address -> BGPPeer name
+	up     map[netip.Addr]bool   // sessions last seen established
+	status v1alpha1.SpeakerStatusStatus
+	dirty  bool
+	kick   chan struct{}
+
+	l2 l2State
+}
+
+func (r *reconciler) close(keepPaths bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.bgp != nil {
+		r.bgp.Close(keepPaths)
+	}
+}
+
+func (r *reconciler) bfdChanged(peer netip.Addr, up bool) {
+	if up {
+		return
+	}
+	r.mu.Lock()
+	s := r.bgp
+	r.mu.Unlock()
+	if s == nil {
+		return
+	}
+	if err := s.ResetSession(context.Background(), peer, "BFD down"); err != nil {
+		r.log.Error(err, "reset BGP session after BFD down", "peer", peer)
+	}
+}
