@@ -78,7 +78,7 @@ func TestComponentsRunWithChartRBAC(t *testing.T) {
 	// What a user and kubelet would have made.
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "zh-rbac-node"},
-		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}},
 	}
 	must(t, admin.Create(ctx, node))
 	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
