@@ -44,10 +44,18 @@ type Options struct {
 	MaxServices uint32
 	MaxBackends uint32
 	MaxFlows    uint32
+	// ReplaceXDP lets Attach replace an XDP program that another tool
+	// attached to the interface. Without it Attach refuses and says which
+	// program is there.
+	ReplaceXDP bool
 
 	// ctBypass makes the XDP program ignore conntrack hits, so that one
 	// repeated packet measures the new-flow path (benchmarks only).
 	ctBypass bool
+	// benchRestore makes the XDP program put the frame back as it came
+	// after each run, so repeated runs can measure encapsulation and
+	// decapsulation (benchmarks only).
+	benchRestore bool
 	// noPin keeps everything process-local (fuzz workers can be killed
 	// before any cleanup runs). Attach is not available then.
 	noPin bool
@@ -96,6 +104,7 @@ type service struct {
 var pinnedMaps = []string{
 	zhMapServices, zhMapMaglev, zhMapBackends, zhMapConntrack,
 	zhMapRevnat, zhMapStats, zhMapTxPorts, zhMapConfig, zhMapVipFilter,
+	zhMapNode, zhMapPeers, zhMapFrags, zhMapVips, zhMapEvents,
 }
 
 // Load loads the programs and opens the maps, re-using maps already pinned
@@ -126,6 +135,8 @@ func Load(opts Options) (*Datapath, error) {
 		zhMapConntrack: opts.MaxFlows,
 		zhMapRevnat:    opts.MaxFlows,
 		zhMapStats:     opts.MaxServices + opts.MaxBackends,
+		zhMapFrags:     max(opts.MaxFlows/8, 1024),
+		zhMapVips:      opts.MaxServices,
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
@@ -146,6 +157,9 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	if opts.ctBypass {
 		vars[zhVarZhCtBypass] = 1
+	}
+	if opts.benchRestore {
+		vars[zhVarZhBenchRestore] = 1
 	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -293,6 +307,9 @@ func (d *Datapath) Attach(ifname string) error {
 		return fmt.Errorf("attach %s: %w", ifname, err)
 	}
 	if err := d.attachOne(ifname, ifc.Index, "xdp", d.objs.ZhXdp, func() (link.Link, error) {
+		if err := d.clearForeignXDP(ifname, ifc.Index); err != nil {
+			return nil, err
+		}
 		return link.AttachXDP(link.XDPOptions{Program: d.objs.ZhXdp, Interface: ifc.Index})
 	}); err != nil {
 		return err
@@ -420,7 +437,7 @@ func (d *Datapath) Remove() error {
 // slot and the service entry flipped in one update. Backends that are gone
 // lose their flows; terminating backends keep theirs but get no new ones.
 func (d *Datapath) UpsertService(key ServiceKey, backends []Backend, flags ServiceFlags) error {
-	if err := validate(key, backends); err != nil {
+	if err := validate(key, backends, flags); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -634,6 +651,10 @@ func (d *Datapath) addVIP(a netip.Addr) error {
 	if d.vips[a] > 1 {
 		return nil
 	}
+	// Echo requests are answered for exactly these addresses.
+	if err := d.objs.Vips.Put(vipKey(a), uint32(1)); err != nil {
+		return fmt.Errorf("vips: %w", err)
+	}
 	bit := filterBit(a)
 	d.bits[bit]++
 	if d.bits[bit] > 1 {
@@ -651,6 +672,9 @@ func (d *Datapath) delVIP(a netip.Addr) error {
 		return nil
 	}
 	delete(d.vips, a)
+	if err := d.objs.Vips.Delete(vipKey(a)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("vips: %w", err)
+	}
 	bit := filterBit(a)
 	if d.bits[bit]--; d.bits[bit] > 0 {
 		return nil
@@ -707,7 +731,7 @@ func (d *Datapath) counters(idx uint32) (Counters, error) {
 	return c, nil
 }
 
-func validate(key ServiceKey, backends []Backend) error {
+func validate(key ServiceKey, backends []Backend, flags ServiceFlags) error {
 	if !key.Addr.IsValid() || key.Addr.Zone() != "" {
 		return fmt.Errorf("service %s: invalid address", key)
 	}
@@ -718,6 +742,13 @@ func validate(key ServiceKey, backends []Backend) error {
 	for _, b := range backends {
 		if !b.Addr.IsValid() || b.Addr.Is4() != key.Addr.Is4() || b.Addr.Is4In6() {
 			return fmt.Errorf("service %s: backend %s: address family differs from the VIP", key, b.Addr)
+		}
+		// Cluster mode encapsulates to the node: v4 in v4, v6 in v6.
+		if flags&ServiceCluster != 0 && b.Flags&BackendRemote != 0 && (!b.Node.IsValid() || b.Node.Is4() != key.Addr.Is4() || b.Node.Is4In6()) {
+			return fmt.Errorf("service %s: remote backend %s: node address %s must be of the VIP's family", key, b.Addr, b.Node)
+		}
+		if b.Flags&BackendRemote != 0 && b.Flags&BackendLocal != 0 {
+			return fmt.Errorf("service %s: backend %s is flagged both local and remote", key, b.Addr)
 		}
 		if seen[b.AddrPort()] {
 			return fmt.Errorf("service %s: backend %s listed twice", key, b.AddrPort())

@@ -25,6 +25,7 @@ type pkt struct {
 	udpNoCsum  bool // IPv4 UDP with checksum 0 ("none")
 	ipOptions  []byte
 	ethPadding int // trailing bytes after the IP packet
+	tcpOptions []byte
 }
 
 const (
@@ -78,17 +79,18 @@ func pseudo(src, dst netip.Addr, proto Proto, l4len int) []byte {
 func (p pkt) l4() []byte {
 	var h []byte
 	if p.proto == TCP {
-		h = make([]byte, 20)
+		h = make([]byte, 20, 20+len(p.tcpOptions))
 		binary.BigEndian.PutUint16(h[0:], p.sport)
 		binary.BigEndian.PutUint16(h[2:], p.dport)
 		binary.BigEndian.PutUint32(h[4:], 0x01020304)
 		binary.BigEndian.PutUint32(h[8:], 0x0a0b0c0d)
-		h[12] = 5 << 4
+		h[12] = byte(5+len(p.tcpOptions)/4) << 4
 		h[13] = p.tcpFlags
 		if h[13] == 0 {
 			h[13] = tcpACK
 		}
 		binary.BigEndian.PutUint16(h[14:], 64240)
+		h = append(h, p.tcpOptions...)
 	} else {
 		h = make([]byte, 8)
 		binary.BigEndian.PutUint16(h[0:], p.sport)

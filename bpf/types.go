@@ -39,12 +39,14 @@ func (k ServiceKey) String() string {
 // ServiceFlags select how a service is balanced.
 type ServiceFlags uint32
 
-// Only ServiceLocal is implemented (part 1). The others are reserved so the
-// map layout does not change when Cluster mode and affinity arrive.
+// ServiceAffinity is reserved so the map layout does not change when
+// affinity arrives.
 const (
 	// ServiceLocal: externalTrafficPolicy Local, backends on this node only.
 	ServiceLocal ServiceFlags = 1 << 0
-	// ServiceCluster: reserved for Cluster mode (IP-in-IP to remote nodes).
+	// ServiceCluster: externalTrafficPolicy Cluster, Maglev over all ready
+	// backends; remote ones are reached by IP-in-IP to Backend.Node and
+	// reply directly to the client (direct server return).
 	ServiceCluster ServiceFlags = 1 << 1
 	// ServiceAffinity: reserved for ClientIP session affinity.
 	ServiceAffinity ServiceFlags = 1 << 2
@@ -56,7 +58,7 @@ type BackendFlags uint32
 const (
 	// BackendLocal: the Pod runs on this node.
 	BackendLocal BackendFlags = 1 << 0
-	// BackendRemote: the Pod runs on Backend.Node (Cluster mode, part 2).
+	// BackendRemote: the Pod runs on Backend.Node (Cluster mode).
 	BackendRemote BackendFlags = 1 << 1
 	// BackendTerminating: keeps its established flows, gets no new ones.
 	BackendTerminating BackendFlags = 1 << 2

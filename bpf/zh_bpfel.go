@@ -52,10 +52,61 @@ type zhDpConfig struct {
 	Version     uint32
 }
 
+type zhEventCounts struct {
+	_            structs.HostLayout
+	Encap        uint64
+	EncapFail    uint64
+	Decap        uint64
+	DecapRefused uint64
+	DecapNoLocal uint64
+	MssClamped   uint64
+	FragFirst    uint64
+	FragHit      uint64
+	FragMiss     uint64
+	IcmpRelay    uint64
+	IcmpNoFlow   uint64
+	EchoReply    uint64
+}
+
+type zhFragKey struct {
+	_      structs.HostLayout
+	Saddr  [4]uint32
+	Daddr  [4]uint32
+	Id     uint32
+	Proto  uint8
+	Family uint8
+	Pad    [2]uint8
+}
+
+type zhFragValue struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+}
+
 type zhMaglevKey struct {
 	_     structs.HostLayout
 	Table uint32
 	Chunk uint32
+}
+
+type zhNodeCfg struct {
+	_        structs.HostLayout
+	Addr4    uint32
+	Src4     uint32
+	Src4Mask uint32
+	Mtu      uint32
+	Addr6    [4]uint32
+	Src6     [4]uint32
+	Src6Mask uint32
+	Pad      uint32
+}
+
+type zhPeerKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Family    uint32
+	Addr      [4]uint32
 }
 
 type zhRevnatValue struct {
@@ -63,7 +114,7 @@ type zhRevnatValue struct {
 	Addr   [4]uint32
 	Port   uint16
 	Family uint8
-	Pad    uint8
+	Flags  uint8
 	Svc    uint32
 }
 
@@ -94,26 +145,39 @@ type zhTuple struct {
 	Pad    [2]uint8
 }
 
+type zhVipKey struct {
+	_      structs.HostLayout
+	Addr   [4]uint32
+	Family uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	zhMapBackends      = "backends"
-	zhMapConfig        = "config"
-	zhMapConntrack     = "conntrack"
-	zhMapMaglev        = "maglev"
-	zhMapRevnat        = "revnat"
-	zhMapServices      = "services"
-	zhMapStats         = "stats"
-	zhMapTxPorts       = "tx_ports"
-	zhMapVipFilter     = "vip_filter"
-	zhProgZhTcEgress   = "zh_tc_egress"
-	zhProgZhXdp        = "zh_xdp"
-	zhVarZhChunkSlots  = "zh_chunk_slots"
-	zhVarZhCtBypass    = "zh_ct_bypass"
-	zhVarZhMaglevM     = "zh_maglev_m"
-	zhVarZhMaxServices = "zh_max_services"
-	zhVarZhSeed        = "zh_seed"
+	zhMapBackends       = "backends"
+	zhMapBenchBuf       = "bench_buf"
+	zhMapConfig         = "config"
+	zhMapConntrack      = "conntrack"
+	zhMapEvents         = "events"
+	zhMapFrags          = "frags"
+	zhMapMaglev         = "maglev"
+	zhMapNode           = "node"
+	zhMapPeers          = "peers"
+	zhMapRevnat         = "revnat"
+	zhMapServices       = "services"
+	zhMapStats          = "stats"
+	zhMapTxPorts        = "tx_ports"
+	zhMapVipFilter      = "vip_filter"
+	zhMapVips           = "vips"
+	zhProgZhTcEgress    = "zh_tc_egress"
+	zhProgZhXdp         = "zh_xdp"
+	zhVarZhBenchRestore = "zh_bench_restore"
+	zhVarZhChunkSlots   = "zh_chunk_slots"
+	zhVarZhCtBypass     = "zh_ct_bypass"
+	zhVarZhMaglevM      = "zh_maglev_m"
+	zhVarZhMaxServices  = "zh_max_services"
+	zhVarZhSeed         = "zh_seed"
 )
 
 // loadZh returns the embedded CollectionSpec for zh.
@@ -167,25 +231,32 @@ type zhProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type zhMapSpecs struct {
 	Backends  *ebpf.MapSpec `ebpf:"backends"`
+	BenchBuf  *ebpf.MapSpec `ebpf:"bench_buf"`
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Conntrack *ebpf.MapSpec `ebpf:"conntrack"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Maglev    *ebpf.MapSpec `ebpf:"maglev"`
+	Node      *ebpf.MapSpec `ebpf:"node"`
+	Peers     *ebpf.MapSpec `ebpf:"peers"`
 	Revnat    *ebpf.MapSpec `ebpf:"revnat"`
 	Services  *ebpf.MapSpec `ebpf:"services"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 	TxPorts   *ebpf.MapSpec `ebpf:"tx_ports"`
 	VipFilter *ebpf.MapSpec `ebpf:"vip_filter"`
+	Vips      *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // zhVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type zhVariableSpecs struct {
-	ZhChunkSlots  *ebpf.VariableSpec `ebpf:"zh_chunk_slots"`
-	ZhCtBypass    *ebpf.VariableSpec `ebpf:"zh_ct_bypass"`
-	ZhMaglevM     *ebpf.VariableSpec `ebpf:"zh_maglev_m"`
-	ZhMaxServices *ebpf.VariableSpec `ebpf:"zh_max_services"`
-	ZhSeed        *ebpf.VariableSpec `ebpf:"zh_seed"`
+	ZhBenchRestore *ebpf.VariableSpec `ebpf:"zh_bench_restore"`
+	ZhChunkSlots   *ebpf.VariableSpec `ebpf:"zh_chunk_slots"`
+	ZhCtBypass     *ebpf.VariableSpec `ebpf:"zh_ct_bypass"`
+	ZhMaglevM      *ebpf.VariableSpec `ebpf:"zh_maglev_m"`
+	ZhMaxServices  *ebpf.VariableSpec `ebpf:"zh_max_services"`
+	ZhSeed         *ebpf.VariableSpec `ebpf:"zh_seed"`
 }
 
 // zhObjects contains all objects after they have been loaded into the kernel.
@@ -209,27 +280,39 @@ func (o *zhObjects) Close() error {
 // It can be passed to loadZhObjects or ebpf.CollectionSpec.LoadAndAssign.
 type zhMaps struct {
 	Backends  *ebpf.Map `ebpf:"backends"`
+	BenchBuf  *ebpf.Map `ebpf:"bench_buf"`
 	Config    *ebpf.Map `ebpf:"config"`
 	Conntrack *ebpf.Map `ebpf:"conntrack"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Frags     *ebpf.Map `ebpf:"frags"`
 	Maglev    *ebpf.Map `ebpf:"maglev"`
+	Node      *ebpf.Map `ebpf:"node"`
+	Peers     *ebpf.Map `ebpf:"peers"`
 	Revnat    *ebpf.Map `ebpf:"revnat"`
 	Services  *ebpf.Map `ebpf:"services"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 	TxPorts   *ebpf.Map `ebpf:"tx_ports"`
 	VipFilter *ebpf.Map `ebpf:"vip_filter"`
+	Vips      *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *zhMaps) Close() error {
 	return _ZhClose(
 		m.Backends,
+		m.BenchBuf,
 		m.Config,
 		m.Conntrack,
+		m.Events,
+		m.Frags,
 		m.Maglev,
+		m.Node,
+		m.Peers,
 		m.Revnat,
 		m.Services,
 		m.Stats,
 		m.TxPorts,
 		m.VipFilter,
+		m.Vips,
 	)
 }
 
@@ -237,11 +320,12 @@ func (m *zhMaps) Close() error {
 //
 // It can be passed to loadZhObjects or ebpf.CollectionSpec.LoadAndAssign.
 type zhVariables struct {
-	ZhChunkSlots  *ebpf.Variable `ebpf:"zh_chunk_slots"`
-	ZhCtBypass    *ebpf.Variable `ebpf:"zh_ct_bypass"`
-	ZhMaglevM     *ebpf.Variable `ebpf:"zh_maglev_m"`
-	ZhMaxServices *ebpf.Variable `ebpf:"zh_max_services"`
-	ZhSeed        *ebpf.Variable `ebpf:"zh_seed"`
+	ZhBenchRestore *ebpf.Variable `ebpf:"zh_bench_restore"`
+	ZhChunkSlots   *ebpf.Variable `ebpf:"zh_chunk_slots"`
+	ZhCtBypass     *ebpf.Variable `ebpf:"zh_ct_bypass"`
+	ZhMaglevM      *ebpf.Variable `ebpf:"zh_maglev_m"`
+	ZhMaxServices  *ebpf.Variable `ebpf:"zh_max_services"`
+	ZhSeed         *ebpf.Variable `ebpf:"zh_seed"`
 }
 
 // zhPrograms contains all programs after they have been loaded into the kernel.

@@ -20,7 +20,8 @@ test-bpf:
 fuzz-bpf:
 	$(GO) test -count=1 -run '^$$' -fuzz '^FuzzXDP$$' -fuzztime $(BPF_FUZZTIME) ./bpf/
 
-# ns/packet table from BPF_PROG_TEST_RUN; not part of `make test`.
+# ns/packet table from BPF_PROG_TEST_RUN (Local and Cluster mode, encapsulation
+# and decapsulation) against an empty program; not part of `make test`.
 bench-xdp:
 	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkXDPTable$$' -benchtime 1x -timeout 20m ./bpf/
 

@@ -1,17 +1,29 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * zerohop datapath, part 1: VIP -> local Pod in one hop.
+ * zerohop datapath: VIP -> Pod in one hop (Local mode), or to another node
+ * by IP-in-IP built here with direct server return (Cluster mode).
  *
  *   zh_xdp        XDP on the uplink: VIP hit -> conntrack/Maglev -> DNAT to
- *                 the Pod -> fib lookup -> redirect (or XDP_PASS).
- *   zh_tc_egress  tcx egress on the uplink: Pod reply -> SNAT back to VIP.
+ *                 a local Pod -> fib lookup -> redirect (or XDP_PASS); or
+ *                 encapsulate towards a remote backend's node -> XDP_TX.
+ *                 Encapsulation from a known peer is taken apart first and
+ *                 the inner packet handled as above (never sent on again).
+ *                 Also: fragments follow their first fragment, ICMP
+ *                 frag-needed / packet-too-big go to the flow's backend,
+ *                 echo requests to a VIP are answered.
+ *   zh_tc_egress  tcx egress on the uplink: Pod reply -> SNAT back to VIP
+ *                 (and the SYN-ACK's MSS clamped for encapsulated flows).
  *
  * Layout: the file reads top to bottom as maps, checksum helpers, parsing,
- * backend choice (ct_lookup, lb_new_flow), rewrite, forwarding, then the
- * two entry points. Parsing fills a struct zh_pkt; new cases (fragments,
- * ICMP, IP-in-IP in part 2) slot in as extra branches of parse_v4/parse_v6
- * and as another action next to dnat_v4/dnat_v6 + forward (encapsulate for
- * a backend flagged ZH_BE_REMOTE), without touching the rest.
+ * backend choice (ct_lookup, lb_new_flow), rewrite, forwarding, Cluster
+ * mode (MSS clamp, encap, decap), ICMP, then the entry points. Parsing
+ * fills a struct zh_pkt whose `kind` says which path a packet takes.
+ *
+ * Verification cost shapes the structure: lb() is one global function
+ * (zh_lb, verified once, called for the frame and again for a
+ * decapsulated inner packet); encap, decap and lb_new_flow are separate
+ * frames so the 512-byte stack limit holds across the call chain; the TCP
+ * option walk is bounded to four options.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -34,6 +46,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define IP_MF_ 0x2000
 #define IP_OFFSET_ 0x1FFF
 #define TCX_NEXT_ (-1)
+/* linux/icmp.h pulls in libc headers; the few ICMP numbers needed: */
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+#define ICMP_ECHO 8
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
 
 #define ZH_DEF_SERVICES 16384
 #define ZH_DEF_BACKENDS 65536
@@ -51,6 +71,10 @@ volatile const __u32 zh_max_services = ZH_DEF_SERVICES;
 /* Test-only: ignore conntrack hits so a repeated packet measures the
  * new-flow path (bench-xdp). Never set in production. */
 volatile const __u32 zh_ct_bypass = 0;
+/* Test-only: put the frame back as it came after each run, so a repeated
+ * PROG_TEST_RUN can measure encapsulation and decapsulation (which move
+ * the frame's start). Never set in production. */
+volatile const __u32 zh_bench_restore = 0;
 
 /* ---------------------------------------------------------------- maps -- */
 
@@ -137,6 +161,52 @@ struct {
 	__type(value, __u64);
 } vip_filter SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct node_cfg);
+} node SEC(".maps");
+
+/* Outer source prefixes of the other nodes: only encapsulation from these is
+ * taken apart; protocol 4/41 from anywhere else is passed untouched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, struct peer_key);
+	__type(value, __u32);
+} peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct frag_key);
+	__type(value, struct frag_value);
+} frags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ZH_DEF_SERVICES);
+	__type(key, struct vip_key);
+	__type(value, __u32);
+} vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_counts);
+} events SEC(".maps");
+
+#define EV_INC(field)                                              \
+	do {                                                       \
+		__u32 k_ = 0;                                      \
+		struct event_counts *e_ = bpf_map_lookup_elem(&events, &k_); \
+		if (e_)                                            \
+			e_->field++;                               \
+	} while (0)
+
 /* ----------------------------------------------------------- checksums -- */
 
 static __always_inline __u16 csum_fold(__u32 s)
@@ -179,14 +249,25 @@ struct zh_pkt {
 	__u8 csum_off;   /* of the L4 checksum within the L4 header */
 	__u8 tcp_flags;
 	__u8 vlan;
+	__u8 kind;       /* ZK_* */
+	__u8 frag;       /* first fragment of a fragmented datagram */
+	__u8 emb_l4;     /* ICMP error: embedded L4 header, from the ICMP header */
+	__u32 frag_id;   /* fragments: IP id / IPv6 identification */
 };
+
+/* What parse() found. ZK_L4 has ports; the others are special cases. */
+#define ZK_L4 0        /* TCP/UDP with ports (maybe a first fragment) */
+#define ZK_FRAG 1      /* a later fragment: ports come from the first */
+#define ZK_ICMP_ERR 2  /* frag-needed / packet-too-big; t is the embedded flow, client -> VIP */
+#define ZK_ECHO 3      /* echo request */
+#define ZK_IPIP 4      /* protocol 4 / 41 */
 
 #define TCP_FLAG_SYN_ 0x02
 #define TCP_FLAG_ACK_ 0x10
 
 /* Returns 0 when the packet is a complete, well-formed TCP/UDP packet whose
  * ports are readable; anything else is left to the kernel untouched. */
-static __always_inline int parse_l4(struct zh_pkt *p, void *l4, void *end, __u32 l4_len)
+static __always_inline int parse_l4(struct zh_pkt *p, void *l4, void *end, __u32 l4_len, int first_frag)
 {
 	if (p->t.proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -207,7 +288,8 @@ static __always_inline int parse_l4(struct zh_pkt *p, void *l4, void *end, __u32
 		if ((void *)(uh + 1) > end)
 			return -1;
 		__u32 ulen = bpf_ntohs(uh->len);
-		if (ulen < sizeof(*uh) || ulen > l4_len)
+		/* A first fragment carries only part of the datagram. */
+		if (ulen < sizeof(*uh) || (!first_frag && ulen > l4_len))
 			return -1;
 		p->t.sport = uh->source;
 		p->t.dport = uh->dest;
@@ -217,8 +299,46 @@ static __always_inline int parse_l4(struct zh_pkt *p, void *l4, void *end, __u32
 	return -1;
 }
 
-/* Part 1 defined behaviour: IP fragments and IPv6 extension headers are not
- * load-balanced; they are passed on unchanged (docs/datapath.md). */
+/* ICMP errors carry the start of the packet that caused them: here the
+ * reply of a VIP flow, VIP -> client. The tuple becomes that flow seen the
+ * other way, client -> VIP, so conntrack and Maglev find its backend. */
+static __always_inline int parse_icmp4(struct zh_pkt *p, void *end, __u32 l4_len)
+{
+	__u8 *ic = p->l4;
+
+	if ((void *)(ic + 8) > end || l4_len < 8)
+		return -1;
+	if (ic[0] == ICMP_ECHO && ic[1] == 0) {
+		p->kind = ZK_ECHO;
+		return 0;
+	}
+	if (ic[0] != ICMP_DEST_UNREACH || ic[1] != ICMP_FRAG_NEEDED)
+		return -1;
+	struct iphdr *in = (void *)(ic + 8);
+	if ((void *)(in + 1) > end)
+		return -1;
+	if (in->version != 4 || in->ihl < 5 || (in->frag_off & bpf_htons(IP_OFFSET_)))
+		return -1;
+	__u32 ihl = in->ihl * 4;
+	if (8 + ihl + 8 > l4_len)
+		return -1;
+	__be16 *ports = (void *)in + ihl;
+	if ((void *)(ports + 2) > end)
+		return -1;
+	if ((in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP) || in->saddr != p->t.daddr[0])
+		return -1;
+	p->t.proto = in->protocol;
+	p->t.saddr[0] = in->daddr;
+	p->t.sport = ports[1];
+	p->t.dport = ports[0];
+	p->emb_l4 = 8 + ihl;
+	p->kind = ZK_ICMP_ERR;
+	return 0;
+}
+
+/* Fragments: the first one (ports readable) is balanced like any packet
+ * and leaves its ports in `frags`; later ones (ZK_FRAG) find them there.
+ * Other IPv4 options are left as they are. */
 static __always_inline int parse_v4(struct zh_pkt *p, void *data, void *end)
 {
 	struct iphdr *ip = data + p->l3_off;
@@ -231,8 +351,6 @@ static __always_inline int parse_v4(struct zh_pkt *p, void *data, void *end)
 	__u32 tot = bpf_ntohs(ip->tot_len);
 	if (tot < hl || (void *)ip + tot > end)
 		return -1;
-	if (ip->frag_off & bpf_htons(IP_MF_ | IP_OFFSET_))
-		return -1;
 	p->l3 = ip;
 	p->l4 = (void *)ip + hl;
 	p->l4_off = p->l3_off + hl;
@@ -241,8 +359,62 @@ static __always_inline int parse_v4(struct zh_pkt *p, void *data, void *end)
 	p->t.proto = ip->protocol;
 	p->t.saddr[0] = ip->saddr;
 	p->t.daddr[0] = ip->daddr;
-	return parse_l4(p, p->l4, end, tot - hl);
+	if (ip->frag_off & bpf_htons(IP_MF_ | IP_OFFSET_)) {
+		if (p->t.proto != IPPROTO_TCP && p->t.proto != IPPROTO_UDP)
+			return -1;
+		p->frag_id = ip->id;
+		if (ip->frag_off & bpf_htons(IP_OFFSET_)) {
+			p->kind = ZK_FRAG;
+			return 0;
+		}
+		p->frag = 1;
+		return parse_l4(p, p->l4, end, tot - hl, 1);
+	}
+	if (p->t.proto == IPPROTO_ICMP)
+		return parse_icmp4(p, end, tot - hl);
+	if (p->t.proto == IPPROTO_IPIP) {
+		p->kind = ZK_IPIP;
+		return 0;
+	}
+	return parse_l4(p, p->l4, end, tot - hl, 0);
 }
+
+static __always_inline int parse_icmp6(struct zh_pkt *p, void *end, __u32 l4_len)
+{
+	__u8 *ic = p->l4;
+
+	if ((void *)(ic + 8) > end || l4_len < 8)
+		return -1;
+	if (ic[0] == ICMPV6_ECHO_REQUEST && ic[1] == 0) {
+		p->kind = ZK_ECHO;
+		return 0;
+	}
+	if (ic[0] != ICMPV6_PKT_TOOBIG || ic[1] != 0)
+		return -1;
+	struct ipv6hdr *in = (void *)(ic + 8);
+	__be16 *ports = (void *)(in + 1);
+	if ((void *)(ports + 2) > end || 8 + sizeof(*in) + 4 > l4_len)
+		return -1;
+	if (in->version != 6 || (in->nexthdr != IPPROTO_TCP && in->nexthdr != IPPROTO_UDP))
+		return -1;
+	__u32 *es = (__u32 *)&in->saddr;
+	if (es[0] != p->t.daddr[0] || es[1] != p->t.daddr[1] || es[2] != p->t.daddr[2] || es[3] != p->t.daddr[3])
+		return -1;
+	p->t.proto = in->nexthdr;
+	__builtin_memcpy(p->t.saddr, &in->daddr, 16);
+	p->t.sport = ports[1];
+	p->t.dport = ports[0];
+	p->emb_l4 = 8 + sizeof(*in);
+	p->kind = ZK_ICMP_ERR;
+	return 0;
+}
+
+struct frag6_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset << 3 | M */
+	__be32 id;
+};
 
 static __always_inline int parse_v6(struct zh_pkt *p, void *data, void *end)
 {
@@ -263,7 +435,37 @@ static __always_inline int parse_v6(struct zh_pkt *p, void *data, void *end)
 	p->t.proto = ip6->nexthdr;
 	__builtin_memcpy(p->t.saddr, &ip6->saddr, 16);
 	__builtin_memcpy(p->t.daddr, &ip6->daddr, 16);
-	return parse_l4(p, p->l4, end, plen);
+	/* A fragment header right after the fixed header is handled like
+	 * IPv4 fragments; any other extension header is passed. */
+	if (p->t.proto == IPPROTO_FRAGMENT) {
+		struct frag6_hdr *fh = p->l4;
+
+		if ((void *)(fh + 1) > end || plen < sizeof(*fh))
+			return -1;
+		if (fh->nexthdr != IPPROTO_TCP && fh->nexthdr != IPPROTO_UDP)
+			return -1;
+		p->t.proto = fh->nexthdr;
+		p->l4 = fh + 1;
+		p->l4_off += sizeof(*fh);
+		__u16 off = bpf_ntohs(fh->frag_off);
+		if (off & 0xfff8) {
+			p->frag_id = fh->id;
+			p->kind = ZK_FRAG;
+			return 0;
+		}
+		if (off & 1) {
+			p->frag_id = fh->id;
+			p->frag = 1;
+		}
+		return parse_l4(p, p->l4, end, plen - sizeof(*fh), p->frag);
+	}
+	if (p->t.proto == IPPROTO_ICMPV6)
+		return parse_icmp6(p, end, plen);
+	if (p->t.proto == IPPROTO_IPV6) {
+		p->kind = ZK_IPIP;
+		return 0;
+	}
+	return parse_l4(p, p->l4, end, plen, 0);
 }
 
 /* Ethernet + at most one 802.1Q/802.1ad tag. Returns the L3 ethertype in
@@ -418,7 +620,10 @@ static __always_inline struct backend *ct_lookup(struct zh_pkt *p, struct ct_val
 /* New flow (or one whose backend is gone): Maglev over the service's
  * table, then record the flow both ways. Returns NULL when the service
  * cannot take it; the caller drops (counted). */
-static __always_inline struct backend *lb_new_flow(struct zh_pkt *p, const struct svc_value *svc, __u64 now)
+/* Not inlined: its records stay off the stack of the caller, which also
+ * calls encap(). */
+static __attribute__((noinline)) struct backend *lb_new_flow(struct zh_pkt *p, const struct svc_value *svc,
+							     __u64 now, __u32 decapped)
 {
 	struct backend *be;
 	__u32 be_id;
@@ -440,6 +645,9 @@ static __always_inline struct backend *lb_new_flow(struct zh_pkt *p, const struc
 	};
 	bpf_map_update_elem(&conntrack, &p->t, &nct, BPF_ANY);
 
+	/* A remote backend's reply leaves its own node: nothing to undo here. */
+	if (be->flags & ZH_BE_REMOTE)
+		goto count;
 	struct tuple rk = {};
 	__builtin_memcpy(rk.saddr, be->addr, 16);
 	__builtin_memcpy(rk.daddr, p->t.saddr, 16);
@@ -450,11 +658,13 @@ static __always_inline struct backend *lb_new_flow(struct zh_pkt *p, const struc
 	struct revnat_value rv = {
 		.port = p->t.dport,
 		.family = p->t.family,
+		.flags = decapped ? ZH_RV_ENCAP : 0,
 		.svc = svc->id,
 	};
 	__builtin_memcpy(rv.addr, p->t.daddr, 16);
 	bpf_map_update_elem(&revnat, &rk, &rv, BPF_ANY);
 
+count:
 	stats_add(svc->id, p->len, 0, miss, 1);
 	stats_add(zh_max_services + be_id, p->len, 0, miss, 1);
 	return be;
@@ -488,6 +698,12 @@ static __always_inline int dnat_v4(struct zh_pkt *p, void *end, const struct bac
 
 	__u32 addr_diff = csum_diff32(0, ip->daddr, be->addr[0]);
 	ip->check = csum_apply(ip->check, addr_diff);
+	if (p->kind == ZK_FRAG) {
+		/* No L4 header here; the first fragment's checksum covered the
+		 * whole datagram and was adjusted there. */
+		ip->daddr = be->addr[0];
+		return 0;
+	}
 
 	__u16 c = *l4csum;
 	if (p->t.proto == IPPROTO_TCP || c != 0) {
@@ -506,11 +722,17 @@ static __always_inline int dnat_v6(struct zh_pkt *p, void *end, const struct bac
 	struct ipv6hdr *ip6 = p->l3;
 	__u16 *l4csum = p->l4 + p->csum_off;
 	__be16 *dport = p->l4 + 2;
+	__u32 *d = (__u32 *)&ip6->daddr;
 
-	if ((void *)(ip6 + 1) > end || (void *)(l4csum + 1) > end || (void *)(dport + 1) > end)
+	if ((void *)(ip6 + 1) > end)
+		return -1;
+	if (p->kind == ZK_FRAG) {
+		__builtin_memcpy(d, be->addr, 16);
+		return 0;
+	}
+	if ((void *)(l4csum + 1) > end || (void *)(dport + 1) > end)
 		return -1;
 
-	__u32 *d = (__u32 *)&ip6->daddr;
 	__u32 diff = 0;
 #pragma unroll
 	for (int i = 0; i < 4; i++)
@@ -620,8 +842,497 @@ static __always_inline int forward(struct xdp_md *ctx, struct zh_pkt *p, void *d
 	return bpf_redirect_map(&tx_ports, ifindex, XDP_PASS);
 }
 
-SEC("xdp")
-int zh_xdp(struct xdp_md *ctx)
+/* ------------------------------------------------- Cluster mode (IPIP) -- */
+
+static __always_inline struct node_cfg *node_get(void)
+{
+	__u32 k = 0;
+
+	return bpf_map_lookup_elem(&node, &k);
+}
+
+/* Offset of the MSS option's value from the start of a TCP header, or -1.
+ * Options are walked a bounded number of times (at most 40 bytes). */
+static __always_inline int mss_find(__u8 *th, void *end)
+{
+	if ((void *)(th + 20) > end)
+		return -1;
+	__u32 optend = (th[12] >> 4) * 4;
+	__u32 i = 20;
+
+	for (int n = 0; n < 4; n++) {
+		if (i > 56 || i + 4 > optend)
+			return -1;
+		__u8 *o = th + i;
+		if ((void *)(o + 4) > end)
+			return -1;
+		if (o[0] == 0)
+			return -1;
+		if (o[0] == 1) {
+			i++;
+			continue;
+		}
+		if (o[0] == 2)
+			return o[1] == 4 ? (int)i + 2 : -1;
+		if (o[1] < 2)
+			return -1;
+		i += o[1];
+	}
+	return -1;
+}
+
+/* Largest MSS whose segments still fit the path MTU once encapsulated. */
+static __always_inline __u16 mss_max(__u32 mtu, __u8 family)
+{
+	return family == ZH_AF_INET ? mtu - 60 : mtu - 100;
+}
+
+/* The MSS value as the checksum sees it, in the same raw (memory order)
+ * view csum_diff16 uses: at an odd offset its bytes straddle two 16-bit
+ * words and count swapped. */
+static __always_inline __u16 mss_raw(__u16 v, int off)
+{
+	__u8 b[2] = {v >> 8, v & 0xff};
+
+	if (off & 1)
+		return (__u16)b[0] << 8 | b[1];
+	return (__u16)b[0] | (__u16)b[1] << 8;
+}
+
+static __always_inline void mss_clamp_xdp(struct zh_pkt *p, void *end, __u32 mtu)
+{
+	__u8 *th = p->l4;
+	int off = mss_find(th, end);
+
+	if (off < 0 || mtu < 1280)
+		return;
+	/* The compiler knows off < 64; the verifier must see it. */
+	barrier_var(off);
+	__u8 *o = th + (off & 63);
+	__u16 *csum = (void *)th + 16;
+	if ((void *)(o + 2) > end || (void *)(csum + 1) > end)
+		return;
+	__u16 max = mss_max(mtu, p->t.family);
+	__u16 old = (__u16)o[0] << 8 | o[1];
+	if (old <= max)
+		return;
+	*csum = csum_apply(*csum, csum_diff16(0, mss_raw(old, off), mss_raw(max, off)));
+	o[0] = max >> 8;
+	o[1] = max & 0xff;
+	EV_INC(mss_clamped);
+}
+
+/* Sum of a 20-byte IPv4 header, for a header built from scratch. */
+static __always_inline __u16 ip_csum20(void *hdr)
+{
+	__u16 *w = hdr;
+	__u32 s = 0;
+
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		s += w[i];
+	return ~csum_fold(s);
+}
+
+/* Send an encapsulated frame: fib lookup of the outer destination, XDP_TX
+ * when it leaves where it came in (the usual case: one uplink), redirect
+ * when the egress takes XDP frames, else XDP_PASS and the kernel routes
+ * the outer packet (the frame still carries our own MAC as destination).
+ * The next hop is cached in the flow's conntrack entry like forward(). */
+static __always_inline int encap_send(struct xdp_md *ctx, struct ct_value *ct, __u64 now, __u8 family,
+				      __u8 vlan)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup fib = {};
+	struct ethhdr *eth = data;
+	__u32 ifindex;
+
+	if (vlan || (void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (ct && ct->nh_until > now) {
+		ifindex = ct->nh_ifindex;
+		__builtin_memcpy(fib.dmac, ct->nh_dmac, ETH_ALEN);
+		__builtin_memcpy(fib.smac, ct->nh_smac, ETH_ALEN);
+	} else {
+		if (family == ZH_AF_INET) {
+			struct iphdr *ip = data + sizeof(*eth);
+
+			if ((void *)(ip + 1) > end)
+				return XDP_PASS;
+			fib.family = AF_INET;
+			fib.tos = ip->tos;
+			fib.tot_len = bpf_ntohs(ip->tot_len);
+			fib.ipv4_src = ip->saddr;
+			fib.ipv4_dst = ip->daddr;
+			fib.l4_protocol = IPPROTO_IPIP;
+		} else {
+			struct ipv6hdr *ip6 = data + sizeof(*eth);
+
+			if ((void *)(ip6 + 1) > end)
+				return XDP_PASS;
+			fib.family = AF_INET6;
+			fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+			__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+			__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+			fib.l4_protocol = IPPROTO_IPV6;
+		}
+		fib.ifindex = ctx->ingress_ifindex;
+		if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+			return XDP_PASS;
+		ifindex = fib.ifindex;
+		if (ct) {
+			ct->nh_ifindex = ifindex;
+			__builtin_memcpy(ct->nh_dmac, fib.dmac, ETH_ALEN);
+			__builtin_memcpy(ct->nh_smac, fib.smac, ETH_ALEN);
+			ct->nh_until = now + NSEC_PER_SEC;
+		}
+	}
+	/* XDP_PASS keeps our own MAC as destination, so the kernel takes it. */
+	int tx = ifindex == ctx->ingress_ifindex;
+	if (!tx && !bpf_map_lookup_elem(&tx_ports, &ifindex))
+		return XDP_PASS;
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	if (tx)
+		return XDP_TX;
+	return bpf_redirect_map(&tx_ports, ifindex, XDP_PASS);
+}
+
+/* IP-in-IP (v4 in v4, v6 in v6) towards the remote backend's node. The
+ * inner packet is left exactly as the client sent it (the receiving node
+ * chooses the same backend and rewrites it there), except for a SYN's MSS,
+ * clamped so the encapsulated segments fit the path MTU. The outer source
+ * varies per flow within the node's source range so that the receiver's
+ * RSS, which hashes the outer header, spreads flows; IPv6 also puts the
+ * flow hash into the flow label. The outer header copies the inner DF bit
+ * and TOS, like the kernel's own tunnels. */
+static __attribute__((noinline)) int encap(struct xdp_md *ctx, struct zh_pkt *p, const struct backend *be,
+					   struct ct_value *ct)
+{
+	void *end = (void *)(long)ctx->data_end;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct node_cfg *cfg = node_get();
+	__u8 l2[18];
+	__u8 vlan = p->vlan, family = p->t.family;
+	__u32 h = flow_hash(&p->t);
+	__u32 len = p->len;
+	__u32 w0;      /* inner: v4 tos; v6 first word */
+	__be16 id = 0, df = 0;
+	int hl = family == ZH_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+
+	if (!cfg) {
+		EV_INC(encap_fail);
+		return XDP_DROP;
+	}
+	if (p->kind == ZK_L4 && !p->frag && p->t.proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_SYN_) && cfg->mtu)
+		mss_clamp_xdp(p, end, cfg->mtu);
+
+	void *data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + sizeof(l2) > end)
+		return XDP_PASS;
+	__builtin_memcpy(l2, data, sizeof(l2));
+	if (family == ZH_AF_INET) {
+		struct iphdr *in = p->l3;
+
+		if ((void *)(in + 1) > end)
+			return XDP_PASS;
+		w0 = in->tos;
+		id = in->id;
+		df = in->frag_off & bpf_htons(0x4000);
+	} else {
+		struct ipv6hdr *in = p->l3;
+
+		if ((void *)(in + 1) > end)
+			return XDP_PASS;
+		w0 = bpf_ntohl(*(__be32 *)in);
+	}
+
+	if (bpf_xdp_adjust_head(ctx, -hl)) {
+		EV_INC(encap_fail);
+		return XDP_DROP;
+	}
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + 18 + sizeof(struct ipv6hdr) > end)
+		return XDP_DROP;
+	if (vlan)
+		__builtin_memcpy(data, l2, 18);
+	else
+		__builtin_memcpy(data, l2, 14);
+	void *l3 = data + (vlan ? 18 : 14);
+	if (family == ZH_AF_INET) {
+		struct iphdr *out = l3;
+
+		out->version = 4;
+		out->ihl = 5;
+		out->tos = w0;
+		out->tot_len = bpf_htons(len + sizeof(*out));
+		out->id = id;
+		out->frag_off = df;
+		out->ttl = 64;
+		out->protocol = IPPROTO_IPIP;
+		out->check = 0;
+		out->saddr = (cfg->src4 & ~cfg->src4_mask) | (h & cfg->src4_mask);
+		out->daddr = be->node[0];
+		out->check = ip_csum20(out);
+	} else {
+		struct ipv6hdr *out = l3;
+
+		/* version 6, the inner traffic class, flow label from the hash */
+		*(__be32 *)out = bpf_htonl((6U << 28) | (w0 & 0x0ff00000) | (h & 0xfffff));
+		out->payload_len = bpf_htons(len);
+		out->nexthdr = IPPROTO_IPV6;
+		out->hop_limit = 64;
+		__u32 *os = (__u32 *)&out->saddr, *od = (__u32 *)&out->daddr;
+		os[0] = cfg->src6[0];
+		os[1] = cfg->src6[1];
+		os[2] = cfg->src6[2];
+		os[3] = (cfg->src6[3] & ~cfg->src6_mask) | (h & cfg->src6_mask);
+		od[0] = be->node[0];
+		od[1] = be->node[1];
+		od[2] = be->node[2];
+		od[3] = be->node[3];
+	}
+	EV_INC(encap);
+	return encap_send(ctx, ct, now, family, vlan);
+}
+
+/* Returned by decap() when the frame now holds the inner packet. */
+#define ZH_DECAPPED 0x100
+/* Returned by lb() when the frame is IP-in-IP to be looked at by decap(). */
+#define ZH_DO_DECAP 0x101
+
+/* Take apart IP-in-IP addressed to this node from a known peer. Anything
+ * else with protocol 4/41 (another tunnel, an unknown source, a fragment
+ * of the outer packet) is left alone for the kernel. */
+static __attribute__((noinline)) int decap(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct zh_pkt p = {};
+	struct node_cfg *cfg = node_get();
+	struct peer_key pk = {};
+	__u8 l2[18];
+	__u32 hl;
+
+	__be16 proto = parse_l2(&p, data, end);
+	if (!cfg || data + sizeof(l2) > end)
+		return XDP_PASS;
+	__builtin_memcpy(l2, data, sizeof(l2));
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + p.l3_off;
+
+		if ((void *)(ip + 1) > end)
+			return XDP_PASS;
+		if (!cfg->addr4 || ip->daddr != cfg->addr4 || (ip->frag_off & bpf_htons(IP_MF_ | IP_OFFSET_)))
+			return XDP_PASS;
+		hl = ip->ihl * 4;
+		struct iphdr *inner = (void *)ip + (hl & 63);
+		if ((void *)(inner + 1) > end || inner->version != 4 ||
+		    bpf_ntohs(inner->tot_len) + hl > bpf_ntohs(ip->tot_len))
+			return XDP_PASS;
+		pk.prefixlen = 32 + 32;
+		pk.family = ZH_AF_INET;
+		pk.addr[0] = ip->saddr;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + p.l3_off;
+
+		if ((void *)(ip6 + 2) > end)
+			return XDP_PASS;
+		__u32 *d = (__u32 *)&ip6->daddr;
+		if (!(cfg->addr6[0] | cfg->addr6[1] | cfg->addr6[2] | cfg->addr6[3]) ||
+		    d[0] != cfg->addr6[0] || d[1] != cfg->addr6[1] || d[2] != cfg->addr6[2] || d[3] != cfg->addr6[3])
+			return XDP_PASS;
+		struct ipv6hdr *inner = (void *)(ip6 + 1);
+		if (inner->version != 6 ||
+		    bpf_ntohs(inner->payload_len) + sizeof(*inner) > bpf_ntohs(ip6->payload_len))
+			return XDP_PASS;
+		hl = sizeof(*ip6);
+		pk.prefixlen = 32 + 128;
+		pk.family = ZH_AF_INET6;
+		__builtin_memcpy(pk.addr, &ip6->saddr, 16);
+	} else {
+		return XDP_PASS;
+	}
+	if (!bpf_map_lookup_elem(&peers, &pk)) {
+		EV_INC(decap_refused);
+		return XDP_PASS;
+	}
+	if (bpf_xdp_adjust_head(ctx, hl))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + 18 > end)
+		return XDP_DROP;
+	if (p.vlan)
+		__builtin_memcpy(data, l2, 18);
+	else
+		__builtin_memcpy(data, l2, 14);
+	EV_INC(decap);
+	return ZH_DECAPPED;
+}
+
+/* ------------------------------------------------------------- ICMP -- */
+
+/* Echo request to a VIP: answered from here, out the way it came. */
+static __always_inline int echo_reply(struct zh_pkt *p, void *data, void *end)
+{
+	struct vip_key vk = {.family = p->t.family};
+	struct ethhdr *eth = data;
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(vk.addr, p->t.daddr, 16);
+	if (!bpf_map_lookup_elem(&vips, &vk))
+		return XDP_PASS;
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (p->t.family == ZH_AF_INET) {
+		struct iphdr *ip = p->l3;
+		__u16 *ic = p->l4;
+
+		if ((void *)(ip + 1) > end || (void *)(ic + 2) > end)
+			return XDP_PASS;
+		__u16 old = *(__u16 *)&ip->ttl;
+		ip->ttl = 64;
+		ip->check = csum_apply(ip->check, csum_diff16(0, old, *(__u16 *)&ip->ttl));
+		ip->saddr = p->t.daddr[0];
+		ip->daddr = p->t.saddr[0];
+		old = ic[0];
+		((__u8 *)ic)[0] = ICMP_ECHOREPLY;
+		ic[1] = csum_apply(ic[1], csum_diff16(0, old, ic[0]));
+	} else {
+		struct ipv6hdr *ip6 = p->l3;
+		__u16 *ic = p->l4;
+
+		if ((void *)(ip6 + 1) > end || (void *)(ic + 2) > end)
+			return XDP_PASS;
+		ip6->hop_limit = 64;
+		__builtin_memcpy(&ip6->saddr, p->t.daddr, 16);
+		__builtin_memcpy(&ip6->daddr, p->t.saddr, 16);
+		/* The pseudo-header sum does not change when addresses swap. */
+		__u16 old = ic[0];
+		((__u8 *)ic)[0] = ICMPV6_ECHO_REPLY;
+		ic[1] = csum_apply(ic[1], csum_diff16(0, old, ic[0]));
+	}
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	EV_INC(echo_reply);
+	return XDP_TX;
+}
+
+/* Frag-needed / packet-too-big about a VIP flow (its reply, VIP -> client,
+ * was too big somewhere on the way to the client): find the flow's
+ * backend (conntrack, else Maglev on the embedded header with addresses
+ * swapped, creating no flow) and hand the error to it, rewritten as if the
+ * Pod's own packet had caused it: outer destination and embedded source
+ * become the Pod's address and port. The embedded L4 checksum is left
+ * alone (the kernel does not read it). A remote backend's error is
+ * encapsulated to its node like any packet of the flow. */
+static __always_inline int icmp_relay(struct xdp_md *ctx, struct zh_pkt *p, void *data, void *end,
+				      __u32 decapped, __u64 now)
+{
+	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &p->t);
+	struct backend *be = 0;
+	__u32 be_id;
+
+	if (ct) {
+		be_id = ct->backend;
+		be = bpf_map_lookup_elem(&backends, &be_id);
+		if (be && (be->family != p->t.family || be->svc != ct->svc))
+			be = 0;
+	}
+	if (!be) {
+		struct svc_key key = {.port = p->t.dport, .proto = p->t.proto, .family = p->t.family};
+		__builtin_memcpy(key.addr, p->t.daddr, 16);
+		struct svc_value *svc = bpf_map_lookup_elem(&services, &key);
+		if (svc && svc->count)
+			be = maglev_pick(svc, &p->t, &be_id);
+	}
+	if (!be) {
+		EV_INC(icmp_no_flow);
+		return XDP_PASS;
+	}
+	if (be->flags & ZH_BE_REMOTE) {
+		if (decapped) {
+			EV_INC(decap_no_local);
+			return XDP_DROP;
+		}
+		EV_INC(icmp_relay);
+		return encap(ctx, p, be, 0);
+	}
+
+	__u8 *ic = p->l4;
+	__u16 *icsum = (__u16 *)(ic + 2);
+	__be16 *esport = (void *)ic + (p->emb_l4 & 127);
+	if ((void *)(ic + 8) > end || (void *)(esport + 1) > end)
+		return XDP_PASS;
+	__u32 d = csum_diff16(0, *esport, be->port);
+	*esport = be->port;
+	if (p->t.family == ZH_AF_INET) {
+		struct iphdr *ip = p->l3;
+		struct iphdr *in = (void *)(ic + 8);
+
+		if ((void *)(ip + 1) > end || (void *)(in + 1) > end)
+			return XDP_PASS;
+		ip->check = csum_apply(ip->check, csum_diff32(0, ip->daddr, be->addr[0]));
+		ip->daddr = be->addr[0];
+		__u32 ed = csum_diff32(0, in->saddr, be->addr[0]);
+		__u16 ocheck = in->check;
+		in->check = csum_apply(ocheck, ed);
+		d += ed;
+		d = csum_diff16(d, ocheck, in->check);
+		in->saddr = be->addr[0];
+	} else {
+		struct ipv6hdr *ip6 = p->l3;
+		struct ipv6hdr *in = (void *)(ic + 8);
+
+		if ((void *)(ip6 + 1) > end || (void *)(in + 1) > end)
+			return XDP_PASS;
+		__u32 *od = (__u32 *)&ip6->daddr, *es = (__u32 *)&in->saddr;
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			/* pseudo-header destination and embedded source */
+			d = csum_diff32(d, od[i], be->addr[i]);
+			d = csum_diff32(d, es[i], be->addr[i]);
+			od[i] = be->addr[i];
+			es[i] = be->addr[i];
+		}
+	}
+	*icsum = csum_apply(*icsum, d);
+	EV_INC(icmp_relay);
+	return forward(ctx, p, data, end, be->port, 0, now);
+}
+
+/* ------------------------------------------------------------- entry -- */
+
+/* Fragment records, out of line: the common path never builds a key. */
+static __attribute__((noinline)) struct frag_value *frag_lookup(struct zh_pkt *p)
+{
+	struct frag_key fk = {.id = p->frag_id, .proto = p->t.proto, .family = p->t.family};
+
+	__builtin_memcpy(fk.saddr, p->t.saddr, 16);
+	__builtin_memcpy(fk.daddr, p->t.daddr, 16);
+	return bpf_map_lookup_elem(&frags, &fk);
+}
+
+static __attribute__((noinline)) void frag_record(struct zh_pkt *p)
+{
+	struct frag_key fk = {.id = p->frag_id, .proto = p->t.proto, .family = p->t.family};
+	struct frag_value fv = {.sport = p->t.sport, .dport = p->t.dport};
+
+	__builtin_memcpy(fk.saddr, p->t.saddr, 16);
+	__builtin_memcpy(fk.daddr, p->t.daddr, 16);
+	bpf_map_update_elem(&frags, &fk, &fv, BPF_ANY);
+	EV_INC(frag_first);
+}
+
+/* One packet: VIP lookup, backend choice and rewrite or encapsulation.
+ * decapped: the frame came out of a peer's encapsulation, so it must end
+ * on a local backend (never encapsulated again: no loops between nodes). */
+static __always_inline int lb(struct xdp_md *ctx, __u32 decapped)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -629,12 +1340,31 @@ int zh_xdp(struct xdp_md *ctx)
 
 	if (parse(&p, data, end))
 		return XDP_PASS;
+	if (p.kind == ZK_IPIP)
+		return decapped ? XDP_PASS : ZH_DO_DECAP;
 
-	if (!maybe_vip(&p.t))
+	/* For the frame as it came, not_for_us() has read the filter. */
+	if (decapped && !maybe_vip(&p.t))
 		return XDP_PASS;
 
-	struct ct_value *ct = 0;
 	__u64 now = bpf_ktime_get_coarse_ns();
+	if (p.kind == ZK_ECHO)
+		return decapped ? XDP_PASS : echo_reply(&p, data, end);
+	if (p.kind == ZK_ICMP_ERR)
+		return icmp_relay(ctx, &p, data, end, decapped, now);
+
+	if (p.kind == ZK_FRAG) {
+		struct frag_value *fv = frag_lookup(&p);
+		if (!fv) {
+			EV_INC(frag_miss);
+			return XDP_PASS;
+		}
+		p.t.sport = fv->sport;
+		p.t.dport = fv->dport;
+		EV_INC(frag_hit);
+	}
+
+	struct ct_value *ct = 0;
 	struct backend *be = ct_lookup(&p, &ct, now);
 	if (!be) {
 		struct svc_key key = {
@@ -646,20 +1376,156 @@ int zh_xdp(struct xdp_md *ctx)
 		struct svc_value *svc = bpf_map_lookup_elem(&services, &key);
 		if (!svc)
 			return XDP_PASS;
-		be = lb_new_flow(&p, svc, now);
+		be = lb_new_flow(&p, svc, now, decapped);
 		if (!be)
 			return XDP_DROP;
 	}
+	if (p.frag)
+		frag_record(&p);
 
+	if (be->flags & ZH_BE_REMOTE) {
+		if (decapped) {
+			EV_INC(decap_no_local);
+			return XDP_DROP;
+		}
+		return encap(ctx, &p, be, ct);
+	}
 	int err = p.t.family == ZH_AF_INET ? dnat_v4(&p, end, be) : dnat_v6(&p, end, be);
 	if (err)
 		return XDP_PASS;
 	return forward(ctx, &p, data, end, be->port, ct, now);
 }
 
+/* A global function: the verifier checks it once, on its own, instead of
+ * once per call site (it is called for the frame as it came, and again for
+ * the inner packet of a decapsulated frame). */
+__attribute__((noinline)) int zh_lb(struct xdp_md *ctx, __u32 decapped)
+{
+	if (!ctx)
+		return XDP_PASS;
+	return lb(ctx, decapped ? 1 : 0);
+}
+
+/* The common case first, inline: a packet that is neither IP-in-IP nor
+ * possibly for a VIP costs a header read and one filter lookup, without
+ * the call into zh_lb. Whatever this cannot judge goes on to zh_lb. */
+static __always_inline int not_for_us(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct zh_pkt p = {};
+	__be16 proto = parse_l2(&p, data, end);
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + p.l3_off;
+
+		if ((void *)(ip + 1) > end || ip->protocol == IPPROTO_IPIP)
+			return 0;
+		p.t.family = ZH_AF_INET;
+		p.t.daddr[0] = ip->daddr;
+		return !maybe_vip(&p.t);
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + p.l3_off;
+
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr == IPPROTO_IPV6)
+			return 0;
+		p.t.family = ZH_AF_INET6;
+		__builtin_memcpy(p.t.daddr, &ip6->daddr, 16);
+		return !maybe_vip(&p.t);
+	}
+	return 1;
+}
+
+static __always_inline int zh_xdp_run(struct xdp_md *ctx)
+{
+	if (not_for_us(ctx))
+		return XDP_PASS;
+	int r = zh_lb(ctx, 0);
+
+	if (r != ZH_DO_DECAP)
+		return r;
+	r = decap(ctx);
+	if (r != ZH_DECAPPED)
+		return r;
+	return zh_lb(ctx, 1);
+}
+
+#define ZH_RESTORE_LEN 64
+
+/* Benchmark builds only (zh_bench_restore): the frame's first bytes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[ZH_RESTORE_LEN]);
+} bench_buf SEC(".maps");
+
+SEC("xdp")
+int zh_xdp(struct xdp_md *ctx)
+{
+	if (!zh_bench_restore)
+		return zh_xdp_run(ctx);
+
+	/* Benchmarks only: undo whatever the run did to the frame. */
+	__u32 k = 0;
+	__u8 *saved = bpf_map_lookup_elem(&bench_buf, &k);
+	void *data = (void *)(long)ctx->data;
+
+	if (!saved)
+		return XDP_ABORTED;
+	if (data + ZH_RESTORE_LEN > (void *)(long)ctx->data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(saved, data, ZH_RESTORE_LEN);
+	/* Only the front moves (adjust_head), so the length tells by how much. */
+	long before = (long)ctx->data_end - (long)ctx->data;
+	int r = zh_xdp_run(ctx);
+	long grown = ((long)ctx->data_end - (long)ctx->data) - before;
+	if (grown > -256 && grown < 256 && grown != 0 && bpf_xdp_adjust_head(ctx, (int)grown))
+		return XDP_ABORTED;
+	data = (void *)(long)ctx->data;
+	if (data + ZH_RESTORE_LEN > (void *)(long)ctx->data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(data, saved, ZH_RESTORE_LEN);
+	return r;
+}
+
 /* ------------------------------------------------------ tc reverse NAT -- */
 
 #define PULL_LEN 128
+
+/* The SYN-ACK of a flow that arrived encapsulated carries the MSS the
+ * client will use towards the VIP, and that direction is encapsulated:
+ * clamp it so the client's segments fit the path MTU once wrapped. */
+static __always_inline void mss_clamp_tc(struct __sk_buff *skb, struct zh_pkt *p, void *end)
+{
+	struct node_cfg *cfg = node_get();
+
+	if (!cfg || cfg->mtu < 1280)
+		return;
+	__u8 *th = p->l4;
+	int off = mss_find(th, end);
+	if (off < 0)
+		return;
+	/* The compiler knows off < 64; the verifier must see it. */
+	barrier_var(off);
+	__u8 *o = th + (off & 63);
+	if ((void *)(o + 2) > end)
+		return;
+	__u16 max = mss_max(cfg->mtu, p->t.family);
+	__u16 old = (__u16)o[0] << 8 | o[1];
+	if (old <= max)
+		return;
+	__u8 nb[2] = {max >> 8, max & 0xff};
+	__u32 at = p->l4_off + (off & 63);
+	if (bpf_l4_csum_replace(skb, p->l4_off + 16, mss_raw(old, off), mss_raw(max, off), 2))
+		return;
+	bpf_skb_store_bytes(skb, at, nb, 2, 0);
+	__u32 k = 0;
+	struct event_counts *e = bpf_map_lookup_elem(&events, &k);
+	if (e)
+		e->mss_clamped++;
+}
 
 SEC("tcx/egress")
 int zh_tc_egress(struct __sk_buff *skb)
@@ -675,7 +1541,8 @@ int zh_tc_egress(struct __sk_buff *skb)
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;
 	}
-	if (parse(&p, data, end))
+	/* Fragmented replies are not rewritten (docs/datapath.md). */
+	if (parse(&p, data, end) || p.kind != ZK_L4 || p.frag)
 		return TCX_NEXT_;
 
 	struct revnat_value *rv = bpf_map_lookup_elem(&revnat, &p.t);
@@ -687,6 +1554,10 @@ int zh_tc_egress(struct __sk_buff *skb)
 	__be16 old_port = p.t.sport, new_port = rv->port;
 	__u32 new_addr[4];
 	__builtin_memcpy(new_addr, rv->addr, 16);
+
+	/* Before the helpers below, which invalidate packet pointers. */
+	if ((rv->flags & ZH_RV_ENCAP) && p.t.proto == IPPROTO_TCP && (p.tcp_flags & TCP_FLAG_SYN_))
+		mss_clamp_tc(skb, &p, end);
 
 	/* The helpers keep CHECKSUM_PARTIAL skbs (Pod-generated, offloaded)
 	 * correct: only the pseudo-header part changes for those. */

@@ -23,8 +23,7 @@ struct svc_key {
 	__u8 family;
 };
 
-/* Service flags. Part 1 implements Local only; the others are reserved so
- * that part 2 (Cluster mode, affinity) needs no layout change. */
+/* Service flags. Affinity is reserved so that it needs no layout change. */
 #define ZH_SVC_LOCAL (1U << 0)
 #define ZH_SVC_CLUSTER (1U << 1)
 #define ZH_SVC_AFFINITY (1U << 2)
@@ -42,7 +41,7 @@ struct svc_value {
 
 struct backend {
 	__u32 addr[4]; /* pod address */
-	__u32 node[4]; /* node address (remote backends, part 2) */
+	__u32 node[4]; /* node address: where a remote backend is encapsulated to */
 	__be16 port;
 	__u8 family;   /* 0 = unused slot */
 	__u8 pad;
@@ -74,11 +73,13 @@ struct ct_value {
 	__u8 nh_smac[6];
 };
 
+#define ZH_RV_ENCAP (1U << 0) /* the flow arrived encapsulated (Cluster mode) */
+
 struct revnat_value {
 	__u32 addr[4]; /* VIP */
 	__be16 port;   /* service port */
 	__u8 family;
-	__u8 pad;
+	__u8 flags;    /* ZH_RV_* */
 	__u32 svc;
 };
 
@@ -97,4 +98,66 @@ struct dp_config {
 	__u32 seed;
 	__u32 max_services;
 	__u32 version;
+};
+
+/* This node's part in Cluster mode (one entry). Encapsulation addressed to
+ * addr4/addr6 from a known peer is taken apart here; packets this node
+ * encapsulates leave from src4/src6 with the bits under the masks taken
+ * from the flow hash, so the receiver's RSS spreads flows over its queues.
+ * All addresses and masks are in network order. */
+struct node_cfg {
+	__u32 addr4;      /* 0: no IPv4 decapsulation */
+	__u32 src4;
+	__u32 src4_mask;  /* host bits varied per flow */
+	__u32 mtu;        /* path MTU between nodes; 0: no MSS clamp */
+	__u32 addr6[4];   /* all zero: no IPv6 decapsulation */
+	__u32 src6[4];
+	__u32 src6_mask;  /* host bits of the last word varied per flow */
+	__u32 pad;
+};
+
+/* peers: LPM trie over the outer source addresses other nodes encapsulate
+ * from. prefixlen counts the family word too (32 + address bits). */
+struct peer_key {
+	__u32 prefixlen;
+	__u32 family;
+	__u32 addr[4];
+};
+
+/* A datagram in fragments: the first fragment's ports, for the rest. */
+struct frag_key {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u32 id;        /* IPv4 id (network order, low 16 bits) or IPv6 identification */
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+struct frag_value {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* VIP addresses with at least one service: echo requests are answered for
+ * these (the filter alone has false positives). */
+struct vip_key {
+	__u32 addr[4];
+	__u32 family;
+};
+
+/* Node-wide event counters (one PERCPU_ARRAY entry). */
+struct event_counts {
+	__u64 encap;          /* packets encapsulated to a remote backend's node */
+	__u64 encap_fail;     /* could not grow the frame: dropped */
+	__u64 decap;          /* encapsulated packets from a peer taken apart */
+	__u64 decap_refused;  /* protocol 4/41 to this node from an unknown source: passed */
+	__u64 decap_no_local; /* decapsulated, but the backend is not local: dropped */
+	__u64 mss_clamped;    /* SYN / SYN-ACK MSS lowered to fit the path MTU */
+	__u64 frag_first;     /* first fragments recorded */
+	__u64 frag_hit;       /* later fragments that followed their first */
+	__u64 frag_miss;      /* later fragments with no record: passed */
+	__u64 icmp_relay;     /* frag-needed / packet-too-big sent to the flow's backend */
+	__u64 icmp_no_flow;   /* such errors for no known service: passed */
+	__u64 echo_reply;     /* echo requests to a VIP answered */
 };
