@@ -5,8 +5,9 @@ LAB_NODES ?= 3
 
 .PHONY: lab lab-down test-lab
 
-# Installs deps, builds, brings the lab up, applies the demo and reports
-# what it observed. The lab stays up; `make lab-down` ends it.
+# Installs deps, builds, brings the lab up, applies the demo, starts
+# bin/zerohop's controller and one speaker per node, and reports what it
+# observed. The lab (and those processes) stay up; `make lab-down` ends it.
 lab: deps build
 	bin/zerohop lab up --demo --nodes $(LAB_NODES)
 

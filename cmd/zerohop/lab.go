@@ -74,7 +74,7 @@ func newLabUpCommand(stateDir *string) *cobra.Command {
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", lab.DefaultNodes, "number of nodes")
 	cmd.Flags().BoolVar(&bfd, "bfd", false, "enable BFD on the router's BGP neighbors")
-	cmd.Flags().BoolVar(&demo, "demo", false, "apply the demo (pool, peers, advertisement, a Service with Pods on two nodes) and show what works")
+	cmd.Flags().BoolVar(&demo, "demo", false, "apply the demo (pool, peers, advertisement, a Service with Pods on two nodes), run this binary's controller and a speaker per node, and show what works")
 	return cmd
 }
 

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,25 +35,39 @@ func demoObjects() []*unstructured.Unstructured {
 	return []*unstructured.Unstructured{
 		obj("IPAddressPool", "demo-pool", map[string]any{
 			"addresses": []any{"203.0.113.0/24", "2001:db8:113::/120"},
+			// The first VIP is then 203.0.113.1, not the .0 some clients refuse.
+			"avoidBuggyIPs": true,
 		}),
+		// Short timers, so sessions come up (and retry) within the demo's wait.
 		obj("BGPPeer", "router-v4", map[string]any{
 			"myASN": int64(DefaultNodeASN), "peerASN": int64(DefaultRouterASN), "peerAddress": r4.String(),
+			"holdTime": "9s", "connectTime": "1s",
 		}),
 		obj("BGPPeer", "router-v6", map[string]any{
 			"myASN": int64(DefaultNodeASN), "peerASN": int64(DefaultRouterASN), "peerAddress": r6.String(),
+			"holdTime": "9s", "connectTime": "1s",
 		}),
 		obj("BGPAdvertisement", "demo", map[string]any{"ipAddressPools": []any{"demo-pool"}}),
 	}
 }
 
+// Where the demo's controller keeps its Lease and speakers look for Secrets.
+const demoSystemNS = "zerohop-system"
+
+// demoClass is the controller's loadBalancerClass (controller.Class; the
+// lab does not import the controller).
+const demoClass = "zerohop.io/lb"
+
 func demoService() *corev1.Service {
 	dual := corev1.IPFamilyPolicyPreferDualStack
+	class := demoClass
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "demo"},
 		Spec: corev1.ServiceSpec{
-			Type:           corev1.ServiceTypeLoadBalancer,
-			Selector:       map[string]string{"app": "echo"},
-			IPFamilyPolicy: &dual,
+			Type:              corev1.ServiceTypeLoadBalancer,
+			LoadBalancerClass: &class,
+			Selector:          map[string]string{"app": "echo"},
+			IPFamilyPolicy:    &dual,
 			// Local: the container-native path, router → node → Pod.
 			ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 			Ports: []corev1.ServicePort{
@@ -63,12 +80,22 @@ func demoService() *corev1.Service {
 }
 
 // Demo applies the demo (a pool, BGP peers, an advertisement, a Service with
-// Pods on two nodes), waits for what can happen, and reports only what it
-// observed: the VIP, the router's route for it, and requests from the
-// client showing which Pod answered and the client address it saw.
+// Pods on two nodes), starts `zerohop controller` and one `zerohop speaker`
+// per node, waits (bounded) for the VIP and the router's route, and reports
+// only what it observed: the VIP, the router's route for it with its next
+// hops, and requests from the client showing which Pod answered and the
+// client address it saw.
+//
+// The controller and speakers are this executable's `controller` and
+// `speaker` subcommands, so Demo is for `zerohop lab up --demo`, not for test
+// binaries. They are recorded in the state file, so Down stops them.
 func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
-	if l.Kube == nil {
+	if l.Kube == nil || l.APIServer() == nil {
 		return fmt.Errorf("the demo needs the lab's API server")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("the zerohop binary: %w", err)
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("\n== demo: applying objects")
@@ -92,7 +119,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	if err := l.AddService(ctx, svc); err != nil {
 		return err
 	}
-	p("  created Service demo/echo (LoadBalancer, externalTrafficPolicy Local)")
+	p("  created Service demo/echo (LoadBalancer, class %s, externalTrafficPolicy Local)", demoClass)
 	var pods []Pod
 	for i, node := range []int{1, 2} {
 		name := fmt.Sprintf("echo-%d", i+1)
@@ -108,30 +135,66 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	}
 	p("  EndpointSlices for demo/echo written with both Pods ready")
 
+	p("\n== zerohop (%s)", exe)
+	if err := ensureNamespace(ctx, l.Kube, demoSystemNS); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := l.startZerohop(ctx, exe, p); err != nil {
+		return err
+	}
+
 	p("\n== VIP")
-	// Bounded wait for a controller to assign the address.
-	var vips []string
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && len(vips) == 0 {
-		cur, err := l.Kube.CoreV1().Services("demo").Get(ctx, "echo", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		for _, ing := range cur.Status.LoadBalancer.Ingress {
-			vips = append(vips, ing.IP)
-		}
-		if len(vips) == 0 {
-			time.Sleep(250 * time.Millisecond)
-		}
+	const vipWait = 30 * time.Second
+	vips, err := l.waitVIPs(ctx, "demo", "echo", vipWait)
+	if err != nil {
+		return err
 	}
 	if len(vips) == 0 {
-		p("  NONE: demo/echo has no LoadBalancer IP after 10s. The lab does not run a zerohop")
-		p("  controller yet, so nothing assigns one from demo-pool.")
+		p("  NONE: demo/echo has no LoadBalancer IP after %s; see %s", vipWait,
+			filepath.Join(l.logDir(), "zerohop-controller.log"))
 	} else {
-		p("  demo/echo: %s", strings.Join(vips, ", "))
+		var s []string
+		for _, v := range vips {
+			s = append(s, v.String())
+		}
+		p("  demo/echo: %s (assigned by zerohop controller from demo-pool, %s after zerohop started)",
+			strings.Join(s, ", "), time.Since(t0).Round(10*time.Millisecond))
 	}
 
 	p("\n== router (FRR in %s)", RouterNS)
+	// With externalTrafficPolicy Local only nodes with a ready Pod announce.
+	var podNodes []int
+	for _, pod := range pods {
+		if !slices.Contains(podNodes, pod.Node) {
+			podNodes = append(podNodes, pod.Node)
+		}
+	}
+	const routeWait = 45 * time.Second
+	announced := map[netip.Addr]bool{}
+	for _, v := range vips {
+		r, err := waitRIBRoute(ctx, netip.PrefixFrom(v, v.BitLen()), len(podNodes), routeWait)
+		switch {
+		case err != nil:
+			p("  route for %s: %v", v, err)
+		case r == nil:
+			p("  route for %s: NONE after %s (no speaker announced it)", v, routeWait)
+		default:
+			announced[v] = true
+			var hops []string
+			for _, h := range r.NextHops {
+				hops = append(hops, h+hopNode(h))
+			}
+			p("  route for %s: %s %s, next hops %s (%s after zerohop started)", r.Prefix, r.Protocol, selectedWord(r),
+				strings.Join(hops, ", "), time.Since(t0).Round(10*time.Millisecond))
+			if len(r.NextHops) != len(podNodes) {
+				p("    (expected %d next hops, one per node with a Pod; saw %d)", len(podNodes), len(r.NextHops))
+			}
+		}
+	}
+	if len(vips) == 0 {
+		p("  route for the VIP: none to look up (no VIP assigned)")
+	}
 	ns, err := Neighbors(ctx)
 	if err != nil {
 		p("  cannot read BGP neighbors: %v", err)
@@ -142,84 +205,239 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 			established++
 		}
 	}
-	p("  BGP neighbors: %d configured, %d established", len(ns), established)
-	if established == 0 {
-		p("  (no speaker runs on the nodes yet, so no session comes up)")
-	}
-	served := false
-	for _, v := range vips {
-		a, err := netip.ParseAddr(v)
-		if err != nil {
-			continue
-		}
-		r, err := KernelRouteFor(ctx, netip.PrefixFrom(a, a.BitLen()))
-		switch {
-		case err != nil:
-			p("  route for %s: %v", v, err)
-		case r == nil:
-			p("  route for %s: NONE (nothing announces it)", v)
-		default:
-			p("  route for %s: proto %s, next hops %s", v, r.Protocol, strings.Join(r.NextHops, ", "))
-			served = true
-		}
-	}
-	if len(vips) == 0 {
-		p("  route for the VIP: none to look up (no VIP assigned)")
-	}
+	p("  BGP neighbors: %d configured, %d established (a speaker per node, v4 and v6)", len(ns), established)
 
 	p("\n== requests from %s", ClientNS)
-	if served {
-		for _, v := range vips {
-			a := netip.MustParseAddr(v)
-			for _, proto := range []string{"tcp", "udp", "http", "tcp", "http", "tcp"} {
-				port := uint16(echo.DefaultTCPPort)
-				if proto == "http" {
-					port = 80
-				}
-				l.demoRequest(ctx, p, proto, netip.AddrPortFrom(a, port).String())
-			}
-		}
+	if len(announced) > 0 {
+		p("  The VIP is ANNOUNCED but NOT SERVED by zerohop's datapath: the XDP datapath")
+		p("  is not wired into the speaker yet (issue 10), so nothing on the nodes")
+		p("  delivers VIP traffic to the Pods.")
 	} else {
-		p("  The VIP is NOT served: no speaker exists yet to announce it or steer it to Pods.")
-		p("  To show the lab's plumbing, the client asks each Pod directly, by routing")
-		p("  (client → router → node → Pod):")
-		for _, pod := range pods {
-			for _, tgt := range []struct {
-				proto string
-				ip    string
-				port  uint16
-			}{
-				{"tcp", pod.IPv4, echo.DefaultTCPPort}, {"udp", pod.IPv4, echo.DefaultUDPPort},
-				{"http", pod.IPv4, echo.DefaultHTTPPort}, {"tcp", pod.IPv6, echo.DefaultTCPPort},
-			} {
-				l.demoRequest(ctx, p, tgt.proto, netip.AddrPortFrom(netip.MustParseAddr(tgt.ip), tgt.port).String())
-			}
+		p("  The VIP is NOT announced and NOT served.")
+	}
+	p("  The client asks each Pod directly, by routing (client → router → node → Pod):")
+	for _, pod := range pods {
+		for _, tgt := range []struct {
+			proto string
+			ip    string
+			port  uint16
+		}{
+			{"tcp", pod.IPv4, echo.DefaultTCPPort}, {"udp", pod.IPv4, echo.DefaultUDPPort},
+			{"http", pod.IPv4, echo.DefaultHTTPPort}, {"tcp", pod.IPv6, echo.DefaultTCPPort},
+		} {
+			l.demoRequest(ctx, p, tgt.proto, netip.AddrPortFrom(netip.MustParseAddr(tgt.ip), tgt.port).String(), "")
 		}
 	}
+	standIn := len(announced) > 0 && l.demoStandIn(ctx, p, vips, announced, pods)
 	c4, c6 := ClientAddrs()
 	p("  (the client is %s / %s; a Pod seeing that address means the source was preserved)", c4, c6)
 
 	p("\n== poke it")
 	p("  ip netns exec %s curl -s http://%s:%d/", ClientNS, pods[0].IPv4, echo.DefaultHTTPPort)
+	for _, v := range vips {
+		if v.Is4() && announced[v] && standIn {
+			p("  ip netns exec %s curl -s http://%s:%d/    (the VIP, through the stand-in)", ClientNS, v, echo.DefaultHTTPPort)
+		}
+	}
+	for _, v := range vips {
+		fam := "ip"
+		if v.Is6() {
+			fam = "ipv6"
+		}
+		p("  vtysh -N %s -c 'show %s route %s'", frrPathspace, fam, v)
+	}
 	p("  vtysh -N %s -c 'show bgp summary'", frrPathspace)
 	p("  ip netns exec %s ip route", RouterNS)
 	if info := l.APIServer(); info != nil {
-		p("  kubectl --kubeconfig %s get nodes,pods,endpointslices -A", info.Kubeconfig)
+		p("  kubeconfig: %s", info.Kubeconfig)
+		p("  kubectl --kubeconfig %s get svc,pods,endpointslices -A", info.Kubeconfig)
+		p("  (it embeds an admin client certificate; any Kubernetes client works; without")
+		p("  one, `bin/zerohop lab status` shows the Services' VIPs, processes and BGP)")
 	}
-	p("  bin/zerohop lab status    (logs in %s)", l.logDir())
-	p("  make lab-down             ends the lab")
+	p("  bin/zerohop lab status    (logs, incl. zerohop-controller.log and")
+	p("                            zerohop-speaker-zh-nodeN.log, in %s)", l.logDir())
+	p("  make lab-down             ends the lab, the controller and the speakers")
 	return nil
 }
 
-func (l *Lab) demoRequest(ctx context.Context, p func(string, ...any), proto, addr string) {
+// startZerohop starts `zerohop controller` in the root namespace (it only
+// needs the API server, on the management bridge) and `zerohop speaker` in
+// every node's namespace, as the DaemonSet would run it on the node.
+func (l *Lab) startZerohop(ctx context.Context, exe string, p func(string, ...any)) error {
+	kc := l.APIServer().Kubeconfig
+	procs := []spawnSpec{{
+		name: "zerohop-controller",
+		argv: []string{exe, "controller", "--kubeconfig", kc, "--leader-elect=true",
+			"--leader-election-namespace", demoSystemNS, "--metrics-bind-address", "0", "--health-probe-bind-address", "0"},
+	}}
+	for i := 1; i <= l.opts.Nodes; i++ {
+		procs = append(procs, spawnSpec{
+			name: "zerohop-speaker-" + NodeName(i), ns: NodeName(i),
+			argv: []string{exe, "speaker", "--node-name", NodeName(i), "--namespace", demoSystemNS, "--kubeconfig", kc,
+				"--metrics-bind-address", "0", "--health-probe-bind-address", "0"},
+		})
+	}
+	for _, s := range procs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s.logDir, s.detach = l.logDir(), l.opts.Detach
+		pr, _, err := spawn(s)
+		if pr.PID > 0 {
+			// Recorded even when it died at once, so Down checks it.
+			if aerr := l.addProc(pr); aerr != nil {
+				return aerr
+			}
+		}
+		if err != nil {
+			return err
+		}
+		where := s.ns
+		if where == "" {
+			where = "the root namespace"
+		}
+		p("  started %s (pid %d) in %s", s.name, pr.PID, where)
+	}
+	return nil
+}
+
+// waitVIPs polls the Service's status.loadBalancer.ingress for at most d.
+func (l *Lab) waitVIPs(ctx context.Context, ns, name string, d time.Duration) ([]netip.Addr, error) {
+	deadline := time.Now().Add(d)
+	for {
+		cur, err := l.Kube.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("service %s/%s: %w", ns, name, err)
+		}
+		var vips []netip.Addr
+		for _, ing := range cur.Status.LoadBalancer.Ingress {
+			if a, err := netip.ParseAddr(ing.IP); err == nil {
+				vips = append(vips, a)
+			}
+		}
+		if len(vips) > 0 || time.Now().After(deadline) {
+			return vips, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// waitRIBRoute polls the router's RIB for at most d until the BGP route for
+// prefix has want active next hops, and returns the last BGP route seen
+// (nil if none).
+func waitRIBRoute(ctx context.Context, prefix netip.Prefix, want int, d time.Duration) (*RIBRoute, error) {
+	deadline := time.Now().Add(d)
+	for {
+		rs, err := RIB(ctx, prefix)
+		if err != nil {
+			return nil, err
+		}
+		var got *RIBRoute
+		for i := range rs {
+			if rs[i].Protocol == "bgp" && rs[i].Prefix == prefix.String() && (got == nil || rs[i].Selected) {
+				got = &rs[i]
+			}
+		}
+		if (got != nil && len(got.NextHops) >= want) || time.Now().After(deadline) {
+			return got, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func selectedWord(r *RIBRoute) string {
+	switch {
+	case r.Selected && r.Installed:
+		return "(selected, installed)"
+	case r.Selected:
+		return "(selected, not installed)"
+	}
+	return "(not selected)"
+}
+
+// hopNode names the lab node that owns a next-hop address, if any.
+func hopNode(hop string) string {
+	a, err := netip.ParseAddr(hop)
+	if err != nil {
+		return ""
+	}
+	for i := 1; i <= MaxNodes; i++ {
+		if n4, n6 := NodeAddrs(i); a == n4 || a == n6 {
+			return " (" + NodeName(i) + ")"
+		}
+	}
+	return ""
+}
+
+// demoStandIn shows requests to the VIP through a stand-in for the datapath,
+// the same one e2e/bgp uses: each node with a Pod routes the VIP to that
+// Pod, and the Pod holds the VIP on its loopback so its echo server answers
+// from it. It is plain kernel routing, not zerohop, and the output says so.
+// It reports whether the stand-in was set up.
+func (l *Lab) demoStandIn(ctx context.Context, p func(string, ...any), vips []netip.Addr, announced map[netip.Addr]bool, pods []Pod) bool {
+	p("")
+	p("  STAND-IN FOR THE DATAPATH (kernel routes, NOT zerohop's XDP): each node with a")
+	p("  Pod routes the VIP to its Pod, which holds the VIP on its loopback; the router")
+	p("  hashes ECMP on ports (fib_multipath_hash_policy=1) so connections spread.")
+	var cmds [][]string
+	for _, s := range []string{"net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1"} {
+		cmds = append(cmds, []string{"ip", "netns", "exec", RouterNS, "sysctl", "-qw", s})
+	}
+	for _, v := range vips {
+		if !announced[v] {
+			continue
+		}
+		for _, pod := range pods {
+			podIP, fam := pod.IPv4, "-4"
+			if v.Is6() {
+				podIP, fam = pod.IPv6, "-6"
+			}
+			cmds = append(cmds,
+				[]string{"ip", "-n", pod.NetNS(), fam, "addr", "replace", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo"},
+				[]string{"ip", "-n", NodeName(pod.Node), fam, "route", "replace", netip.PrefixFrom(v, v.BitLen()).String(), "via", podIP})
+		}
+	}
+	for _, c := range cmds {
+		if _, err := run(ctx, c[0], c[1:]...); err != nil {
+			p("  stand-in NOT set up: %v", err)
+			return false
+		}
+	}
+	for _, v := range vips {
+		if !announced[v] {
+			continue
+		}
+		reqs := []struct {
+			proto string
+			port  uint16
+		}{{"tcp", echo.DefaultTCPPort}, {"tcp", echo.DefaultTCPPort}, {"tcp", echo.DefaultTCPPort}, {"http", echo.DefaultHTTPPort}}
+		if v.Is4() {
+			reqs = append(reqs, reqs...)
+		}
+		for _, r := range reqs {
+			l.demoRequest(ctx, p, r.proto, netip.AddrPortFrom(v, r.port).String(), " [stand-in]")
+		}
+	}
+	return true
+}
+
+func (l *Lab) demoRequest(ctx context.Context, p func(string, ...any), proto, addr, note string) {
 	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	rep, err := l.Request(rctx, proto, addr)
 	if err != nil {
-		p("  %-4s %-24s FAILED: %v", proto, addr, err)
+		p("  %-4s %-24s FAILED%s: %v", proto, addr, note, err)
 		return
 	}
-	p("  %-4s %-24s answered by %-8s which saw client %s", proto, addr, rep.Pod, rep.Client)
+	p("  %-4s %-24s answered by %-8s which saw client %s%s", proto, addr, rep.Pod, rep.Client, note)
 }
 
 // PrintStatus writes the lab's state: hosts, processes, router neighbors,
@@ -246,7 +464,7 @@ func (l *Lab) PrintStatus(ctx context.Context, w io.Writer) error {
 		if where == "" {
 			where = "root"
 		}
-		p("  proc  %-20s pid %-7d in %-14s %s", pr.Name, pr.PID, where, mark)
+		p("  proc  %-26s pid %-7d in %-14s %s", pr.Name, pr.PID, where, mark)
 	}
 	if ns, err := Neighbors(ctx); err != nil {
 		p("  router: %v", err)
@@ -261,6 +479,23 @@ func (l *Lab) PrintStatus(ctx context.Context, w io.Writer) error {
 	}
 	for _, pod := range st.Pods {
 		p("  pod   %s/%s on %s: %s %s ready=%v terminating=%v", pod.Namespace, pod.Name, NodeName(pod.Node), pod.IPv4, pod.IPv6, pod.Ready, pod.Terminating)
+	}
+	if l.Kube != nil {
+		for _, ref := range st.Services {
+			svc, err := l.Kube.CoreV1().Services(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+			if err != nil {
+				p("  svc   %s/%s: %v", ref.Namespace, ref.Name, err)
+				continue
+			}
+			var ips []string
+			for _, ing := range svc.Status.LoadBalancer.Ingress {
+				ips = append(ips, ing.IP)
+			}
+			if len(ips) == 0 {
+				ips = []string{"no LoadBalancer IP"}
+			}
+			p("  svc   %s/%s: %s", ref.Namespace, ref.Name, strings.Join(ips, ", "))
+		}
 	}
 	if st.APIServer != nil {
 		p("  api   %s (kubeconfig %s)", st.APIServer.URL, st.APIServer.Kubeconfig)
