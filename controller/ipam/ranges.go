@@ -71,7 +71,7 @@ func ParseRange(s string) (Range, error) {
 		if p.Masked() != p {
 			return Range{}, fmt.Errorf("invalid CIDR %q: host bits set (did you mean %s?)", s, p.Masked())
 		}
-		return Range{First: p.Addr(), Last: lastOf(p)}, nil
+		return checkMapped(s, Range{First: p.Addr(), Last: lastOf(p)})
 	}
 	lo, hi, ok := strings.Cut(s, "-")
 	if !ok {
@@ -91,7 +91,24 @@ func ParseRange(s string) (Range, error) {
 	if last.Less(first) {
 		return Range{}, fmt.Errorf("invalid address range %q: first address is after last", s)
 	}
-	return Range{First: first, Last: last}, nil
+	return checkMapped(s, Range{First: first, Last: last})
+}
+
+// IPv4-mapped IPv6 addresses (::ffff:0:0/96) name IPv4 hosts; a Service
+// given one would be IPv6 in the API and IPv4 on the wire, and its string
+// form would not parse back as a pool address.
+var (
+	mappedFirst = netip.MustParseAddr("::ffff:0:0")
+	mappedLast  = netip.MustParseAddr("::ffff:ffff:ffff")
+)
+
+// checkMapped refuses an IPv6 range that reaches into ::ffff:0:0/96, even
+// when its ends lie outside it (::/80, say).
+func checkMapped(s string, r Range) (Range, error) {
+	if r.First.Is6() && !r.Last.Less(mappedFirst) && !mappedLast.Less(r.First) {
+		return Range{}, fmt.Errorf("invalid address range %q: includes IPv4-mapped addresses (::ffff:0:0/96)", s)
+	}
+	return r, nil
 }
 
 func parseAddr(s string) (netip.Addr, error) {

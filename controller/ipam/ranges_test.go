@@ -29,6 +29,9 @@ func TestParseRange(t *testing.T) {
 		{in: "192.0.2.1-2001:db8::1", wantErr: true},
 		{in: "::ffff:192.0.2.0/120", wantErr: true},
 		{in: "::ffff:192.0.2.1-::ffff:192.0.2.2", wantErr: true},
+		{in: "::/80", wantErr: true},                      // reaches into ::ffff:0:0/96
+		{in: "::fffe:ffff:ffff-::1:0:0:0", wantErr: true}, // ends outside, middle mapped
+		{in: "::/81", first: "::", last: "::7fff:ffff:ffff"},
 		{in: "fe80::1%eth0-fe80::2%eth0", wantErr: true},
 		{in: "192.0.2.1-", wantErr: true},
 		{in: "banana", wantErr: true},
