@@ -1,0 +1,302 @@
+// Package datapath turns Kubernetes Services and EndpointSlices into the
+// plain services and backends of package bpf, and works out the smallest
+// set of map updates that moves the datapath from what it holds to what
+// the cluster wants. Translation and diffing are pure; Apply is the only
+// part that touches the datapath, through the narrow Applier interface.
+package datapath
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/zerohop/zerohop/bpf"
+)
+
+// Entry is what one service key should hold in the datapath.
+type Entry struct {
+	// Service is namespace/name, for messages. Diff ignores it.
+	Service string
+	Flags   bpf.ServiceFlags
+	// Backends are sorted by address and port, so two nodes given the
+	// same endpoints produce the same list (and the same Maglev table).
+	Backends []bpf.Backend
+}
+
+// known is false for entries made by Observed: their content is unknown.
+func (e Entry) known() bool { return e.Flags&(bpf.ServiceLocal|bpf.ServiceCluster) != 0 }
+
+// Translate computes the datapath entries of this node: one per VIP, port
+// and protocol of every LoadBalancer Service with an ingress IP. node is
+// this node's name; nodeAddrs holds every node's underlay addresses, which
+// remote backends of Cluster services are encapsulated to.
+//
+// Problems (an SCTP port, a remote endpoint whose node has no address of
+// the VIP's family, two Services claiming one VIP and port) are returned as
+// errors naming the Service; everything else is still translated, so one
+// bad Service never takes the others down.
+func Translate(node string, svcs []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, nodeAddrs map[string][]netip.Addr) (map[bpf.ServiceKey]Entry, []error) {
+	t := translator{node: node, nodeAddrs: nodeAddrs, seen: map[string]bool{}}
+	bySvc := map[string][]*discoveryv1.EndpointSlice{}
+	for _, sl := range endpointSlices {
+		name := sl.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		k := sl.Namespace + "/" + name
+		bySvc[k] = append(bySvc[k], sl)
+	}
+	// Services in name order: the first claimant of a key wins, stably.
+	ordered := make([]*corev1.Service, 0, len(svcs))
+	for _, s := range svcs {
+		if s.Spec.Type == corev1.ServiceTypeLoadBalancer && s.DeletionTimestamp == nil {
+			ordered = append(ordered, s)
+		}
+	}
+	slices.SortFunc(ordered, func(a, b *corev1.Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+
+	out := map[bpf.ServiceKey]Entry{}
+	for _, svc := range ordered {
+		name := svc.Namespace + "/" + svc.Name
+		for key, e := range t.service(svc, bySvc[name]) {
+			if prev, ok := out[key]; ok {
+				t.errorf("service %s: %s is already used by service %s", name, key, prev.Service)
+				continue
+			}
+			out[key] = e
+		}
+	}
+	return out, t.errs
+}
+
+type translator struct {
+	node      string
+	nodeAddrs map[string][]netip.Addr
+	errs      []error
+	seen      map[string]bool // one error per message, not per port and VIP
+}
+
+func (t *translator) errorf(format string, args ...any) {
+	err := fmt.Errorf(format, args...)
+	if t.seen[err.Error()] {
+		return
+	}
+	t.seen[err.Error()] = true
+	t.errs = append(t.errs, err)
+}
+
+func (t *translator) service(svc *corev1.Service, sls []*discoveryv1.EndpointSlice) map[bpf.ServiceKey]Entry {
+	name := svc.Namespace + "/" + svc.Name
+	var vips []netip.Addr
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		a, err := netip.ParseAddr(in.IP)
+		if err != nil {
+			continue // hostname-only ingress, or not set yet
+		}
+		if a = a.Unmap(); !slices.Contains(vips, a) {
+			vips = append(vips, a)
+		}
+	}
+	if len(vips) == 0 {
+		return nil
+	}
+	local := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+	flags := bpf.ServiceCluster
+	if local {
+		flags = bpf.ServiceLocal
+	}
+	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		// The datapath reserves the flag and has no timeout yet; flows
+		// stay on their backend through conntrack either way.
+		flags |= bpf.ServiceAffinity
+	}
+	// Sorted slices make the choice between duplicates stable.
+	sls = slices.Clone(sls)
+	slices.SortFunc(sls, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
+
+	out := map[bpf.ServiceKey]Entry{}
+	for _, sp := range svc.Spec.Ports {
+		var proto bpf.Proto
+		switch sp.Protocol {
+		case corev1.ProtocolTCP, "":
+			proto = bpf.TCP
+		case corev1.ProtocolUDP:
+			proto = bpf.UDP
+		default:
+			t.errorf("service %s: port %s %d/%s: the datapath balances only TCP and UDP", name, portName(sp), sp.Port, sp.Protocol)
+			continue
+		}
+		if sp.Port <= 0 || sp.Port > 65535 {
+			t.errorf("service %s: port %s: %d out of range", name, portName(sp), sp.Port)
+			continue
+		}
+		for _, vip := range vips {
+			key := bpf.ServiceKey{Addr: vip, Port: uint16(sp.Port), Proto: proto}
+			out[key] = Entry{Service: name, Flags: flags, Backends: t.backends(name, sp, vip.Is4(), local, sls)}
+		}
+	}
+	return out
+}
+
+func portName(sp corev1.ServicePort) string {
+	if sp.Name == "" {
+		return `""`
+	}
+	return sp.Name
+}
+
+// state ranks an endpoint's conditions; a duplicate keeps the best.
+type state int
+
+const (
+	excluded    state = iota
+	terminating       // serving and terminating: keeps its flows, no new ones
+	eligible          // ready: takes new flows
+)
+
+func endpointState(c discoveryv1.EndpointConditions) state {
+	// discovery/v1: nil ready and nil serving mean true, nil terminating
+	// means false. Ready is never true while terminating; if a producer
+	// says so anyway, terminating wins, as it is the safer reading.
+	if c.Terminating != nil && *c.Terminating {
+		if c.Serving == nil || *c.Serving {
+			return terminating
+		}
+		return excluded
+	}
+	if c.Ready == nil || *c.Ready {
+		return eligible
+	}
+	return excluded
+}
+
+// slicePort finds the slice's port for a Service port: the EndpointSlice
+// controller names slice ports after Service ports and resolves named
+// target ports per Pod. A slice that does not list the port serves it on
+// the numeric target port; with a named target port it does not serve it.
+func slicePort(sl *discoveryv1.EndpointSlice, sp corev1.ServicePort) (uint16, bool) {
+	for _, p := range sl.Ports {
+		pname, pproto := "", corev1.ProtocolTCP
+		if p.Name != nil {
+			pname = *p.Name
+		}
+		if p.Protocol != nil {
+			pproto = *p.Protocol
+		}
+		sproto := cmp.Or(sp.Protocol, corev1.ProtocolTCP)
+		if pname == sp.Name && pproto == sproto && p.Port != nil {
+			if *p.Port <= 0 || *p.Port > 65535 {
+				return 0, false
+			}
+			return uint16(*p.Port), true
+		}
+	}
+	switch {
+	case sp.TargetPort.Type == intstr.String && sp.TargetPort.StrVal != "":
+		return 0, false
+	case sp.TargetPort.IntVal > 0 && sp.TargetPort.IntVal <= 65535:
+		return uint16(sp.TargetPort.IntVal), true
+	default: // unset target port means the service port
+		return uint16(sp.Port), true
+	}
+}
+
+type candidate struct {
+	be    bpf.Backend
+	state state
+	node  string
+}
+
+func (t *translator) backends(name string, sp corev1.ServicePort, v4, local bool, sls []*discoveryv1.EndpointSlice) []bpf.Backend {
+	want := discoveryv1.AddressTypeIPv6
+	if v4 {
+		want = discoveryv1.AddressTypeIPv4
+	}
+	best := map[netip.AddrPort]candidate{}
+	for _, sl := range sls {
+		if sl.AddressType != want {
+			continue
+		}
+		port, ok := slicePort(sl, sp)
+		if !ok {
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			st := endpointState(ep.Conditions)
+			if st == excluded {
+				continue
+			}
+			nodeName := ""
+			if ep.NodeName != nil {
+				nodeName = *ep.NodeName
+			}
+			isLocal := nodeName == t.node && t.node != ""
+			if local && !isLocal {
+				continue
+			}
+			for _, s := range ep.Addresses {
+				a, err := netip.ParseAddr(s)
+				if err != nil || a.Unmap().Is4() != v4 || a.Zone() != "" {
+					continue
+				}
+				a = a.Unmap()
+				ap := netip.AddrPortFrom(a, port)
+				if c, ok := best[ap]; ok && c.state >= st {
+					continue
+				}
+				flags := bpf.BackendRemote
+				if isLocal {
+					flags = bpf.BackendLocal
+				}
+				if st == terminating {
+					flags |= bpf.BackendTerminating
+				}
+				best[ap] = candidate{be: bpf.Backend{Addr: a, Port: port, Flags: flags}, state: st, node: nodeName}
+			}
+		}
+	}
+	// Sorted before anything is reported, so errors come in a stable order.
+	aps := slices.SortedFunc(maps.Keys(best), netip.AddrPort.Compare)
+	out := make([]bpf.Backend, 0, len(best))
+	for _, ap := range aps {
+		c := best[ap]
+		if c.be.Flags&bpf.BackendRemote != 0 {
+			if c.node == "" {
+				t.errorf("service %s: endpoint %s has no node name", name, c.be.Addr)
+				continue
+			}
+			n, ok := t.nodeAddr(c.node, v4)
+			if !ok {
+				t.errorf("service %s: node %s has no %s address for its endpoints", name, c.node, familyName(v4))
+				continue
+			}
+			c.be.Node = n
+		}
+		out = append(out, c.be)
+	}
+	return out
+}
+
+func (t *translator) nodeAddr(node string, v4 bool) (netip.Addr, bool) {
+	for _, a := range t.nodeAddrs[node] {
+		if a = a.Unmap(); a.IsValid() && a.Is4() == v4 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func familyName(v4 bool) string {
+	if v4 {
+		return "IPv4"
+	}
+	return "IPv6"
+}
