@@ -21,7 +21,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -97,30 +96,8 @@ func (e *env) create(obj client.Object) {
 // and writes its ingress IPs as the controller would.
 func (e *env) service(name, sel string, local bool, ips ...string) {
 	e.t.Helper()
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
-		Spec: corev1.ServiceSpec{
-			Type:     corev1.ServiceTypeLoadBalancer,
-			Selector: map[string]string{"app": sel},
-			Ports: []corev1.ServicePort{{Name: "tcp", Port: echo.DefaultTCPPort, Protocol: corev1.ProtocolTCP,
-				TargetPort: intstr.FromInt32(echo.DefaultTCPPort)}},
-		},
-	}
-	if local {
-		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
-	}
-	if err := e.l.AddService(e.ctx, svc); err != nil {
+	if err := e.l.AddLBService(e.ctx, name, sel, local, ips...); err != nil {
 		e.t.Fatal(err)
-	}
-	var got corev1.Service
-	if err := e.c.Get(e.ctx, client.ObjectKeyFromObject(svc), &got); err != nil {
-		e.t.Fatal(err)
-	}
-	for _, ip := range ips {
-		got.Status.LoadBalancer.Ingress = append(got.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
-	}
-	if err := e.c.Status().Update(e.ctx, &got); err != nil {
-		e.t.Fatalf("service %s status: %v", name, err)
 	}
 }
 

@@ -5,10 +5,7 @@
 package bgp_test
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/zerohop/zerohop/e2e/lab"
@@ -18,27 +15,5 @@ import (
 var zerohopBin string
 
 func TestMain(m *testing.M) {
-	lab.HelperMain()
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "zh-e2e-bgp")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	zerohopBin = filepath.Join(dir, "zerohop")
-	goBin := os.Getenv("GO")
-	if goBin == "" {
-		goBin = "go"
-	}
-	cmd := exec.Command(goBin, "build", "-o", zerohopBin, "github.com/zerohop/zerohop/cmd/zerohop")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build zerohop:", err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(lab.RunWithZerohop(m, &zerohopBin))
 }
