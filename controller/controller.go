@@ -27,7 +27,7 @@ import (
 // Names used on Services.
 const (
 	// Class is the spec.loadBalancerClass zerohop serves.
-	Class = "zerohop.io/lb"
+	Class = v1alpha1.LoadBalancerClass
 	// AnnotationIPs requests addresses, a comma list with at most one per
 	// family.
 	AnnotationIPs = "zerohop.io/loadBalancerIPs"

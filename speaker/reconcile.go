@@ -92,6 +92,9 @@ func (r *reconciler) reconcileAll(ctx context.Context, _ reconcile.Request) (rec
 	for i := range advs.Items {
 		in.Advertisements = append(in.Advertisements, &advs.Items[i])
 	}
+	// A Service of another loadBalancerClass belongs to another
+	// implementation: never announce it, even with an IP in a zerohop pool.
+	svcs.Items = slices.DeleteFunc(svcs.Items, func(s corev1.Service) bool { return !servedClass(&s) })
 	bySvc := map[types.NamespacedName][]*discoveryv1.EndpointSlice{}
 	for i := range sliceList.Items {
 		sl := &sliceList.Items[i]
@@ -479,4 +482,12 @@ func (r *reconciler) putStatus(ctx context.Context, st v1alpha1.SpeakerStatusSta
 		return fmt.Errorf("update status: %w", err)
 	}
 	return nil
+}
+
+// servedClass reports whether svc is zerohop's to announce: no class (its
+// address then came from zerohop's controller only if that runs with
+// --default-class) or zerohop's own.
+func servedClass(svc *corev1.Service) bool {
+	c := svc.Spec.LoadBalancerClass
+	return c == nil || *c == v1alpha1.LoadBalancerClass
 }

@@ -41,3 +41,8 @@ func (b *schemeBuilder) AddToScheme(s *runtime.Scheme) error {
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }
+
+// LoadBalancerClass is the spec.loadBalancerClass of Services that zerohop
+// serves. Services of another class belong to another implementation and
+// are never given an address or announced by zerohop.
+const LoadBalancerClass = "zerohop.io/lb"
