@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2/textlogger"
@@ -63,7 +65,19 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 				if err != nil {
 					return fmt.Errorf("bfd (--bfd=false runs without it): %w", err)
 				}
-				defer m.Close()
+				defer func() {
+					if opts.KeepPathsOnExit {
+						// A restart: let the router's BFD time out like its
+						// BGP graceful-restart timer expects.
+						m.Close()
+						return
+					}
+					// The node is going away: tell the routers now
+					// (AdminDown), rather than after the detection time.
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					defer cancel()
+					m.Shutdown(ctx)
+				}()
 				opts.BFD = speaker.BFDManager(m)
 			}
 			if opts.MemberlistKey == nil {
