@@ -159,30 +159,32 @@ func (f fuzzCheck) output(ret uint32, in, out []byte, outer bool) {
 
 func (f fuzzCheck) encap(ret uint32, in, out []byte, off int, et uint16) {
 	f.t.Helper()
-	if off != 14 {
-		f.fail("VLAN frame encapsulated", in, out)
+	// A VLAN-tagged frame is encapsulated inside its tag and passed to
+	// the VLAN device (docs/datapath.md), never sent from XDP.
+	if off != 14 && ret != xdpPass {
+		f.fail("VLAN frame encapsulated and not passed", in, out)
 	}
-	if ret != xdpTX && !bytes.Equal(in[:14], out[:14]) {
+	if ret != xdpTX && !bytes.Equal(in[:off], out[:off]) {
 		f.fail("L2 header changed on a passed frame", in, out)
 	}
 	var inner, outerHdr []byte
 	if et == 0x0800 {
-		outerHdr, inner = out[14:34], out[34:]
+		outerHdr, inner = out[off:off+20], out[off+20:]
 		tot := int(binary.BigEndian.Uint16(outerHdr[2:]))
-		innerTot := int(binary.BigEndian.Uint16(in[16:]))
+		innerTot := int(binary.BigEndian.Uint16(in[off+2:]))
 		if outerHdr[0] != 0x45 || fold(sum16(outerHdr)) != 0xffff || tot != innerTot+20 || outerHdr[8] != 64 || outerHdr[9] != 4 ||
 			netip.AddrFrom4([4]byte(outerHdr[16:20])) != nodeB4 || !srcRange4.Contains(netip.AddrFrom4([4]byte(outerHdr[12:16]))) {
 			f.fail("malformed outer IPv4 header", in, out)
 		}
 	} else {
-		outerHdr, inner = out[14:54], out[54:]
-		if outerHdr[0]>>4 != 6 || int(binary.BigEndian.Uint16(outerHdr[4:])) != 40+int(binary.BigEndian.Uint16(in[18:])) ||
+		outerHdr, inner = out[off:off+40], out[off+40:]
+		if outerHdr[0]>>4 != 6 || int(binary.BigEndian.Uint16(outerHdr[4:])) != 40+int(binary.BigEndian.Uint16(in[off+4:])) ||
 			outerHdr[6] != 41 || outerHdr[7] != 64 ||
 			netip.AddrFrom16([16]byte(outerHdr[24:40])) != nodeB6 || !srcRange6.Contains(netip.AddrFrom16([16]byte(outerHdr[8:24]))) {
 			f.fail("malformed outer IPv6 header", in, out)
 		}
 	}
-	orig := in[14:]
+	orig := in[off:]
 	if bytes.Equal(orig, inner) {
 		return
 	}
@@ -194,14 +196,14 @@ func (f fuzzCheck) encap(ret uint32, in, out []byte, off int, et uint16) {
 	changed := 0
 	for i := range orig {
 		if orig[i] != inner[i] {
-			rel := i + 14 - p.l4
+			rel := i + off - p.l4
 			if rel != 16 && rel != 17 && (rel < 22 || rel >= 60) {
 				f.fail("inner byte %d changed", in, out, i)
 			}
 			changed++
 		}
 	}
-	o := append(append([]byte{}, in[:14]...), inner...)
+	o := append(append([]byte{}, in[:off]...), inner...)
 	q := parseFrame(o)
 	if _, l4ok := checksumsOK(o, q); !l4ok {
 		if _, was := checksumsOK(in, p); was {
