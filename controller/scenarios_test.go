@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/controller"
@@ -338,9 +339,14 @@ func scenarios() []scenario {
 			e.pool(t, s.pool("a"), []string{"192.0.2.0/30", "198.51.100.0/30"})
 			e.svc(t, s.ns, "web")
 			e.waitIPs(t, s.ns, "web", "192.0.2.0")
-			p := e.getPool(t, s.pool("a"))
-			p.Spec.Addresses = []v1alpha1.Address{"198.51.100.0/30"}
-			if err := e.cli.Update(t.Context(), p); err != nil {
+			// The controller writes the pool's status meanwhile, so the
+			// edit retries on a conflict as kubectl would.
+			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				p := e.getPool(t, s.pool("a"))
+				p.Spec.Addresses = []v1alpha1.Address{"198.51.100.0/30"}
+				return e.cli.Update(t.Context(), p)
+			})
+			if err != nil {
 				t.Fatal(err)
 			}
 			e.waitEvent(t, s.ns, "web", "IPOutsidePool", "192.0.2.0")
