@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -22,6 +21,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
+	"github.com/zerohop/zerohop/internal/kubescheme"
 )
 
 // Names used on Services.
@@ -71,14 +71,7 @@ type Controller struct {
 
 // Scheme returns the scheme the controller uses (core types and zerohop's).
 func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
+	return kubescheme.New()
 }
 
 // New builds a controller against cfg; Start runs it.

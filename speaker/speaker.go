@@ -19,7 +19,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -32,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
+	"github.com/zerohop/zerohop/internal/kubescheme"
 	"github.com/zerohop/zerohop/speaker/bgp"
 )
 
@@ -97,14 +97,7 @@ type Speaker struct {
 
 // Scheme returns the types the speaker reads: core and zerohop's.
 func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
+	return kubescheme.New()
 }
 
 // New builds a speaker against cfg; Start runs it.
