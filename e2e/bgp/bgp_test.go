@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,20 +49,9 @@ type env struct {
 // DaemonSet would run it on the node.
 func (e *env) startSpeaker(i int) {
 	e.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	cmd, err := e.l.StartSpeaker(zerohopBin, i, speakerNS, filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)), nil, nil)
 	if err != nil {
 		e.t.Fatal(err)
-	}
-	defer func() { _ = logf.Close() }()
-	cmd := exec.Command("ip", "netns", "exec", lab.NodeName(i), zerohopBin, "speaker",
-		"--node-name", lab.NodeName(i), "--kubeconfig", e.l.APIServer().Kubeconfig, "--namespace", speakerNS,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group, so that a test's interrupt does not reach it
-	// before the cleanup below.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		e.t.Fatalf("start speaker on node %d: %v", i, err)
 	}
 	e.mu.Lock()
 	e.speakers[i] = cmd

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -73,4 +74,27 @@ func (l *Lab) AddLBService(ctx context.Context, name, sel string, local bool, ip
 		return fmt.Errorf("service default/%s status: %w", name, err)
 	}
 	return nil
+}
+
+// StartSpeaker runs `bin speaker` for node (1-based) inside its namespace
+// against the lab's API server, with speaker namespace ns, appending its
+// output to logPath. It runs in its own process group, so that a test's
+// interrupt does not reach it before the test's cleanup stops it.
+func (l *Lab) StartSpeaker(bin string, node int, ns, logPath string, extraArgs, env []string) (*exec.Cmd, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = logf.Close() }()
+	args := append([]string{"netns", "exec", NodeName(node), bin, "speaker",
+		"--node-name", NodeName(node), "--kubeconfig", l.APIServer().Kubeconfig, "--namespace", ns,
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0"}, extraArgs...)
+	cmd := exec.Command("ip", args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start speaker on node %d: %w", node, err)
+	}
+	return cmd, nil
 }
