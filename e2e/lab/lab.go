@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,6 +127,13 @@ func Up(t testing.TB, opts Options) *Lab {
 	if os.Geteuid() != 0 {
 		t.Skipf("the lab needs root (network namespaces, FRR); running as uid %d", os.Geteuid())
 	}
+	// Labs use fixed namespace names: tests in other packages (go test
+	// runs packages in parallel) wait their turn here instead of failing.
+	unlock, err := lockLab(t, 30*time.Minute)
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	t.Cleanup(unlock)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	l, err := Start(ctx, opts)
@@ -142,6 +150,45 @@ func Up(t testing.TB, opts Options) *Lab {
 		t.Fatalf("lab up: %v", err)
 	}
 	return l
+}
+
+// LockFile serialises lab tests across processes.
+const LockFile = "/run/zh-lab.lock"
+
+// lockLab takes LockFile, polling so that a wait is bounded and reported.
+func lockLab(t testing.TB, wait time.Duration) (func(), error) {
+	f, err := os.OpenFile(LockFile, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", LockFile, err)
+	}
+	start := time.Now()
+	reported := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", LockFile, err)
+		}
+		if time.Since(start) > wait {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: another lab test held it for over %s", LockFile, wait)
+		}
+		if !reported {
+			t.Logf("waiting for another lab test to finish (%s)", LockFile)
+			reported = true
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if reported {
+		t.Logf("lab lock taken after %s", time.Since(start).Round(time.Second))
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		_ = f.Close()
+	}, nil
 }
 
 // Start builds the lab. On error it returns the half-built lab too, so the
