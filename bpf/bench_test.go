@@ -92,6 +92,10 @@ func BenchmarkXDPTable(b *testing.B) {
 	}
 	ns, ifindex := benchNetns(b)
 	counts := []int{1, 1000, 100_000}
+	// ZH_BENCH_QUICK=1: one service only, for iterating on the program.
+	if os.Getenv("ZH_BENCH_QUICK") != "" {
+		counts = counts[:1]
+	}
 	// kernel: the kernel's own timer (whole ns, excludes time the test
 	// thread was scheduled out); wall: wall time over the repeats
 	// (fractional, but includes interference from other work).
@@ -216,7 +220,9 @@ func BenchmarkXDPTable(b *testing.B) {
 // zh-b1. zh-b1 is not in tx_ports, so the program returns XDP_PASS after the
 // rewrite and the next-hop lookup (a redirect would decrement the TTL, and
 // PROG_TEST_RUN repeats on the same, modified, frame).
-func benchNetns(b *testing.B) (string, uint32) {
+func benchNetns(b *testing.B) (string, uint32) { return benchNetnsT(b) }
+
+func benchNetnsT(b testing.TB) (string, uint32) {
 	var r [3]byte
 	_, _ = rand.Read(r[:])
 	ns := "zh-bench-" + hex.EncodeToString(r[:])

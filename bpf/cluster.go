@@ -146,8 +146,12 @@ func prefixOf(k zhPeerKey) netip.Prefix {
 
 // Events returns the node-wide counters.
 func (d *Datapath) Events() (Events, error) {
+	return readEvents(d.objs.Events)
+}
+
+func readEvents(m *ebpf.Map) (Events, error) {
 	var per []zhEventCounts
-	if err := d.objs.Events.Lookup(uint32(0), &per); err != nil {
+	if err := m.Lookup(uint32(0), &per); err != nil {
 		return Events{}, fmt.Errorf("events: %w", err)
 	}
 	var e Events

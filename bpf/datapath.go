@@ -11,12 +11,14 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -27,7 +29,8 @@ import (
 const DefaultPinRoot = "/sys/fs/bpf/zerohop"
 
 // configVersion changes when the map layout changes incompatibly.
-const configVersion = 1
+// 2: counters.denied, src_ranges, svc_value.affinity_timeout, affinity.
+const configVersion = 2
 
 // Options configure Load. Zero values mean the defaults.
 type Options struct {
@@ -44,6 +47,9 @@ type Options struct {
 	MaxServices uint32
 	MaxBackends uint32
 	MaxFlows    uint32
+	// MaxSourceRanges bounds the source prefixes of all services together
+	// (default 65536).
+	MaxSourceRanges uint32
 	// ReplaceXDP lets Attach replace an XDP program that another tool
 	// attached to the interface. Without it Attach refuses and says which
 	// program is there.
@@ -77,6 +83,9 @@ func (o *Options) setDefaults() {
 	if o.MaxFlows == 0 {
 		o.MaxFlows = 131072
 	}
+	if o.MaxSourceRanges == 0 {
+		o.MaxSourceRanges = 65536
+	}
 }
 
 // Datapath is a loaded datapath. Methods are safe for concurrent use.
@@ -95,9 +104,12 @@ type Datapath struct {
 }
 
 type service struct {
+	key      ServiceKey
 	id       uint32
 	active   uint32 // which maglev table slot is live
 	backends map[netip.AddrPort]uint32
+	ranges   map[netip.Prefix]bool // masked; in src_ranges under id
+	flags    ServiceFlags
 }
 
 // pinnedMaps are shared between loads; .rodata is per program.
@@ -105,6 +117,7 @@ var pinnedMaps = []string{
 	zhMapServices, zhMapMaglev, zhMapBackends, zhMapConntrack,
 	zhMapRevnat, zhMapStats, zhMapTxPorts, zhMapConfig, zhMapVipFilter,
 	zhMapNode, zhMapPeers, zhMapFrags, zhMapVips, zhMapEvents,
+	zhMapSrcRanges, zhMapAffinity,
 }
 
 // Load loads the programs and opens the maps, re-using maps already pinned
@@ -137,6 +150,8 @@ func Load(opts Options) (*Datapath, error) {
 		zhMapStats:     opts.MaxServices + opts.MaxBackends,
 		zhMapFrags:     max(opts.MaxFlows/8, 1024),
 		zhMapVips:      opts.MaxServices,
+		zhMapSrcRanges: opts.MaxSourceRanges,
+		zhMapAffinity:  opts.MaxFlows,
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
@@ -262,8 +277,8 @@ func (d *Datapath) restore() error {
 	var v zhSvcValue
 	it := d.objs.Services.Iterate()
 	for it.Next(&k, &v) {
-		s := &service{id: v.Id, active: v.Active & 1, backends: map[netip.AddrPort]uint32{}}
 		sk := fromSvcKey(k)
+		s := &service{key: sk, id: v.Id, active: v.Active & 1, backends: map[netip.AddrPort]uint32{}, ranges: map[netip.Prefix]bool{}, flags: ServiceFlags(v.Flags)}
 		d.services[sk] = s
 		byID[v.Id] = s
 		if err := d.addVIP(sk.Addr); err != nil {
@@ -290,6 +305,26 @@ func (d *Datapath) restore() error {
 	}
 	if err := bit.Err(); err != nil {
 		return fmt.Errorf("read backends: %w", err)
+	}
+	var rk zhSrcKey
+	var rv uint32
+	var orphans []zhSrcKey
+	rit := d.objs.SrcRanges.Iterate()
+	for rit.Next(&rk, &rv) {
+		s, ok := byID[rk.Svc]
+		if !ok {
+			orphans = append(orphans, rk) // left over from an interrupted delete
+			continue
+		}
+		s.ranges[srcPrefix(rk, family(s.key.Addr))] = true
+	}
+	if err := rit.Err(); err != nil {
+		return fmt.Errorf("read source ranges: %w", err)
+	}
+	for _, k := range orphans {
+		if err := d.objs.SrcRanges.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("drop stale source range: %w", err)
+		}
 	}
 	return nil
 }
@@ -430,15 +465,30 @@ func (d *Datapath) Remove() error {
 	return cerr
 }
 
-// UpsertService creates or replaces a service. Backends not flagged
-// terminating (and, in Local mode, flagged local) form a new Maglev table,
-// built from the backends sorted by address and port so that every node
-// builds the same one. The table is written into the service's inactive
-// slot and the service entry flipped in one update. Backends that are gone
-// lose their flows; terminating backends keep theirs but get no new ones.
+// UpsertService creates or replaces a service with backends and flags
+// alone; see Upsert.
 func (d *Datapath) UpsertService(key ServiceKey, backends []Backend, flags ServiceFlags) error {
-	if err := validate(key, backends, flags); err != nil {
+	return d.Upsert(key, ServiceConfig{Backends: backends, Flags: flags})
+}
+
+// Upsert creates or replaces a service. Backends not flagged terminating
+// (and, in Local mode, flagged local) form a new Maglev table, built from
+// the backends sorted by address and port so that every node builds the
+// same one. The table is written into the service's inactive slot and the
+// service entry flipped in one update. Backends that are gone lose their
+// flows; terminating backends keep theirs but get no new ones. Source
+// ranges are replaced exactly: new prefixes are added before the service
+// changes, prefixes no longer listed removed after.
+func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
+	backends, flags := cfg.Backends, cfg.Flags
+	if err := validate(key, cfg); err != nil {
 		return err
+	}
+	ranges := map[netip.Prefix]bool{}
+	if flags&ServiceSourceRanges != 0 {
+		for _, p := range cfg.SourceRanges {
+			ranges[p.Masked()] = true
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -449,14 +499,38 @@ func (d *Datapath) UpsertService(key ServiceKey, backends []Backend, flags Servi
 		if !ok {
 			return fmt.Errorf("service %s: all %d service ids in use", key, d.opts.MaxServices)
 		}
-		s = &service{id: id, backends: map[netip.AddrPort]uint32{}}
+		s = &service{key: key, id: id, backends: map[netip.AddrPort]uint32{}, ranges: map[netip.Prefix]bool{}}
 		if err := d.resetStats(id); err != nil {
 			d.svcIDs.put(id)
 			return fmt.Errorf("service %s: %w", key, err)
 		}
 	}
 
-	// Backend entries first: the table written next refers to them.
+	// Ranges first: once the flag is on a backend or the service, the
+	// program checks every packet against them.
+	for p := range ranges {
+		if s.ranges[p] {
+			continue
+		}
+		if err := d.objs.SrcRanges.Put(srcKey(s.id, p), uint32(1)); err != nil {
+			d.dropRanges(s.id, ranges, s.ranges)
+			if !exists {
+				d.svcIDs.put(s.id)
+			}
+			return fmt.Errorf("service %s: source range %s: %w", key, p, err)
+		}
+	}
+	fail := func(next map[netip.AddrPort]uint32, err error) error {
+		d.dropRanges(s.id, ranges, s.ranges)
+		d.releaseNew(s, next, !exists)
+		return err
+	}
+	beFlags := BackendFlags(0)
+	if flags&ServiceSourceRanges != 0 {
+		beFlags = backendSvcSourceRanges
+	}
+
+	// Backend entries next: the table written next refers to them.
 	next := map[netip.AddrPort]uint32{}
 	var eligible []Backend
 	for _, b := range backends {
@@ -464,13 +538,11 @@ func (d *Datapath) UpsertService(key ServiceKey, backends []Backend, flags Servi
 		id, ok := s.backends[ap]
 		if !ok {
 			if id, ok = d.beIDs.get(); !ok {
-				d.releaseNew(s, next, !exists)
-				return fmt.Errorf("service %s: all %d backend ids in use", key, d.opts.MaxBackends)
+				return fail(next, fmt.Errorf("service %s: all %d backend ids in use", key, d.opts.MaxBackends))
 			}
 			if err := d.resetStats(d.opts.MaxServices + id); err != nil {
 				d.beIDs.put(id)
-				d.releaseNew(s, next, !exists)
-				return fmt.Errorf("service %s: %w", key, err)
+				return fail(next, fmt.Errorf("service %s: %w", key, err))
 			}
 		}
 		next[ap] = id
@@ -479,12 +551,11 @@ func (d *Datapath) UpsertService(key ServiceKey, backends []Backend, flags Servi
 			Node:   addrWords(b.Node),
 			Port:   netPort(b.Port),
 			Family: family(b.Addr),
-			Flags:  uint32(b.Flags),
+			Flags:  uint32(b.Flags | beFlags),
 			Svc:    s.id,
 		}
 		if err := d.objs.Backends.Put(id, v); err != nil {
-			d.releaseNew(s, next, !exists)
-			return fmt.Errorf("service %s: backend %s: %w", key, ap, err)
+			return fail(next, fmt.Errorf("service %s: backend %s: %w", key, ap, err))
 		}
 		if b.Flags&BackendTerminating == 0 && (flags&ServiceLocal == 0 || b.Flags&BackendLocal != 0) {
 			eligible = append(eligible, b)
@@ -500,24 +571,21 @@ func (d *Datapath) UpsertService(key ServiceKey, backends []Backend, flags Servi
 			active = 0
 		}
 		if err := d.writeTable(s.id*2+active, eligible, next); err != nil {
-			d.releaseNew(s, next, !exists)
-			return fmt.Errorf("service %s: %w", key, err)
+			return fail(next, fmt.Errorf("service %s: %w", key, err))
 		}
 	}
 	if !exists {
 		// Filter bit first: the program must never miss a VIP.
 		if err := d.addVIP(key.Addr); err != nil {
-			d.releaseNew(s, next, !exists)
-			return fmt.Errorf("service %s: %w", key, err)
+			return fail(next, fmt.Errorf("service %s: %w", key, err))
 		}
 	}
-	v := zhSvcValue{Id: s.id, Flags: uint32(flags), Count: uint32(len(eligible)), Active: active}
+	v := zhSvcValue{Id: s.id, Flags: uint32(flags), Count: uint32(len(eligible)), Active: active, AffinityTimeout: affinitySeconds(cfg)}
 	if err := d.objs.Services.Put(svcKey(key), v); err != nil {
 		if !exists {
 			_ = d.delVIP(key.Addr)
 		}
-		d.releaseNew(s, next, !exists)
-		return fmt.Errorf("service %s: %w", key, err)
+		return fail(next, fmt.Errorf("service %s: %w", key, err))
 	}
 	// The old table may still be in use by a packet that read the old
 	// entry; hash elements are freed after an RCU grace period, and the
@@ -532,9 +600,81 @@ func (d *Datapath) UpsertService(key ServiceKey, backends []Backend, flags Servi
 			d.dropBackend(id)
 		}
 	}
-	s.backends, s.active = next, active
+	// Prefixes no longer listed go last, once nothing admits by them.
+	for p := range s.ranges {
+		if ranges[p] {
+			continue
+		}
+		if err := d.objs.SrcRanges.Delete(srcKey(s.id, p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("service %s: remove source range %s: %w", key, p, err)
+		}
+	}
+	if s.flags&ServiceAffinity != 0 && flags&ServiceAffinity == 0 {
+		if err := d.dropAffinity(s.id); err != nil {
+			return fmt.Errorf("service %s: %w", key, err)
+		}
+	}
+	s.backends, s.active, s.ranges, s.flags = next, active, ranges, flags
 	d.services[key] = s
 	return nil
+}
+
+// DefaultAffinityTimeout is Kubernetes' default sessionAffinityConfig
+// clientIP timeoutSeconds.
+const DefaultAffinityTimeout = 10800 * time.Second
+
+// affinitySeconds is the service's affinity timeout in whole seconds,
+// rounded up.
+func affinitySeconds(cfg ServiceConfig) uint32 {
+	if cfg.Flags&ServiceAffinity == 0 {
+		return 0
+	}
+	t := cfg.AffinityTimeout
+	if t == 0 {
+		t = DefaultAffinityTimeout
+	}
+	return uint32((t + time.Second - 1) / time.Second)
+}
+
+// dropAffinity deletes the affinity entries of a service id, so that a
+// later service with the same id starts without them.
+func (d *Datapath) dropAffinity(id uint32) error {
+	var k zhAffKey
+	var v zhAffValue
+	var stale []zhAffKey
+	it := d.objs.Affinity.Iterate()
+	for it.Next(&k, &v) {
+		if k.Svc == id {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read affinity: %w", err)
+	}
+	for _, k := range stale {
+		if err := d.objs.Affinity.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("drop affinity: %w", err)
+		}
+	}
+	return nil
+}
+
+// dropRanges removes the prefixes of added that were not in had: what a
+// failed upsert put in.
+func (d *Datapath) dropRanges(id uint32, added, had map[netip.Prefix]bool) {
+	for p := range added {
+		if !had[p] {
+			_ = d.objs.SrcRanges.Delete(srcKey(id, p))
+		}
+	}
+}
+
+func srcKey(id uint32, p netip.Prefix) zhSrcKey {
+	return zhSrcKey{Prefixlen: uint32(32 + p.Bits()), Svc: id, Addr: addrWords(p.Addr())}
+}
+
+func srcPrefix(k zhSrcKey, fam uint8) netip.Prefix {
+	return netip.PrefixFrom(wordsAddr(k.Addr, fam), int(k.Prefixlen)-32)
 }
 
 // releaseNew frees the ids a failed upsert allocated.
@@ -624,6 +764,16 @@ func (d *Datapath) DeleteService(key ServiceKey) error {
 	}
 	for _, id := range s.backends {
 		d.dropBackend(id)
+	}
+	for p := range s.ranges {
+		if err := d.objs.SrcRanges.Delete(srcKey(s.id, p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete service %s: source range %s: %w", key, p, err)
+		}
+	}
+	if s.flags&ServiceAffinity != 0 {
+		if err := d.dropAffinity(s.id); err != nil {
+			return fmt.Errorf("delete service %s: %w", key, err)
+		}
 	}
 	d.svcIDs.put(s.id)
 	delete(d.services, key)
@@ -726,20 +876,38 @@ func (d *Datapath) counters(idx uint32) (Counters, error) {
 	}
 	var c Counters
 	for _, p := range per {
-		c.add(Counters{Packets: p.Packets, Bytes: p.Bytes, Drops: p.Drops, CTMiss: p.CtMiss, Flows: p.Flows})
+		c.add(Counters{Packets: p.Packets, Bytes: p.Bytes, Drops: p.Drops, CTMiss: p.CtMiss, Flows: p.Flows, Denied: p.Denied})
 	}
 	return c, nil
 }
 
-func validate(key ServiceKey, backends []Backend, flags ServiceFlags) error {
+func validate(key ServiceKey, cfg ServiceConfig) error {
+	backends, flags := cfg.Backends, cfg.Flags
 	if !key.Addr.IsValid() || key.Addr.Zone() != "" {
 		return fmt.Errorf("service %s: invalid address", key)
 	}
 	if key.Proto != TCP && key.Proto != UDP {
 		return fmt.Errorf("service %s: protocol must be tcp or udp", key)
 	}
+	if flags&^serviceFlagsKnown != 0 {
+		return fmt.Errorf("service %s: unknown flags %#x", key, uint32(flags&^serviceFlagsKnown))
+	}
+	if len(cfg.SourceRanges) > 0 && flags&ServiceSourceRanges == 0 {
+		return fmt.Errorf("service %s: source ranges given without ServiceSourceRanges", key)
+	}
+	for _, p := range cfg.SourceRanges {
+		if !p.IsValid() || p.Addr().Is4() != key.Addr.Is4() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return fmt.Errorf("service %s: source range %s: not a prefix of the VIP's family", key, p)
+		}
+	}
+	if cfg.AffinityTimeout < 0 || cfg.AffinityTimeout > math.MaxUint32*time.Second {
+		return fmt.Errorf("service %s: affinity timeout %v out of range", key, cfg.AffinityTimeout)
+	}
 	seen := map[netip.AddrPort]bool{}
 	for _, b := range backends {
+		if b.Flags&^backendFlagsKnown != 0 {
+			return fmt.Errorf("service %s: backend %s: unknown flags %#x", key, b.AddrPort(), uint32(b.Flags&^backendFlagsKnown))
+		}
 		if !b.Addr.IsValid() || b.Addr.Is4() != key.Addr.Is4() || b.Addr.Is4In6() {
 			return fmt.Errorf("service %s: backend %s: address family differs from the VIP", key, b.Addr)
 		}

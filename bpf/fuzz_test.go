@@ -54,6 +54,23 @@ func FuzzXDP(f *testing.F) {
 	if err := d.UpsertService(ServiceKey{vip4, 81, TCP}, nil, ServiceLocal); err != nil {
 		f.Fatal(err)
 	}
+	// Source ranges and ClientIP affinity.
+	for _, s := range []struct {
+		k   ServiceKey
+		cfg ServiceConfig
+	}{
+		{ServiceKey{vip4, 443, TCP}, ServiceConfig{Backends: []Backend{local(podA4, 8443), local(podB4, 8443)},
+			Flags: ServiceLocal | ServiceSourceRanges | ServiceAffinity, SourceRanges: prefixes("198.51.100.0/25")}},
+		{ServiceKey{vip6, 443, UDP}, ServiceConfig{Backends: []Backend{local(podA6, 8443)},
+			Flags: ServiceLocal | ServiceSourceRanges, SourceRanges: prefixes("2001:db8:c::/48")}},
+	} {
+		if err := d.Upsert(s.k, s.cfg); err != nil {
+			f.Fatal(err)
+		}
+		for _, b := range s.cfg.Backends {
+			backends[b.AddrPort()] = true
+		}
+	}
 	if err := d.SetNode(NodeConfig{Addr4: nodeA4, Addr6: nodeA6, Source4: srcRange4, Source6: srcRange6, PathMTU: 1400}); err != nil {
 		f.Fatal(err)
 	}
@@ -64,6 +81,10 @@ func FuzzXDP(f *testing.F) {
 	for _, p := range []pkt{
 		{src: client4, dst: vip4, sport: 1, dport: 80, proto: TCP, tcpFlags: tcpSYN},
 		{src: client4, dst: vip4, sport: 1, dport: 81, proto: TCP, tcpFlags: tcpSYN},
+		{src: client4, dst: vip4, sport: 6, dport: 443, proto: TCP, tcpFlags: tcpSYN},
+		{src: netip.MustParseAddr("198.51.100.200"), dst: vip4, sport: 6, dport: 443, proto: TCP, tcpFlags: tcpSYN},
+		{src: client6, dst: vip6, sport: 6, dport: 443, proto: UDP, payload: []byte("q")},
+		{src: netip.MustParseAddr("2001:db8:e::1"), dst: vip6, sport: 6, dport: 443, proto: UDP},
 		{src: client4, dst: vip4, sport: 2, dport: 53, proto: UDP, payload: []byte("abc")},
 		{src: client4, dst: vip4, sport: 2, dport: 53, proto: UDP, udpNoCsum: true},
 		{src: client6, dst: vip6, sport: 3, dport: 80, proto: TCP, payload: []byte("x")},

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Proto is an IP protocol number.
@@ -39,8 +40,6 @@ func (k ServiceKey) String() string {
 // ServiceFlags select how a service is balanced.
 type ServiceFlags uint32
 
-// ServiceAffinity is reserved so the map layout does not change when
-// affinity arrives.
 const (
 	// ServiceLocal: externalTrafficPolicy Local, backends on this node only.
 	ServiceLocal ServiceFlags = 1 << 0
@@ -48,9 +47,33 @@ const (
 	// backends; remote ones are reached by IP-in-IP to Backend.Node and
 	// reply directly to the client (direct server return).
 	ServiceCluster ServiceFlags = 1 << 1
-	// ServiceAffinity: reserved for ClientIP session affinity.
+	// ServiceAffinity: ClientIP session affinity. New flows choose by the
+	// client address alone, and a client stays on its backend for
+	// ServiceConfig.AffinityTimeout after its last packet.
 	ServiceAffinity ServiceFlags = 1 << 2
+	// ServiceSourceRanges: only clients within ServiceConfig.SourceRanges
+	// are admitted (loadBalancerSourceRanges); other sources' packets are
+	// dropped and counted in Counters.Denied.
+	ServiceSourceRanges ServiceFlags = 1 << 3
 )
+
+// serviceFlagsKnown are the flags the datapath implements.
+const serviceFlagsKnown = ServiceLocal | ServiceCluster | ServiceAffinity | ServiceSourceRanges
+
+// ServiceConfig is everything a service holds.
+type ServiceConfig struct {
+	Backends []Backend
+	Flags    ServiceFlags
+	// SourceRanges, with flag ServiceSourceRanges, are the only client
+	// prefixes admitted; other sources' packets are dropped and counted
+	// (Counters.Denied), established flows included. Prefixes of the other
+	// family than the VIP are an error (the caller filters per family).
+	// Flag set with no ranges: every source refused.
+	SourceRanges []netip.Prefix
+	// AffinityTimeout applies with ServiceAffinity; 0 means 10800s
+	// (Kubernetes' default).
+	AffinityTimeout time.Duration
+}
 
 // BackendFlags describe one endpoint of a service.
 type BackendFlags uint32
@@ -62,6 +85,12 @@ const (
 	BackendRemote BackendFlags = 1 << 1
 	// BackendTerminating: keeps its established flows, gets no new ones.
 	BackendTerminating BackendFlags = 1 << 2
+
+	// backendSvcSourceRanges is set by the datapath itself on every
+	// backend of a ServiceSourceRanges service (ZH_BE_SVC_SRC_RANGES).
+	backendSvcSourceRanges BackendFlags = 1 << 8
+	// backendFlagsKnown are the flags callers may set.
+	backendFlagsKnown = BackendLocal | BackendRemote | BackendTerminating
 )
 
 // Backend is one endpoint of a service.
@@ -82,6 +111,7 @@ type Counters struct {
 	Drops   uint64 // new flows dropped: no backend could take them
 	CTMiss  uint64 // conntrack misses on packets other than a TCP SYN
 	Flows   uint64 // conntrack entries created
+	Denied  uint64 // packets from sources outside the service's SourceRanges: dropped
 }
 
 func (c *Counters) add(o Counters) {
@@ -90,6 +120,7 @@ func (c *Counters) add(o Counters) {
 	c.Drops += o.Drops
 	c.CTMiss += o.CTMiss
 	c.Flows += o.Flows
+	c.Denied += o.Denied
 }
 
 // ServiceStats are the counters of a service and of each of its backends.

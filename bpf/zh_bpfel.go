@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type zhAffKey struct {
+	_      structs.HostLayout
+	Svc    uint32
+	Family uint32
+	Addr   [4]uint32
+}
+
+type zhAffValue struct {
+	_        structs.HostLayout
+	Backend  uint32
+	Pad      uint32
+	LastUsed uint64
+}
+
 type zhBackend struct {
 	_      structs.HostLayout
 	Addr   [4]uint32
@@ -31,6 +45,7 @@ type zhCounters struct {
 	Drops   uint64
 	CtMiss  uint64
 	Flows   uint64
+	Denied  uint64
 }
 
 type zhCtValue struct {
@@ -118,6 +133,13 @@ type zhRevnatValue struct {
 	Svc    uint32
 }
 
+type zhSrcKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Svc       uint32
+	Addr      [4]uint32
+}
+
 type zhSvcKey struct {
 	_      structs.HostLayout
 	Addr   [4]uint32
@@ -127,11 +149,12 @@ type zhSvcKey struct {
 }
 
 type zhSvcValue struct {
-	_      structs.HostLayout
-	Id     uint32
-	Flags  uint32
-	Count  uint32
-	Active uint32
+	_               structs.HostLayout
+	Id              uint32
+	Flags           uint32
+	Count           uint32
+	Active          uint32
+	AffinityTimeout uint32
 }
 
 type zhTuple struct {
@@ -155,6 +178,7 @@ type zhVipKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	zhMapAffinity       = "affinity"
 	zhMapBackends       = "backends"
 	zhMapBenchBuf       = "bench_buf"
 	zhMapConfig         = "config"
@@ -166,6 +190,7 @@ const (
 	zhMapPeers          = "peers"
 	zhMapRevnat         = "revnat"
 	zhMapServices       = "services"
+	zhMapSrcRanges      = "src_ranges"
 	zhMapStats          = "stats"
 	zhMapTxPorts        = "tx_ports"
 	zhMapVipFilter      = "vip_filter"
@@ -230,6 +255,7 @@ type zhProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type zhMapSpecs struct {
+	Affinity  *ebpf.MapSpec `ebpf:"affinity"`
 	Backends  *ebpf.MapSpec `ebpf:"backends"`
 	BenchBuf  *ebpf.MapSpec `ebpf:"bench_buf"`
 	Config    *ebpf.MapSpec `ebpf:"config"`
@@ -241,6 +267,7 @@ type zhMapSpecs struct {
 	Peers     *ebpf.MapSpec `ebpf:"peers"`
 	Revnat    *ebpf.MapSpec `ebpf:"revnat"`
 	Services  *ebpf.MapSpec `ebpf:"services"`
+	SrcRanges *ebpf.MapSpec `ebpf:"src_ranges"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 	TxPorts   *ebpf.MapSpec `ebpf:"tx_ports"`
 	VipFilter *ebpf.MapSpec `ebpf:"vip_filter"`
@@ -279,6 +306,7 @@ func (o *zhObjects) Close() error {
 //
 // It can be passed to loadZhObjects or ebpf.CollectionSpec.LoadAndAssign.
 type zhMaps struct {
+	Affinity  *ebpf.Map `ebpf:"affinity"`
 	Backends  *ebpf.Map `ebpf:"backends"`
 	BenchBuf  *ebpf.Map `ebpf:"bench_buf"`
 	Config    *ebpf.Map `ebpf:"config"`
@@ -290,6 +318,7 @@ type zhMaps struct {
 	Peers     *ebpf.Map `ebpf:"peers"`
 	Revnat    *ebpf.Map `ebpf:"revnat"`
 	Services  *ebpf.Map `ebpf:"services"`
+	SrcRanges *ebpf.Map `ebpf:"src_ranges"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 	TxPorts   *ebpf.Map `ebpf:"tx_ports"`
 	VipFilter *ebpf.Map `ebpf:"vip_filter"`
@@ -298,6 +327,7 @@ type zhMaps struct {
 
 func (m *zhMaps) Close() error {
 	return _ZhClose(
+		m.Affinity,
 		m.Backends,
 		m.BenchBuf,
 		m.Config,
@@ -309,6 +339,7 @@ func (m *zhMaps) Close() error {
 		m.Peers,
 		m.Revnat,
 		m.Services,
+		m.SrcRanges,
 		m.Stats,
 		m.TxPorts,
 		m.VipFilter,

@@ -15,15 +15,16 @@
  *                 (and the SYN-ACK's MSS clamped for encapsulated flows).
  *
  * Layout: the file reads top to bottom as maps, checksum helpers, parsing,
- * backend choice (ct_lookup, lb_new_flow), rewrite, forwarding, Cluster
+ * backend choice (ct_lookup, zh_new_flow), rewrite, forwarding, Cluster
  * mode (MSS clamp, encap, decap), ICMP, then the entry points. Parsing
  * fills a struct zh_pkt whose `kind` says which path a packet takes.
  *
  * Verification cost shapes the structure: lb() is one global function
  * (zh_lb, verified once, called for the frame and again for a
- * decapsulated inner packet); encap, decap and lb_new_flow are separate
- * frames so the 512-byte stack limit holds across the call chain; the TCP
- * option walk is bounded to four options.
+ * decapsulated inner packet), and so is the new-flow choice (zh_new_flow,
+ * whatever packet kind led to it); encap and decap are separate frames so
+ * the 512-byte stack limit holds across the call chain; the TCP option
+ * walk is bounded to four options.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -59,6 +60,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ZH_DEF_BACKENDS 65536
 #define ZH_DEF_FLOWS 131072
 #define ZH_DEF_MAGLEV 16381
+#define ZH_DEF_SRC_RANGES 65536
 #define ZH_CHUNK_MAX 1000
 
 /* Load-time constants (.rodata, frozen): the verifier sees them as known
@@ -177,6 +179,23 @@ struct {
 	__type(key, struct peer_key);
 	__type(value, __u32);
 } peers SEC(".maps");
+
+/* ClientIP session affinity of the services flagged ZH_SVC_AFFINITY. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ZH_DEF_FLOWS);
+	__type(key, struct aff_key);
+	__type(value, struct aff_value);
+} affinity SEC(".maps");
+
+/* loadBalancerSourceRanges of the services flagged ZH_SVC_SRC_RANGES. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, ZH_DEF_SRC_RANGES);
+	__type(key, struct src_key);
+	__type(value, __u32);
+} src_ranges SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -339,7 +358,10 @@ static __always_inline int parse_icmp4(struct zh_pkt *p, void *end, __u32 l4_len
 /* Fragments: the first one (ports readable) is balanced like any packet
  * and leaves its ports in `frags`; later ones (ZK_FRAG) find them there.
  * Other IPv4 options are left as they are. */
-static __always_inline int parse_v4(struct zh_pkt *p, void *data, void *end)
+/* len_end is where the packet really ends: end in XDP, beyond end in tc
+ * when only the headers are linear. Lengths are checked against it,
+ * pointers against end. */
+static __always_inline int parse_v4(struct zh_pkt *p, void *data, void *end, void *len_end)
 {
 	struct iphdr *ip = data + p->l3_off;
 
@@ -349,7 +371,7 @@ static __always_inline int parse_v4(struct zh_pkt *p, void *data, void *end)
 		return -1;
 	__u32 hl = ip->ihl * 4;
 	__u32 tot = bpf_ntohs(ip->tot_len);
-	if (tot < hl || (void *)ip + tot > end)
+	if (tot < hl || (void *)ip + tot > len_end)
 		return -1;
 	p->l3 = ip;
 	p->l4 = (void *)ip + hl;
@@ -416,7 +438,7 @@ struct frag6_hdr {
 	__be32 id;
 };
 
-static __always_inline int parse_v6(struct zh_pkt *p, void *data, void *end)
+static __always_inline int parse_v6(struct zh_pkt *p, void *data, void *end, void *len_end)
 {
 	struct ipv6hdr *ip6 = data + p->l3_off;
 
@@ -425,7 +447,7 @@ static __always_inline int parse_v6(struct zh_pkt *p, void *data, void *end)
 	if (ip6->version != 6)
 		return -1;
 	__u32 plen = bpf_ntohs(ip6->payload_len);
-	if (plen == 0 || (void *)(ip6 + 1) + plen > end)
+	if (plen == 0 || (void *)(ip6 + 1) + plen > len_end)
 		return -1;
 	p->l3 = ip6;
 	p->l4 = ip6 + 1;
@@ -490,15 +512,20 @@ static __always_inline __be16 parse_l2(struct zh_pkt *p, void *data, void *end)
 	return proto;
 }
 
-static __always_inline int parse(struct zh_pkt *p, void *data, void *end)
+static __always_inline int parse_to(struct zh_pkt *p, void *data, void *end, void *len_end)
 {
 	__be16 proto = parse_l2(p, data, end);
 
 	if (proto == bpf_htons(ETH_P_IP))
-		return parse_v4(p, data, end);
+		return parse_v4(p, data, end, len_end);
 	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_v6(p, data, end);
+		return parse_v6(p, data, end, len_end);
 	return -1;
+}
+
+static __always_inline int parse(struct zh_pkt *p, void *data, void *end)
+{
+	return parse_to(p, data, end, end);
 }
 
 /* ------------------------------------------------------- backend choice -- */
@@ -519,6 +546,24 @@ static __always_inline void stats_add(__u32 idx, __u32 len, __u32 drop, __u32 mi
 	s->flows += flow;
 }
 
+/* A source refused by its service's ranges: counted here, dropped by the
+ * caller. */
+static __always_inline int src_denied(__u32 svc, const struct tuple *t)
+{
+	struct src_key k = {
+		.prefixlen = 32 + (t->family == ZH_AF_INET ? 32 : 128),
+		.svc = svc,
+	};
+
+	__builtin_memcpy(k.addr, t->saddr, 16);
+	if (bpf_map_lookup_elem(&src_ranges, &k))
+		return 0;
+	struct counters *s = bpf_map_lookup_elem(&stats, &svc);
+	if (s)
+		s->denied++;
+	return 1;
+}
+
 static __always_inline __u32 rol32(__u32 x, int r)
 {
 	return (x << r) | (x >> (32 - r));
@@ -536,8 +581,9 @@ static __always_inline __u32 mm_mix(__u32 h, __u32 k)
 }
 
 /* Client address and port only: every node picks the same backend for a
- * flow, whichever VIP or node it arrives at. */
-static __always_inline __u32 flow_hash(const struct tuple *t)
+ * flow, whichever VIP or node it arrives at. Without the port (ClientIP
+ * affinity) every flow of a client hashes alike. */
+static __always_inline __u32 flow_hash_port(const struct tuple *t, int port)
 {
 	__u32 h = zh_seed;
 
@@ -547,13 +593,19 @@ static __always_inline __u32 flow_hash(const struct tuple *t)
 		h = mm_mix(h, t->saddr[2]);
 		h = mm_mix(h, t->saddr[3]);
 	}
-	h = mm_mix(h, t->sport);
+	if (port)
+		h = mm_mix(h, t->sport);
 	h ^= h >> 16;
 	h *= 0x85ebca6b;
 	h ^= h >> 13;
 	h *= 0xc2b2ae35;
 	h ^= h >> 16;
 	return h;
+}
+
+static __always_inline __u32 flow_hash(const struct tuple *t)
+{
+	return flow_hash_port(t, 1);
 }
 
 static __always_inline struct backend *backend_get(__u32 id, const struct svc_value *svc, __u8 family)
@@ -567,7 +619,7 @@ static __always_inline struct backend *backend_get(__u32 id, const struct svc_va
 
 static __always_inline struct backend *maglev_pick(const struct svc_value *svc, const struct tuple *t, __u32 *be_id)
 {
-	__u32 slot = flow_hash(t) % zh_maglev_m;
+	__u32 slot = flow_hash_port(t, !(svc->flags & ZH_SVC_AFFINITY)) % zh_maglev_m;
 	struct maglev_key k = {
 		.table = svc->id * 2 + (svc->active & 1),
 		.chunk = slot / zh_chunk_slots,
@@ -596,8 +648,12 @@ static __always_inline struct backend *maglev_pick(const struct svc_value *svc, 
  * while its backend slot still belongs to the same service: a removed
  * backend is zeroed by the loader and its flows choose again. */
 #define NSEC_PER_SEC 1000000000ULL
+/* Conntrack times are jiffies (bpf_jiffies64 is inlined by the verifier,
+ * a clock helper is a call): 256 of them are 0.26 s at HZ=1000, 1 s at
+ * HZ=250, 2.6 s at HZ=100, all fine for a next-hop cache. */
+#define ZH_TICKS 256
 
-static __always_inline struct backend *ct_lookup(struct zh_pkt *p, struct ct_value **ctp, __u64 now)
+static __always_inline struct backend *ct_lookup(struct zh_pkt *p, struct ct_value **ctp, __u64 now, int *denied)
 {
 	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &p->t);
 	struct backend *be;
@@ -609,7 +665,13 @@ static __always_inline struct backend *ct_lookup(struct zh_pkt *p, struct ct_val
 	be = bpf_map_lookup_elem(&backends, &be_id);
 	if (!be || be->family != p->t.family || be->svc != ct->svc)
 		return 0;
-	if (now - ct->last_seen > NSEC_PER_SEC)
+	/* Source ranges bind established flows too: a range removed cuts
+	 * its clients off, as kube-proxy's rules would. */
+	if ((be->flags & ZH_BE_SVC_SRC_RANGES) && src_denied(ct->svc, &p->t)) {
+		*denied = 1;
+		return 0;
+	}
+	if (now - ct->last_seen > ZH_TICKS)
 		ct->last_seen = now;
 	*ctp = ct;
 	stats_add(ct->svc, p->len, 0, 0, 0);
@@ -617,23 +679,75 @@ static __always_inline struct backend *ct_lookup(struct zh_pkt *p, struct ct_val
 	return be;
 }
 
+/* ClientIP affinity: the backend this client's last flow took, if that
+ * was within the service's timeout and the backend could still be chosen
+ * (there, not terminating, local in Local mode or when decapsulated). */
+static __always_inline struct backend *affinity_get(const struct svc_value *svc, const struct tuple *t,
+						    __u32 *be_id, __u32 decapped, __u64 now)
+{
+	struct aff_key k = {.svc = svc->id, .family = t->family};
+
+	__builtin_memcpy(k.addr, t->saddr, 16);
+	struct aff_value *a = bpf_map_lookup_elem(&affinity, &k);
+	if (!a || now - a->last_used > (__u64)svc->affinity_timeout * NSEC_PER_SEC)
+		return 0;
+	struct backend *be = backend_get(a->backend, svc, t->family);
+	if (!be || (be->flags & ZH_BE_TERMINATING))
+		return 0;
+	if (((svc->flags & ZH_SVC_LOCAL) || decapped) && !(be->flags & ZH_BE_LOCAL))
+		return 0;
+	*be_id = a->backend;
+	return be;
+}
+
+static __always_inline void affinity_set(const struct svc_value *svc, const struct tuple *t, __u32 be_id, __u64 now)
+{
+	struct aff_key k = {.svc = svc->id, .family = t->family};
+	struct aff_value v = {.backend = be_id, .last_used = now};
+
+	__builtin_memcpy(k.addr, t->saddr, 16);
+	bpf_map_update_elem(&affinity, &k, &v, BPF_ANY);
+}
+
 /* New flow (or one whose backend is gone): Maglev over the service's
  * table, then record the flow both ways. Returns NULL when the service
  * cannot take it; the caller drops (counted). */
-/* Not inlined: its records stay off the stack of the caller, which also
- * calls encap(). */
-static __attribute__((noinline)) struct backend *lb_new_flow(struct zh_pkt *p, const struct svc_value *svc,
-							     __u64 now, __u32 decapped)
+/* A global function: verified once on its own (its records stay off the
+ * caller's stack, which also holds encap()'s), whatever path led here.
+ * It gets the tuple, not the whole zh_pkt: the verifier forgets what a
+ * global function may have overwritten, which must not include the
+ * packet pointers. bits: decapsulated (bit 0), TCP flags (bits 8-15).
+ * Returns the backend id, 0 (never a backend) when there is none. */
+__attribute__((noinline)) int zh_new_flow(const struct tuple *t, const struct svc_value *svc, __u64 now, __u32 len,
+					  __u32 bits)
 {
 	struct backend *be;
 	__u32 be_id;
+	__u32 decapped = bits & 1;
+	__u8 tcp_flags = bits >> 8;
+
+	if (!t || !svc)
+		return 0;
 
 	__u32 miss = 0;
-	if (p->t.proto == IPPROTO_TCP &&
-	    (p->tcp_flags & (TCP_FLAG_SYN_ | TCP_FLAG_ACK_)) != TCP_FLAG_SYN_)
+	if (t->proto == IPPROTO_TCP && (tcp_flags & (TCP_FLAG_SYN_ | TCP_FLAG_ACK_)) != TCP_FLAG_SYN_)
 		miss = 1;
 
-	if (svc->count == 0 || !(be = maglev_pick(svc, &p->t, &be_id))) {
+	be = 0;
+	if (svc->flags & ZH_SVC_AFFINITY) {
+		__u64 ns = bpf_ktime_get_ns();
+
+		be = affinity_get(svc, t, &be_id, decapped, ns);
+		if (!be && svc->count)
+			be = maglev_pick(svc, t, &be_id);
+		/* Refreshed by every new flow of the client, like kube-proxy's
+		 * "recent" match: a client stays while it keeps connecting. */
+		if (be)
+			affinity_set(svc, t, be_id, ns);
+	} else if (svc->count) {
+		be = maglev_pick(svc, t, &be_id);
+	}
+	if (!be) {
 		stats_add(svc->id, 0, 1, 0, 0);
 		return 0;
 	}
@@ -643,31 +757,41 @@ static __attribute__((noinline)) struct backend *lb_new_flow(struct zh_pkt *p, c
 		.svc = svc->id,
 		.last_seen = now,
 	};
-	bpf_map_update_elem(&conntrack, &p->t, &nct, BPF_ANY);
+	bpf_map_update_elem(&conntrack, t, &nct, BPF_ANY);
 
 	/* A remote backend's reply leaves its own node: nothing to undo here. */
 	if (be->flags & ZH_BE_REMOTE)
 		goto count;
 	struct tuple rk = {};
 	__builtin_memcpy(rk.saddr, be->addr, 16);
-	__builtin_memcpy(rk.daddr, p->t.saddr, 16);
+	__builtin_memcpy(rk.daddr, t->saddr, 16);
 	rk.sport = be->port;
-	rk.dport = p->t.sport;
-	rk.proto = p->t.proto;
-	rk.family = p->t.family;
+	rk.dport = t->sport;
+	rk.proto = t->proto;
+	rk.family = t->family;
 	struct revnat_value rv = {
-		.port = p->t.dport,
-		.family = p->t.family,
+		.port = t->dport,
+		.family = t->family,
 		.flags = decapped ? ZH_RV_ENCAP : 0,
 		.svc = svc->id,
 	};
-	__builtin_memcpy(rv.addr, p->t.daddr, 16);
+	__builtin_memcpy(rv.addr, t->daddr, 16);
 	bpf_map_update_elem(&revnat, &rk, &rv, BPF_ANY);
 
 count:
-	stats_add(svc->id, p->len, 0, miss, 1);
-	stats_add(zh_max_services + be_id, p->len, 0, miss, 1);
-	return be;
+	stats_add(svc->id, len, 0, miss, 1);
+	stats_add(zh_max_services + be_id, len, 0, miss, 1);
+	return be_id;
+}
+
+/* x: the IPv4 address, or the XOR of an IPv6 address's four words. */
+static __always_inline int maybe_vip_x(__u32 x)
+{
+	__u32 bit = (x * 0x9e3779b1U) >> 12;
+	__u32 word = bit >> 6;
+	__u64 *w = bpf_map_lookup_elem(&vip_filter, &word);
+
+	return w && (*w & (1ULL << (bit & 63)));
 }
 
 static __always_inline int maybe_vip(const struct tuple *t)
@@ -676,29 +800,26 @@ static __always_inline int maybe_vip(const struct tuple *t)
 
 	if (t->family == ZH_AF_INET6)
 		x ^= t->daddr[1] ^ t->daddr[2] ^ t->daddr[3];
-	__u32 bit = (x * 0x9e3779b1U) >> 12;
-	__u32 word = bit >> 6;
-	__u64 *w = bpf_map_lookup_elem(&vip_filter, &word);
-
-	return w && (*w & (1ULL << (bit & 63)));
+	return maybe_vip_x(x);
 }
 
 /* ------------------------------------------------------- XDP rewrite -- */
 
 /* Destination NAT in place. Checksums are updated incrementally; a UDP/IPv4
  * zero checksum ("none") stays zero, and a computed zero is sent as 0xffff. */
-static __always_inline int dnat_v4(struct zh_pkt *p, void *end, const struct backend *be)
+static __always_inline int dnat4(void *l3, void *l4, __u8 csum_off, __u8 proto, int frag, void *end,
+				 const struct backend *be)
 {
-	struct iphdr *ip = p->l3;
-	__u16 *l4csum = p->l4 + p->csum_off;
-	__be16 *dport = p->l4 + 2;
+	struct iphdr *ip = l3;
+	__u16 *l4csum = l4 + csum_off;
+	__be16 *dport = l4 + 2;
 
 	if ((void *)(ip + 1) > end || (void *)(l4csum + 1) > end || (void *)(dport + 1) > end)
 		return -1;
 
 	__u32 addr_diff = csum_diff32(0, ip->daddr, be->addr[0]);
 	ip->check = csum_apply(ip->check, addr_diff);
-	if (p->kind == ZK_FRAG) {
+	if (frag) {
 		/* No L4 header here; the first fragment's checksum covered the
 		 * whole datagram and was adjusted there. */
 		ip->daddr = be->addr[0];
@@ -706,9 +827,9 @@ static __always_inline int dnat_v4(struct zh_pkt *p, void *end, const struct bac
 	}
 
 	__u16 c = *l4csum;
-	if (p->t.proto == IPPROTO_TCP || c != 0) {
+	if (proto == IPPROTO_TCP || c != 0) {
 		c = csum_apply(c, csum_diff16(addr_diff, *dport, be->port));
-		if (p->t.proto == IPPROTO_UDP && c == 0)
+		if (proto == IPPROTO_UDP && c == 0)
 			c = 0xffff;
 		*l4csum = c;
 	}
@@ -717,16 +838,17 @@ static __always_inline int dnat_v4(struct zh_pkt *p, void *end, const struct bac
 	return 0;
 }
 
-static __always_inline int dnat_v6(struct zh_pkt *p, void *end, const struct backend *be)
+static __always_inline int dnat6(void *l3, void *l4, __u8 csum_off, __u8 proto, int frag, void *end,
+				 const struct backend *be)
 {
-	struct ipv6hdr *ip6 = p->l3;
-	__u16 *l4csum = p->l4 + p->csum_off;
-	__be16 *dport = p->l4 + 2;
+	struct ipv6hdr *ip6 = l3;
+	__u16 *l4csum = l4 + csum_off;
+	__be16 *dport = l4 + 2;
 	__u32 *d = (__u32 *)&ip6->daddr;
 
 	if ((void *)(ip6 + 1) > end)
 		return -1;
-	if (p->kind == ZK_FRAG) {
+	if (frag) {
 		__builtin_memcpy(d, be->addr, 16);
 		return 0;
 	}
@@ -739,7 +861,7 @@ static __always_inline int dnat_v6(struct zh_pkt *p, void *end, const struct bac
 		diff = csum_diff32(diff, d[i], be->addr[i]);
 	diff = csum_diff16(diff, *dport, be->port);
 	__u16 c = csum_apply(*l4csum, diff);
-	if (p->t.proto == IPPROTO_UDP && c == 0)
+	if (proto == IPPROTO_UDP && c == 0)
 		c = 0xffff;
 	*l4csum = c;
 #pragma unroll
@@ -747,6 +869,16 @@ static __always_inline int dnat_v6(struct zh_pkt *p, void *end, const struct bac
 		d[i] = be->addr[i];
 	*dport = be->port;
 	return 0;
+}
+
+static __always_inline int dnat_v4(struct zh_pkt *p, void *end, const struct backend *be)
+{
+	return dnat4(p->l3, p->l4, p->csum_off, p->t.proto, p->kind == ZK_FRAG, end, be);
+}
+
+static __always_inline int dnat_v6(struct zh_pkt *p, void *end, const struct backend *be)
+{
+	return dnat6(p->l3, p->l4, p->csum_off, p->t.proto, p->kind == ZK_FRAG, end, be);
 }
 
 /* Next hop for the rewritten packet. Redirect only when the egress device
@@ -814,7 +946,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct zh_pkt *p, void *d
 			ct->nh_ifindex = ifindex;
 			__builtin_memcpy(ct->nh_dmac, fib.dmac, ETH_ALEN);
 			__builtin_memcpy(ct->nh_smac, fib.smac, ETH_ALEN);
-			ct->nh_until = now + NSEC_PER_SEC;
+			ct->nh_until = now + ZH_TICKS;
 		}
 	}
 	if (!bpf_map_lookup_elem(&tx_ports, &ifindex))
@@ -985,7 +1117,7 @@ static __always_inline int encap_send(struct xdp_md *ctx, struct ct_value *ct, _
 			ct->nh_ifindex = ifindex;
 			__builtin_memcpy(ct->nh_dmac, fib.dmac, ETH_ALEN);
 			__builtin_memcpy(ct->nh_smac, fib.smac, ETH_ALEN);
-			ct->nh_until = now + NSEC_PER_SEC;
+			ct->nh_until = now + ZH_TICKS;
 		}
 	}
 	/* XDP_PASS keeps our own MAC as destination, so the kernel takes it. */
@@ -1011,7 +1143,7 @@ static __attribute__((noinline)) int encap(struct xdp_md *ctx, struct zh_pkt *p,
 					   struct ct_value *ct)
 {
 	void *end = (void *)(long)ctx->data_end;
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = bpf_jiffies64();
 	struct node_cfg *cfg = node_get();
 	__u8 l2[18];
 	__u8 vlan = p->vlan, family = p->t.family;
@@ -1343,11 +1475,11 @@ static __always_inline int lb(struct xdp_md *ctx, __u32 decapped)
 	if (p.kind == ZK_IPIP)
 		return decapped ? XDP_PASS : ZH_DO_DECAP;
 
-	/* For the frame as it came, not_for_us() has read the filter. */
+	/* For the frame as it came, zh_fast() has read the filter. */
 	if (decapped && !maybe_vip(&p.t))
 		return XDP_PASS;
 
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = bpf_jiffies64();
 	if (p.kind == ZK_ECHO)
 		return decapped ? XDP_PASS : echo_reply(&p, data, end);
 	if (p.kind == ZK_ICMP_ERR)
@@ -1365,7 +1497,10 @@ static __always_inline int lb(struct xdp_md *ctx, __u32 decapped)
 	}
 
 	struct ct_value *ct = 0;
-	struct backend *be = ct_lookup(&p, &ct, now);
+	int denied = 0;
+	struct backend *be = ct_lookup(&p, &ct, now, &denied);
+	if (denied)
+		return XDP_DROP;
 	if (!be) {
 		struct svc_key key = {
 			.port = p.t.dport,
@@ -1376,8 +1511,14 @@ static __always_inline int lb(struct xdp_md *ctx, __u32 decapped)
 		struct svc_value *svc = bpf_map_lookup_elem(&services, &key);
 		if (!svc)
 			return XDP_PASS;
-		be = lb_new_flow(&p, svc, now, decapped);
-		if (!be)
+		/* Before anything is recorded: a refused source leaves no flow. */
+		if ((svc->flags & ZH_SVC_SRC_RANGES) && src_denied(svc->id, &p.t))
+			return XDP_DROP;
+		__u32 be_id = zh_new_flow(&p.t, svc, now, p.len, (decapped ? 1 : 0) | (__u32)p.tcp_flags << 8);
+		if (!be_id)
+			return XDP_DROP;
+		be = bpf_map_lookup_elem(&backends, &be_id);
+		if (!be || be->family != p.t.family)
 			return XDP_DROP;
 	}
 	if (p.frag)
@@ -1406,33 +1547,196 @@ __attribute__((noinline)) int zh_lb(struct xdp_md *ctx, __u32 decapped)
 	return lb(ctx, decapped ? 1 : 0);
 }
 
-/* The common case first, inline: a packet that is neither IP-in-IP nor
- * possibly for a VIP costs a header read and one filter lookup, without
- * the call into zh_lb. Whatever this cannot judge goes on to zh_lb. */
+/* Returned by zh_fast() when zh_lb must decide. */
+#define ZH_SLOW 0x102
+
+/* The common case first, ahead of the classification in zh_lb, with a
+ * short parse of its own (not_for_us() has read the VIP filter): an
+ * established flow to a local backend of a service without source ranges
+ * (a complete, unfragmented, untagged TCP/UDP packet) with a cached next
+ * hop costs the conntrack lookup, the backend slot, the counters, the
+ * rewrite and the tx_ports check. Whatever this cannot judge (new flows,
+ * VLAN tags, fragments, ICMP, IP-in-IP, remote or restricted backends, no
+ * cached next hop, anything malformed) goes on, untouched, to zh_lb, which
+ * parses again and decides everything. A global function of its own
+ * rather than inline in zh_xdp: its frame then does not add to the
+ * deepest call chain (zh_xdp, zh_lb, zh_new_flow), which must stay within
+ * 512 bytes of stack. */
+__attribute__((noinline)) int zh_fast(struct xdp_md *ctx)
+{
+	if (!ctx)
+		return ZH_SLOW;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	/* A bare tuple and locals, not a struct zh_pkt: a smaller frame, and
+	 * less to zero per packet. */
+	struct tuple t = {};
+	struct ethhdr *eth = data;
+	void *l3, *l4;
+	__u32 len, l4_len, l3_off = sizeof(*eth);
+	__u8 csum_off;
+	int vlan = 0;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	__be16 proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_)) {
+		__be16 *inner = data + sizeof(*eth) + 2;
+
+		if ((void *)(inner + 1) > end)
+			return XDP_PASS;
+		proto = *inner;
+		l3_off += 4;
+		vlan = 1;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + l3_off;
+
+		if ((void *)(ip + 1) > end || ip->protocol == IPPROTO_IPIP)
+			return ZH_SLOW;
+		t.family = ZH_AF_INET;
+		t.daddr[0] = ip->daddr;
+		if (vlan || ip->version != 4 || ip->ihl < 5 || (ip->frag_off & bpf_htons(IP_MF_ | IP_OFFSET_)))
+			return ZH_SLOW;
+		__u32 hl = ip->ihl * 4;
+		len = bpf_ntohs(ip->tot_len);
+		if (len < hl || (void *)ip + len > end)
+			return ZH_SLOW;
+		l3 = ip;
+		l4 = (void *)ip + hl;
+		l4_len = len - hl;
+		t.proto = ip->protocol;
+		t.saddr[0] = ip->saddr;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + l3_off;
+
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr == IPPROTO_IPV6)
+			return ZH_SLOW;
+		t.family = ZH_AF_INET6;
+		__builtin_memcpy(t.daddr, &ip6->daddr, 16);
+		l4_len = bpf_ntohs(ip6->payload_len);
+		if (vlan || ip6->version != 6 || l4_len == 0 || (void *)(ip6 + 1) + l4_len > end)
+			return ZH_SLOW;
+		l3 = ip6;
+		l4 = ip6 + 1;
+		len = l4_len + sizeof(*ip6);
+		t.proto = ip6->nexthdr;
+		__builtin_memcpy(t.saddr, &ip6->saddr, 16);
+	} else {
+		return XDP_PASS;
+	}
+	if (zh_ct_bypass)
+		return ZH_SLOW;
+	/* As parse_l4() for an unfragmented packet. */
+	if (t.proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > end || th->doff < 5 || (__u32)th->doff * 4 > l4_len)
+			return ZH_SLOW;
+		t.sport = th->source;
+		t.dport = th->dest;
+		csum_off = offsetof(struct tcphdr, check);
+	} else if (t.proto == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+
+		if ((void *)(uh + 1) > end)
+			return ZH_SLOW;
+		__u32 ulen = bpf_ntohs(uh->len);
+		if (ulen < sizeof(*uh) || ulen > l4_len)
+			return ZH_SLOW;
+		t.sport = uh->source;
+		t.dport = uh->dest;
+		csum_off = offsetof(struct udphdr, check);
+	} else {
+		return ZH_SLOW;
+	}
+
+	struct ct_value *ct = bpf_map_lookup_elem(&conntrack, &t);
+	if (!ct)
+		return ZH_SLOW;
+	struct backend *be = bpf_map_lookup_elem(&backends, &ct->backend);
+	if (!be || be->family != t.family || be->svc != ct->svc ||
+	    (be->flags & (ZH_BE_REMOTE | ZH_BE_SVC_SRC_RANGES)))
+		return ZH_SLOW;
+	/* Only with a cached next hop: forward()'s FIB lookup (and its
+	 * 64-byte argument) stay in zh_lb. */
+	__u64 now = bpf_jiffies64();
+	if (ct->nh_until <= now)
+		return ZH_SLOW;
+	if (now - ct->last_seen > ZH_TICKS)
+		ct->last_seen = now;
+	struct counters *sc = bpf_map_lookup_elem(&stats, &ct->svc);
+	if (sc) {
+		sc->packets++;
+		sc->bytes += len;
+	}
+	stats_add(zh_max_services + ct->backend, len, 0, 0, 0);
+	int err = t.family == ZH_AF_INET ? dnat4(l3, l4, csum_off, t.proto, 0, end, be)
+					 : dnat6(l3, l4, csum_off, t.proto, 0, end, be);
+	if (err)
+		return XDP_PASS;
+
+	/* As forward() does with a cached next hop. */
+	if (t.family == ZH_AF_INET) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > end || ip->ttl <= 1)
+			return XDP_PASS;
+		if (!bpf_map_lookup_elem(&tx_ports, &ct->nh_ifindex))
+			return XDP_PASS;
+		__u32 c = ip->check;
+		c += bpf_htons(0x0100);
+		ip->check = (__u16)(c + (c >= 0xffff));
+		ip->ttl--;
+	} else {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > end || ip6->hop_limit <= 1)
+			return XDP_PASS;
+		if (!bpf_map_lookup_elem(&tx_ports, &ct->nh_ifindex))
+			return XDP_PASS;
+		ip6->hop_limit--;
+	}
+	__builtin_memcpy(eth->h_dest, ct->nh_dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, ct->nh_smac, ETH_ALEN);
+	return bpf_redirect_map(&tx_ports, ct->nh_ifindex, XDP_PASS);
+}
+
+/* Inline in zh_xdp, ahead of any call: a packet that is neither
+ * IP-in-IP nor possibly for a VIP costs a header read and one filter
+ * lookup. Whatever this cannot judge goes on. */
 static __always_inline int not_for_us(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct zh_pkt p = {};
-	__be16 proto = parse_l2(&p, data, end);
+	struct ethhdr *eth = data;
+	__u32 l3_off = sizeof(*eth);
 
+	if ((void *)(eth + 1) > end)
+		return 1;
+	__be16 proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_)) {
+		__be16 *inner = data + sizeof(*eth) + 2;
+
+		if ((void *)(inner + 1) > end)
+			return 1;
+		proto = *inner;
+		l3_off += 4;
+	}
 	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = data + p.l3_off;
+		struct iphdr *ip = data + l3_off;
 
 		if ((void *)(ip + 1) > end || ip->protocol == IPPROTO_IPIP)
 			return 0;
-		p.t.family = ZH_AF_INET;
-		p.t.daddr[0] = ip->daddr;
-		return !maybe_vip(&p.t);
+		return !maybe_vip_x(ip->daddr);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = data + p.l3_off;
+		struct ipv6hdr *ip6 = data + l3_off;
 
 		if ((void *)(ip6 + 1) > end || ip6->nexthdr == IPPROTO_IPV6)
 			return 0;
-		p.t.family = ZH_AF_INET6;
-		__builtin_memcpy(p.t.daddr, &ip6->daddr, 16);
-		return !maybe_vip(&p.t);
+		__u32 *d = (__u32 *)&ip6->daddr;
+		return !maybe_vip_x(d[0] ^ d[1] ^ d[2] ^ d[3]);
 	}
 	return 1;
 }
@@ -1441,8 +1745,11 @@ static __always_inline int zh_xdp_run(struct xdp_md *ctx)
 {
 	if (not_for_us(ctx))
 		return XDP_PASS;
-	int r = zh_lb(ctx, 0);
+	int r = zh_fast(ctx);
 
+	if (r != ZH_SLOW)
+		return r;
+	r = zh_lb(ctx, 0);
 	if (r != ZH_DO_DECAP)
 		return r;
 	r = decap(ctx);
@@ -1542,7 +1849,12 @@ int zh_tc_egress(struct __sk_buff *skb)
 		end = (void *)(long)skb->data_end;
 	}
 	/* Fragmented replies are not rewritten (docs/datapath.md). */
-	if (parse(&p, data, end) || p.kind != ZK_L4 || p.frag)
+	/* Only the headers need be linear: lengths are checked against the
+	 * skb's, or a reply longer than PULL_LEN would go out unrewritten. */
+	__u32 len = skb->len;
+	if (len > 0xffff) /* GSO; the verifier wants a bounded offset */
+		len = 0xffff;
+	if (parse_to(&p, data, end, data + len) || p.kind != ZK_L4 || p.frag)
 		return TCX_NEXT_;
 
 	struct revnat_value *rv = bpf_map_lookup_elem(&revnat, &p.t);

@@ -23,21 +23,27 @@ struct svc_key {
 	__u8 family;
 };
 
-/* Service flags. Affinity is reserved so that it needs no layout change. */
+/* Service flags. */
 #define ZH_SVC_LOCAL (1U << 0)
 #define ZH_SVC_CLUSTER (1U << 1)
 #define ZH_SVC_AFFINITY (1U << 2)
+#define ZH_SVC_SRC_RANGES (1U << 3) /* only sources in src_ranges admitted */
 
 struct svc_value {
 	__u32 id;      /* index of the stats entry; maglev tables id*2 and id*2+1 */
 	__u32 flags;   /* ZH_SVC_* */
 	__u32 count;   /* backends in the active Maglev table; 0 = drop new flows */
 	__u32 active;  /* which of the two maglev tables is live (0 or 1) */
+	__u32 affinity_timeout; /* seconds, for ZH_SVC_AFFINITY */
 };
 
 #define ZH_BE_LOCAL (1U << 0)
 #define ZH_BE_REMOTE (1U << 1)
 #define ZH_BE_TERMINATING (1U << 2)
+/* Set by the loader on every backend of a ZH_SVC_SRC_RANGES service, so
+ * that an established flow, which never reads its service entry, is
+ * checked too without another lookup. */
+#define ZH_BE_SVC_SRC_RANGES (1U << 8)
 
 struct backend {
 	__u32 addr[4]; /* pod address */
@@ -64,10 +70,11 @@ struct tuple {
 struct ct_value {
 	__u32 backend;
 	__u32 svc;
-	__u64 last_seen;   /* coarse ns, refreshed at most once a second */
-	/* Next hop from bpf_fib_lookup, reused for a second so an established
-	 * flow does not pay for a FIB and neighbour lookup per packet. */
-	__u64 nh_until;    /* coarse ns; 0 = nothing cached */
+	__u64 last_seen;   /* jiffies, refreshed every ZH_TICKS (about a second) */
+	/* Next hop from bpf_fib_lookup, reused for ZH_TICKS jiffies so an
+	 * established flow does not pay for a FIB and neighbour lookup per
+	 * packet. */
+	__u64 nh_until;    /* jiffies; 0 = nothing cached */
 	__u32 nh_ifindex;
 	__u8 nh_dmac[6];
 	__u8 nh_smac[6];
@@ -89,6 +96,7 @@ struct counters {
 	__u64 drops;        /* no backend to send a new flow to */
 	__u64 ct_miss;      /* conntrack misses on packets that are not a TCP SYN */
 	__u64 flows;        /* conntrack entries created */
+	__u64 denied;       /* packets from sources outside the service's src_ranges: dropped */
 };
 
 /* Mirrors the load-time constants so that a later process that re-opens the
@@ -122,6 +130,28 @@ struct peer_key {
 	__u32 prefixlen;
 	__u32 family;
 	__u32 addr[4];
+};
+
+/* src_ranges: LPM trie over (service id, client prefix). prefixlen counts
+ * the id word too (32 + address bits), so a lookup matches only prefixes
+ * of the packet's own service. */
+struct src_key {
+	__u32 prefixlen;
+	__u32 svc;
+	__u32 addr[4];
+};
+
+/* ClientIP affinity: a client's backend for a ZH_SVC_AFFINITY service. */
+struct aff_key {
+	__u32 svc;
+	__u32 family;
+	__u32 addr[4];
+};
+
+struct aff_value {
+	__u32 backend;
+	__u32 pad;
+	__u64 last_used; /* bpf_ktime_get_ns of the client's last new flow */
 };
 
 /* A datagram in fragments: the first fragment's ports, for the rest. */
