@@ -70,11 +70,6 @@ test-go:
 test-crd:
 	$(GO) test -count=1 -run 'TestCRDValidation' -v ./config/... | grep -E '^(=== RUN|--- |ok|FAIL|PASS)' | grep -v '=== RUN'
 
-# Chart lint, golden renderings (ZEROHOP_UPDATE_GOLDEN=1 rewrites them),
-# values schema, and an install into a real API server with RBAC checks.
-test-chart:
-	$(GO) test -count=1 -v ./charts/... | grep -E '^(--- |ok|FAIL|PASS)'
-
 test-apiserver:
 	$(GO) test -count=1 ./internal/apiserver/...
 
