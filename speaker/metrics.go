@@ -18,6 +18,19 @@ var (
 		Name: "zerohop_speaker_bgp_announced_prefixes",
 		Help: "Prefixes this node's plan sends to the peer.",
 	}, []string{"peer"})
+	datapathEntries = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "zerohop_speaker_datapath_entries",
+		Help: "Service keys (VIP, port, protocol) programmed in this node's XDP datapath.",
+	})
+	datapathUpdates = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "zerohop_speaker_datapath_upserts_total",
+		Help: "Service entries written to the XDP datapath.",
+	})
+	datapathUpdateSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "zerohop_speaker_datapath_update_seconds",
+		Help:    "Time to write one reconcile's changed entries into the XDP datapath.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+	})
 	registerOnce sync.Once
 )
 
@@ -25,6 +38,6 @@ var (
 // registry once per process (tests start several speakers).
 func registerMetrics() {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(sessionUp, announced)
+		metrics.Registry.MustRegister(sessionUp, announced, datapathEntries, datapathUpdates, datapathUpdateSeconds)
 	})
 }

@@ -19,9 +19,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
+	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/speaker/announce"
 	"github.com/zerohop/zerohop/speaker/bgp"
+	"github.com/zerohop/zerohop/speaker/datapath"
 )
 
 type eventRecorder = recorder.EventRecorder
@@ -78,6 +80,32 @@ func (r *reconciler) reconcileAll(ctx context.Context, _ reconcile.Request) (rec
 		return reconcile.Result{}, fmt.Errorf("list endpointslices: %w", err)
 	}
 
+	// A Service of another loadBalancerClass belongs to another
+	// implementation: never announce or balance it, even with an IP in a
+	// zerohop pool. The datapath gets every other Service; announcements only those VIPs
+	// whose entries are all in place on this node.
+	svcs.Items = slices.DeleteFunc(svcs.Items, func(s corev1.Service) bool { return !servedClass(&s) })
+	var (
+		desired      map[bpf.ServiceKey]datapath.Entry
+		dpErrs       []error
+		announceSvcs = svcs.Items
+		l2advs       v1alpha1.L2AdvertisementList
+	)
+	if r.opts.Datapath != nil {
+		var nodes corev1.NodeList
+		if err := r.client.List(ctx, &nodes); err != nil {
+			return reconcile.Result{}, fmt.Errorf("list nodes: %w", err)
+		}
+		if err := r.client.List(ctx, &l2advs); err != nil {
+			return reconcile.Result{}, fmt.Errorf("list l2advertisements: %w", err)
+		}
+		ts, tl, addrs := translateInput(svcs.Items, sliceList.Items, nodes.Items)
+		desired, dpErrs = datapath.Translate(r.opts.NodeName, ts, tl, addrs)
+		blocked, errs := r.programDatapath(ctx, &node, nodes.Items, l2advs.Items, desired)
+		dpErrs = append(dpErrs, errs...)
+		announceSvcs = announceable(svcs.Items, blocked)
+	}
+
 	in := announce.Input{Node: announce.Node{Name: r.opts.NodeName}}
 	if nodeKnown {
 		in.Node.Labels = node.Labels
@@ -92,9 +120,6 @@ func (r *reconciler) reconcileAll(ctx context.Context, _ reconcile.Request) (rec
 	for i := range advs.Items {
 		in.Advertisements = append(in.Advertisements, &advs.Items[i])
 	}
-	// A Service of another loadBalancerClass belongs to another
-	// implementation: never announce it, even with an IP in a zerohop pool.
-	svcs.Items = slices.DeleteFunc(svcs.Items, func(s corev1.Service) bool { return !servedClass(&s) })
 	bySvc := map[types.NamespacedName][]*discoveryv1.EndpointSlice{}
 	for i := range sliceList.Items {
 		sl := &sliceList.Items[i]
@@ -105,8 +130,8 @@ func (r *reconciler) reconcileAll(ctx context.Context, _ reconcile.Request) (rec
 		k := types.NamespacedName{Namespace: sl.Namespace, Name: name}
 		bySvc[k] = append(bySvc[k], sl)
 	}
-	for i := range svcs.Items {
-		svc := &svcs.Items[i]
+	for i := range announceSvcs {
+		svc := &announceSvcs[i]
 		if svc.DeletionTimestamp != nil {
 			continue
 		}
@@ -116,7 +141,8 @@ func (r *reconciler) reconcileAll(ctx context.Context, _ reconcile.Request) (rec
 	}
 	plan, planErrs := announce.Compute(in)
 	// L2 first: it needs no BGP server, which may fail to start below.
-	planErrs = append(planErrs, r.reconcileL2(ctx, &node, in.Pools, svcs.Items, bySvc)...)
+	planErrs = append(planErrs, r.reconcileL2(ctx, &node, in.Pools, announceSvcs, bySvc)...)
+	planErrs = append(planErrs, dpErrs...)
 
 	srv, err := r.server(ctx, plan, &node)
 	if err != nil {
@@ -191,6 +217,15 @@ func (r *reconciler) reconcileAll(ctx context.Context, _ reconcile.Request) (rec
 	for _, pp := range plan.Peers {
 		announced.WithLabelValues(pp.Peer.Name).Set(float64(len(pp.Paths)))
 	}
+	// Withdrawn above; now the entries nobody wants may go.
+	var res reconcile.Result
+	if r.opts.Datapath != nil {
+		next, err := r.retireDatapath(ctx, desired)
+		if err != nil {
+			bgpErrs = append(bgpErrs, err)
+		}
+		res.RequeueAfter = next
+	}
 	r.setStatus(plan, append(cfgErrs, bgpErrs...))
 	if len(cfgErrs) > 0 {
 		r.log.Info("configuration problems", "errors", errors.Join(cfgErrs...).Error())
@@ -198,7 +233,7 @@ func (r *reconciler) reconcileAll(ctx context.Context, _ reconcile.Request) (rec
 	if err := errors.Join(bgpErrs...); err != nil {
 		return reconcile.Result{}, err
 	}
-	return reconcile.Result{}, nil
+	return res, nil
 }
 
 // server returns the BGP server, starting it on first use: the router ID

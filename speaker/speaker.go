@@ -68,6 +68,18 @@ type Options struct {
 	MemberlistSecret string
 	QPS              float32
 	Burst            int
+	// Datapath, when set, is programmed with every LoadBalancer Service,
+	// and a VIP is announced only once its entries are in place.
+	Datapath Datapath
+	// Uplinks are the interfaces the datapath attaches to; default: those
+	// of the default routes plus those L2Advertisements name.
+	Uplinks []string
+	// PathMTU is the MTU between nodes, for Cluster mode's MSS clamping;
+	// 0 disables clamping.
+	PathMTU int
+	// WithdrawGrace is how long an entry outlives its announcement;
+	// default DefaultWithdrawGrace.
+	WithdrawGrace time.Duration
 }
 
 // BFD is the hook for speaker/bfd, which this package does not implement:
@@ -116,6 +128,9 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 	}
 	if opts.MemberlistPort == 0 {
 		opts.MemberlistPort = DefaultMemberlistPort
+	}
+	if opts.WithdrawGrace == 0 {
+		opts.WithdrawGrace = DefaultWithdrawGrace
 	}
 	if opts.StatusInterval == 0 {
 		opts.StatusInterval = time.Second
@@ -220,6 +235,7 @@ type reconciler struct {
 	kick   chan struct{}
 
 	l2 l2State
+	dp dpState
 }
 
 func (r *reconciler) close(keepPaths bool) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/speaker"
 	"github.com/zerohop/zerohop/speaker/bfd"
 )
@@ -28,6 +30,9 @@ func newSpeakerCommand() *cobra.Command {
 		opts       speaker.Options
 		debug      bool
 		withBFD    bool
+		dpOpts     bpf.Options
+		withDP     bool
+		cleanup    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "speaker",
@@ -46,6 +51,9 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 				verbosity = 4
 			}
 			ctrl.SetLogger(textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(verbosity))))
+			if cleanup {
+				return cleanupDatapath(dpOpts)
+			}
 			if opts.NodeName == "" {
 				return errors.New("--node-name (or $NODE_NAME) is required")
 			}
@@ -85,6 +93,19 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 					opts.MemberlistKey = []byte(k)
 				}
 			}
+			if withDP {
+				dp, err := bpf.Load(dpOpts)
+				if err != nil {
+					return fmt.Errorf("xdp datapath (--datapath=false runs announce-only): %w", err)
+				}
+				// Close keeps the pins: the programs go on forwarding
+				// while the next speaker starts (docs/speaker-datapath.md).
+				defer func() { _ = dp.Close() }()
+				opts.Datapath = dp
+				if opts.PathMTU == 0 {
+					opts.PathMTU = uplinkMTU(opts.Uplinks)
+				}
+			}
 			s, err := speaker.New(cfg, opts)
 			if err != nil {
 				return err
@@ -113,6 +134,60 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 	f.IntVar(&opts.MemberlistPort, "memberlist-bind-port", mlPort, "L2 mode: UDP and TCP port the speakers gossip on (default $ZEROHOP_MEMBERLIST_PORT, else 7946)")
 	f.StringVar(&opts.MemberlistSecret, "memberlist-secret", "", `L2 mode: Secret in --namespace whose "secretkey" is the gossip key, when $ZEROHOP_MEMBERLIST_KEY is unset`)
 	f.BoolVar(&withBFD, "bfd", true, "run BFD (UDP port 3784) for BGPPeers with a bfdProfile")
+	f.BoolVar(&withDP, "datapath", true, "balance VIP traffic in XDP on the uplinks (false: announce only, kube-proxy balances)")
+	f.StringVar(&dpOpts.PinRoot, "bpf-pin-root", bpf.DefaultPinRoot, "bpffs directory the datapath pins its programs, links and maps in; a restarted speaker re-opens them")
+	f.StringSliceVar(&opts.Uplinks, "uplink", nil, "interface to attach the datapath to (repeatable; default: the default routes' interfaces and those L2Advertisements name)")
+	f.IntVar(&opts.PathMTU, "underlay-mtu", 0, "MTU between nodes, for Cluster mode's MSS clamping (default: the smallest uplink MTU)")
+	f.BoolVar(&dpOpts.ReplaceXDP, "xdp-replace", false, "replace an XDP program another tool attached to an uplink (default: refuse and say which)")
+	f.BoolVar(&cleanup, "cleanup", false, "detach the datapath from every interface, remove its pinned objects under --bpf-pin-root, and exit (run on uninstall)")
 	f.BoolVar(&debug, "debug", false, "verbose logging")
 	return cmd
+}
+
+// cleanupDatapath removes a node's datapath: unpinning the links detaches
+// the programs, and the maps go with their last reference.
+func cleanupDatapath(opts bpf.Options) error {
+	if opts.PinRoot == "" {
+		opts.PinRoot = bpf.DefaultPinRoot
+	}
+	if _, err := os.Stat(opts.PinRoot); errors.Is(err, os.ErrNotExist) {
+		fmt.Printf("nothing to clean up: %s does not exist\n", opts.PinRoot)
+		return nil
+	}
+	dp, err := bpf.Load(opts)
+	if err != nil {
+		// A layout this build cannot load: the pins still go.
+		if rerr := os.RemoveAll(opts.PinRoot); rerr != nil {
+			return fmt.Errorf("cleanup %s: %w", opts.PinRoot, errors.Join(err, rerr))
+		}
+		fmt.Printf("removed %s (could not load it: %v)\n", opts.PinRoot, err)
+		return nil
+	}
+	if err := dp.Remove(); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	fmt.Printf("datapath detached and %s removed\n", opts.PinRoot)
+	return nil
+}
+
+// uplinkMTU is the smallest MTU among the named interfaces, or among the
+// interfaces with a default route when none are named; 0 if none is found.
+func uplinkMTU(names []string) int {
+	if len(names) == 0 {
+		names, _ = speaker.DefaultRouteInterfaces()
+	}
+	mtu := 0
+	for _, n := range names {
+		ifc, err := net.InterfaceByName(n)
+		if err != nil {
+			continue
+		}
+		if mtu == 0 || ifc.MTU < mtu {
+			mtu = ifc.MTU
+		}
+	}
+	if mtu != 0 && mtu < 1280 {
+		return 0 // SetNode would refuse it; no clamping rather than no datapath
+	}
+	return mtu
 }

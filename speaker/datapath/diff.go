@@ -48,6 +48,12 @@ func Diff(current, desired map[bpf.ServiceKey]Entry) (upserts []Upsert, deletes 
 	return upserts, deletes
 }
 
+// Equal says whether both entries are known and hold the same flags and
+// backends (the Service name is not compared).
+func (e Entry) Equal(o Entry) bool {
+	return e.known() && o.known() && sameContent(e, o)
+}
+
 func sameContent(a, b Entry) bool {
 	return a.Flags == b.Flags && slices.Equal(a.Backends, b.Backends)
 }
