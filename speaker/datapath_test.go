@@ -38,7 +38,8 @@ type fakeDatapath struct {
 	onDelete func(bpf.ServiceKey)
 }
 
-func (f *fakeDatapath) UpsertService(key bpf.ServiceKey, backends []bpf.Backend, _ bpf.ServiceFlags) error {
+func (f *fakeDatapath) Upsert(key bpf.ServiceKey, cfg bpf.ServiceConfig) error {
+	backends := cfg.Backends
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.refuse[key.Addr] {
@@ -147,7 +148,7 @@ func TestSpeakerDatapathOrdering(t *testing.T) {
 		refuse:   map[netip.Addr]bool{vip: true},
 	}
 	sp, err := speaker.New(srv.Config, speaker.Options{NodeName: "n1", Namespace: "zerohop-system",
-		Datapath: dp, Uplinks: []string{"zh-up0"}, PathMTU: 1500, WithdrawGrace: 300 * time.Millisecond})
+		Datapath: dp, Uplinks: []string{"zh-up0"}, NoNeighbours: true, PathMTU: 1500, WithdrawGrace: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,9 @@ type dpState struct {
 	node     bpf.NodeConfig
 	nodeSet  bool
 	peers    []netip.Prefix
+	neigh    map[neighbourKey]bool
+	// manageNeigh is off in tests that run without a network namespace.
+	manageNeigh bool
 }
 
 // programDatapath attaches to the uplinks, configures the node and writes
@@ -227,6 +230,14 @@ func (s *dpState) configureNode(dp Datapath, self string, node *corev1.Node, nod
 			errs = append(errs, fmt.Errorf("datapath: peers: %w", err))
 		} else {
 			s.peers = peers
+		}
+	}
+	if s.manageNeigh {
+		// Every round, not only on change: routes to the nodes may move.
+		held, err := manageNeighbours(s.neigh, peers)
+		s.neigh = held
+		if err != nil {
+			errs = append(errs, fmt.Errorf("datapath: %w", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -41,3 +41,11 @@ func registerMetrics() {
 		metrics.Registry.MustRegister(sessionUp, announced, datapathEntries, datapathUpdates, datapathUpdateSeconds)
 	})
 }
+
+var xdpOnce sync.Once
+
+// registerXDPMetrics exports the datapath's counters; one datapath per
+// process.
+func registerXDPMetrics(dp datapathStats) {
+	xdpOnce.Do(func() { metrics.Registry.MustRegister(newXDPCollector(dp)) })
+}

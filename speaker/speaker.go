@@ -80,6 +80,10 @@ type Options struct {
 	// WithdrawGrace is how long an entry outlives its announcement;
 	// default DefaultWithdrawGrace.
 	WithdrawGrace time.Duration
+	// NoNeighbours leaves the kernel's neighbour table alone; by default
+	// the speaker keeps managed entries for the next hops to the other
+	// nodes, which Cluster mode's encapsulation needs (neighbors.go).
+	NoNeighbours bool
 }
 
 // BFD is the hook for speaker/bfd, which this package does not implement:
@@ -140,6 +144,9 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 		cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
 	}
 	registerMetrics()
+	if st, ok := opts.Datapath.(datapathStats); ok {
+		registerXDPMetrics(st)
+	}
 	skip := true
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                 Scheme(),
@@ -172,6 +179,7 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 		log:    ctrl.Log.WithName("speaker").WithValues("node", opts.NodeName),
 		kick:   make(chan struct{}, 1),
 	}
+	r.dp.manageNeigh = !opts.NoNeighbours
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "all"}}}
 	})

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -94,6 +95,13 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 				}
 			}
 			if withDP {
+				// A nested pin root (one per node when nodes share a
+				// bpffs, as in the lab) needs its parent to exist.
+				if parent := filepath.Dir(dpOpts.PinRoot); parent != "/sys/fs/bpf" {
+					if err := os.MkdirAll(parent, 0o700); err != nil {
+						return fmt.Errorf("--bpf-pin-root: %w", err)
+					}
+				}
 				dp, err := bpf.Load(dpOpts)
 				if err != nil {
 					return fmt.Errorf("xdp datapath (--datapath=false runs announce-only): %w", err)

@@ -234,21 +234,6 @@ func waitHops(t *testing.T, ctx context.Context, d time.Duration, prefix netip.P
 	})
 }
 
-// steer is the test's stand-in datapath (the XDP datapath is another
-// package's): node routes the VIP to the Pod, which holds the VIP on its
-// loopback, so its echo server answers from the VIP.
-func steer(t *testing.T, ctx context.Context, vip string, pod lab.Pod) {
-	t.Helper()
-	for _, c := range [][]string{
-		{"ip", "-n", pod.NetNS(), "addr", "add", vip + "/32", "dev", "lo"},
-		{"ip", "-n", lab.NodeName(pod.Node), "route", "replace", vip + "/32", "via", pod.IPv4},
-	} {
-		if out, err := exec.CommandContext(ctx, c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", c, err, out)
-		}
-	}
-}
-
 func routerConfig(ctx context.Context, t *testing.T) {
 	t.Helper()
 	cmds := []string{"configure terminal", fmt.Sprintf("router bgp %d", lab.DefaultRouterASN)}
@@ -350,8 +335,8 @@ func TestBGP(t *testing.T) {
 	e.create(&v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "weighted"},
 		Spec: v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"weighted"}, WeightedECMP: true}})
 
-	web1 := e.pod("web-1", "web", 1)
-	web2 := e.pod("web-2", "web", 2)
+	e.pod("web-1", "web", 1)
+	e.pod("web-2", "web", 2)
 	for i := 1; i <= 3; i++ {
 		e.startSpeaker(i)
 	}
@@ -498,8 +483,6 @@ func TestBGP(t *testing.T) {
 	})
 
 	t.Run("graceful restart", func(t *testing.T) {
-		steer(t, ctx, vipLocal.Addr().String(), web1)
-		steer(t, ctx, vipLocal.Addr().String(), web2)
 		waitHops(t, ctx, 10*time.Second, vipLocal, nodeIPs(1, 2))
 		addr := netip.AddrPortFrom(vipLocal.Addr(), echo.DefaultTCPPort).String()
 		if _, err := l.Request(ctx, "tcp", addr); err != nil {

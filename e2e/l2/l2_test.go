@@ -119,28 +119,6 @@ func ipCmd(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// steer is the test's stand-in datapath (the XDP datapath is wired
-// elsewhere): the node routes the VIPs to its Pod, which holds them on its
-// loopback, so its echo server answers from the VIP.
-func steer(t *testing.T, ctx context.Context, pod lab.Pod, vip4, vip6 string) {
-	t.Helper()
-	node := lab.NodeName(pod.Node)
-	cmds := [][]string{
-		{"-n", pod.NetNS(), "addr", "add", vip4 + "/32", "dev", "lo"},
-		{"-n", node, "route", "replace", vip4 + "/32", "via", pod.IPv4},
-	}
-	if vip6 != "" {
-		cmds = append(cmds,
-			[]string{"-n", pod.NetNS(), "addr", "add", vip6 + "/128", "dev", "lo"},
-			[]string{"-n", node, "-6", "route", "replace", vip6 + "/128", "via", pod.IPv6})
-	}
-	for _, c := range cmds {
-		if _, err := ipCmd(ctx, c...); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // nodeMAC is node i's uplink MAC address.
 func nodeMAC(t *testing.T, i int) string {
 	t.Helper()
@@ -355,13 +333,13 @@ func TestL2(t *testing.T) {
 	web := map[int]lab.Pod{}
 	for i := 1; i <= nodes; i++ {
 		web[i] = e.pod(fmt.Sprintf("web-%d", i), "web", i)
-		steer(t, ctx, web[i], webVIP4, webVIP6)
 	}
 	// The Local Service's only Pod is on node 2; the others do not route
 	// its VIP anywhere, so a wrong owner shows as failed requests too.
 	loc := e.pod("loc-2", "loc", 2)
-	steer(t, ctx, loc, localVIP4, "")
-	e.service("web", "web", false, webVIP4, webVIP6)
+	// Local, so the owner's XDP program picks its own Pod and a request
+	// shows which node took it.
+	e.service("web", "web", true, webVIP4, webVIP6)
 	e.service("loc", "loc", true, localVIP4)
 	for i := 1; i <= nodes; i++ {
 		e.startSpeaker(i)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/e2e/echo"
 )
 
@@ -207,36 +208,38 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	}
 	p("  BGP neighbors: %d configured, %d established (a speaker per node, v4 and v6)", len(ns), established)
 
-	p("\n== requests from %s", ClientNS)
-	if len(announced) > 0 {
-		p("  The VIP is ANNOUNCED but NOT SERVED by zerohop's datapath: the XDP datapath")
-		p("  is not wired into the speaker yet (issue 10), so nothing on the nodes")
-		p("  delivers VIP traffic to the Pods.")
+	p("\n== requests from %s to the VIP", ClientNS)
+	if len(announced) == 0 {
+		p("  The VIP is NOT announced: no requests to send.")
 	} else {
-		p("  The VIP is NOT announced and NOT served.")
+		p("  client → router (ECMP over the announcing nodes) → node's XDP program on")
+		p("  %s rewrites the VIP to a Pod chosen by Maglev → Pod; the reply's source is", UplinkIf)
+		p("  rewritten back to the VIP by tc on the way out. No NodePort, no kube-proxy.")
 	}
-	p("  The client asks each Pod directly, by routing (client → router → node → Pod):")
-	for _, pod := range pods {
-		for _, tgt := range []struct {
+	for _, v := range vips {
+		if !announced[v] {
+			continue
+		}
+		reqs := []struct {
 			proto string
-			ip    string
 			port  uint16
-		}{
-			{"tcp", pod.IPv4, echo.DefaultTCPPort}, {"udp", pod.IPv4, echo.DefaultUDPPort},
-			{"http", pod.IPv4, echo.DefaultHTTPPort}, {"tcp", pod.IPv6, echo.DefaultTCPPort},
-		} {
-			l.demoRequest(ctx, p, tgt.proto, netip.AddrPortFrom(netip.MustParseAddr(tgt.ip), tgt.port).String(), "")
+		}{{"tcp", echo.DefaultTCPPort}, {"tcp", echo.DefaultTCPPort}, {"tcp", echo.DefaultTCPPort},
+			{"tcp", echo.DefaultTCPPort}, {"udp", echo.DefaultUDPPort}, {"http", echo.DefaultHTTPPort}}
+		for _, r := range reqs {
+			l.demoRequest(ctx, p, r.proto, netip.AddrPortFrom(v, r.port).String(), "")
 		}
 	}
-	standIn := len(announced) > 0 && l.demoStandIn(ctx, p, vips, announced, pods)
+	if len(announced) > 0 {
+		l.demoCounters(p)
+	}
 	c4, c6 := ClientAddrs()
 	p("  (the client is %s / %s; a Pod seeing that address means the source was preserved)", c4, c6)
 
 	p("\n== poke it")
 	p("  ip netns exec %s curl -s http://%s:%d/", ClientNS, pods[0].IPv4, echo.DefaultHTTPPort)
 	for _, v := range vips {
-		if v.Is4() && announced[v] && standIn {
-			p("  ip netns exec %s curl -s http://%s:%d/    (the VIP, through the stand-in)", ClientNS, v, echo.DefaultHTTPPort)
+		if v.Is4() && announced[v] {
+			p("  ip netns exec %s curl -s http://%s:%d/    (the VIP)", ClientNS, v, echo.DefaultHTTPPort)
 		}
 	}
 	for _, v := range vips {
@@ -272,9 +275,9 @@ func (l *Lab) startZerohop(ctx context.Context, exe string, p func(string, ...an
 	}}
 	for i := 1; i <= l.opts.Nodes; i++ {
 		procs = append(procs, spawnSpec{
-			name: "zerohop-speaker-" + NodeName(i), ns: NodeName(i),
+			name: "zerohop-speaker-" + NodeName(i), ns: NodeName(i), netOnly: true,
 			argv: []string{exe, "speaker", "--node-name", NodeName(i), "--namespace", demoSystemNS, "--kubeconfig", kc,
-				"--metrics-bind-address", "0", "--health-probe-bind-address", "0"},
+				"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--bpf-pin-root", SpeakerPinRoot(i)},
 		})
 	}
 	for _, s := range procs {
@@ -377,58 +380,6 @@ func hopNode(hop string) string {
 	return ""
 }
 
-// demoStandIn shows requests to the VIP through a stand-in for the datapath,
-// the same one e2e/bgp uses: each node with a Pod routes the VIP to that
-// Pod, and the Pod holds the VIP on its loopback so its echo server answers
-// from it. It is plain kernel routing, not zerohop, and the output says so.
-// It reports whether the stand-in was set up.
-func (l *Lab) demoStandIn(ctx context.Context, p func(string, ...any), vips []netip.Addr, announced map[netip.Addr]bool, pods []Pod) bool {
-	p("")
-	p("  STAND-IN FOR THE DATAPATH (kernel routes, NOT zerohop's XDP): each node with a")
-	p("  Pod routes the VIP to its Pod, which holds the VIP on its loopback; the router")
-	p("  hashes ECMP on ports (fib_multipath_hash_policy=1) so connections spread.")
-	var cmds [][]string
-	for _, s := range []string{"net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1"} {
-		cmds = append(cmds, []string{"ip", "netns", "exec", RouterNS, "sysctl", "-qw", s})
-	}
-	for _, v := range vips {
-		if !announced[v] {
-			continue
-		}
-		for _, pod := range pods {
-			podIP, fam := pod.IPv4, "-4"
-			if v.Is6() {
-				podIP, fam = pod.IPv6, "-6"
-			}
-			cmds = append(cmds,
-				[]string{"ip", "-n", pod.NetNS(), fam, "addr", "replace", netip.PrefixFrom(v, v.BitLen()).String(), "dev", "lo"},
-				[]string{"ip", "-n", NodeName(pod.Node), fam, "route", "replace", netip.PrefixFrom(v, v.BitLen()).String(), "via", podIP})
-		}
-	}
-	for _, c := range cmds {
-		if _, err := run(ctx, c[0], c[1:]...); err != nil {
-			p("  stand-in NOT set up: %v", err)
-			return false
-		}
-	}
-	for _, v := range vips {
-		if !announced[v] {
-			continue
-		}
-		reqs := []struct {
-			proto string
-			port  uint16
-		}{{"tcp", echo.DefaultTCPPort}, {"tcp", echo.DefaultTCPPort}, {"tcp", echo.DefaultTCPPort}, {"http", echo.DefaultHTTPPort}}
-		if v.Is4() {
-			reqs = append(reqs, reqs...)
-		}
-		for _, r := range reqs {
-			l.demoRequest(ctx, p, r.proto, netip.AddrPortFrom(v, r.port).String(), " [stand-in]")
-		}
-	}
-	return true
-}
-
 func (l *Lab) demoRequest(ctx context.Context, p func(string, ...any), proto, addr, note string) {
 	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -501,4 +452,28 @@ func (l *Lab) PrintStatus(ctx context.Context, w io.Writer) error {
 		p("  api   %s (kubeconfig %s)", st.APIServer.URL, st.APIServer.Kubeconfig)
 	}
 	return nil
+}
+
+// demoCounters prints each node's XDP counters for the demo Service, read
+// from the pinned maps as `zerohop status` does.
+func (l *Lab) demoCounters(p func(string, ...any)) {
+	p("  XDP counters per node (packets / new flows / drops), from the pinned maps:")
+	for i := 1; i <= l.opts.Nodes; i++ {
+		snap, err := bpf.Inspect(SpeakerPinRoot(i))
+		if err != nil {
+			p("    %s: %v", NodeName(i), err)
+			continue
+		}
+		var parts []string
+		for _, s := range snap.Services {
+			if s.Counters.Packets == 0 && s.Counters.Drops == 0 {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s %d/%d/%d", s.Key, s.Counters.Packets, s.Counters.Flows, s.Counters.Drops))
+		}
+		if len(parts) == 0 {
+			parts = []string{"no VIP traffic"}
+		}
+		p("    %s: %s", NodeName(i), strings.Join(parts, ", "))
+	}
 }

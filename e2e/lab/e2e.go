@@ -86,10 +86,12 @@ func (l *Lab) StartSpeaker(bin string, node int, ns, logPath string, extraArgs, 
 		return nil, err
 	}
 	defer func() { _ = logf.Close() }()
-	args := append([]string{"netns", "exec", NodeName(node), bin, "speaker",
+	args := append([]string{bin, "speaker",
 		"--node-name", NodeName(node), "--kubeconfig", l.APIServer().Kubeconfig, "--namespace", ns,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0"}, extraArgs...)
-	cmd := exec.Command("ip", args...)
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--bpf-pin-root", SpeakerPinRoot(node)}, extraArgs...)
+	// The host's mounts, so the speaker pins on the host's bpffs.
+	args = append(NetnsCommand(NodeName(node)), args...)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

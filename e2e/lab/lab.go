@@ -52,6 +52,10 @@ const (
 	PinDir = "/sys/fs/bpf/zh-lab"
 )
 
+// SpeakerPinRoot is where the speaker of node i (1-based) pins its
+// datapath: the lab's nodes share the host's bpffs.
+func SpeakerPinRoot(i int) string { return PinDir + "/" + NodeName(i) }
+
 // Options configure a lab.
 type Options struct {
 	Nodes        int    // default 3
@@ -239,6 +243,12 @@ func (l *Lab) start(ctx context.Context) error {
 	}
 	l.logf("building %d nodes, router, client", l.opts.Nodes)
 	if err := buildTopology(ctx, l.opts.Nodes, l.st, l.save); err != nil {
+		return fmt.Errorf("topology: %w", err)
+	}
+	if err := attachSwitchPass(l.opts.Nodes); err != nil {
+		return fmt.Errorf("topology: %w", err)
+	}
+	if err := InNetns(ClientNS, func() error { return disableTxChecksum(UplinkIf) }); err != nil {
 		return fmt.Errorf("topology: %w", err)
 	}
 	rc := RouterConfig{ASN: l.opts.RouterASN, MaximumPaths: l.opts.MaximumPaths, BFD: l.opts.BFD,

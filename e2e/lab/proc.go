@@ -133,6 +133,10 @@ func (p Proc) stop(grace time.Duration) error {
 type spawnSpec struct {
 	name   string
 	ns     string // "" = root namespace
+	// netOnly enters only ns's network namespace, keeping the host's
+	// mounts: `ip netns exec` remounts /sys, which hides the host's
+	// bpffs, and a speaker's pins must outlive it there.
+	netOnly bool
 	argv   []string
 	logDir string
 	detach bool      // survive the lab process (make lab); else die with it
@@ -141,11 +145,21 @@ type spawnSpec struct {
 	env    []string
 }
 
+// NetnsCommand is the argv prefix that runs a command in network namespace
+// ns with the host's mounts (and so its /sys/fs/bpf); nsenter execs the
+// command, so the PID is the command's own.
+func NetnsCommand(ns string) []string {
+	return []string{"nsenter", "--net=/run/netns/" + ns, "--"}
+}
+
 // spawn starts the process. `ip netns exec` execs the target, so the PID we
 // get is the PID of the target itself.
 func spawn(s spawnSpec) (Proc, *exec.Cmd, error) {
 	argv := s.argv
-	if s.ns != "" {
+	switch {
+	case s.ns != "" && s.netOnly:
+		argv = append(NetnsCommand(s.ns), argv...)
+	case s.ns != "":
 		argv = append([]string{"ip", "netns", "exec", s.ns}, argv...)
 	}
 	logf, err := os.OpenFile(filepath.Join(s.logDir, s.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

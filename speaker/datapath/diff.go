@@ -55,7 +55,8 @@ func (e Entry) Equal(o Entry) bool {
 }
 
 func sameContent(a, b Entry) bool {
-	return a.Flags == b.Flags && slices.Equal(a.Backends, b.Backends)
+	return a.Flags == b.Flags && a.AffinityTimeout == b.AffinityTimeout &&
+		slices.Equal(a.SourceRanges, b.SourceRanges) && slices.Equal(a.Backends, b.Backends)
 }
 
 func compareKeys(a, b bpf.ServiceKey) int {
@@ -64,7 +65,7 @@ func compareKeys(a, b bpf.ServiceKey) int {
 
 // Applier is the part of *bpf.Datapath that Apply uses.
 type Applier interface {
-	UpsertService(key bpf.ServiceKey, backends []bpf.Backend, flags bpf.ServiceFlags) error
+	Upsert(key bpf.ServiceKey, cfg bpf.ServiceConfig) error
 	DeleteService(key bpf.ServiceKey) error
 }
 
@@ -87,7 +88,9 @@ func Apply(ctx context.Context, a Applier, current map[bpf.ServiceKey]Entry, ups
 		if err := ctx.Err(); err != nil {
 			return errors.Join(append(errs, err)...)
 		}
-		if err := a.UpsertService(u.Key, u.Entry.Backends, u.Entry.Flags); err != nil {
+		cfg := bpf.ServiceConfig{Backends: u.Entry.Backends, Flags: u.Entry.Flags,
+			SourceRanges: u.Entry.SourceRanges, AffinityTimeout: u.Entry.AffinityTimeout}
+		if err := a.Upsert(u.Key, cfg); err != nil {
 			errs = append(errs, fmt.Errorf("service %s: upsert %s: %w", u.Entry.Service, u.Key, err))
 			if current != nil {
 				current[u.Key] = Entry{Service: u.Entry.Service}
@@ -96,6 +99,7 @@ func Apply(ctx context.Context, a Applier, current map[bpf.ServiceKey]Entry, ups
 		}
 		if current != nil {
 			u.Entry.Backends = slices.Clone(u.Entry.Backends)
+			u.Entry.SourceRanges = slices.Clone(u.Entry.SourceRanges)
 			current[u.Key] = u.Entry
 		}
 	}

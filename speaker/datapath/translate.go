@@ -11,6 +11,8 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -24,6 +26,12 @@ type Entry struct {
 	// Service is namespace/name, for messages. Diff ignores it.
 	Service string
 	Flags   bpf.ServiceFlags
+	// SourceRanges are the admitted clients of this VIP's family, with
+	// bpf.ServiceSourceRanges set (loadBalancerSourceRanges).
+	SourceRanges []netip.Prefix
+	// AffinityTimeout is ClientIP affinity's timeout, with
+	// bpf.ServiceAffinity set.
+	AffinityTimeout time.Duration
 	// Backends are sorted by address and port, so two nodes given the
 	// same endpoints produce the same list (and the same Maglev table).
 	Backends []bpf.Backend
@@ -113,10 +121,17 @@ func (t *translator) service(svc *corev1.Service, sls []*discoveryv1.EndpointSli
 	if local {
 		flags = bpf.ServiceLocal
 	}
+	var affinity time.Duration
 	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
-		// The datapath reserves the flag and has no timeout yet; flows
-		// stay on their backend through conntrack either way.
 		flags |= bpf.ServiceAffinity
+		affinity = time.Duration(corev1.DefaultClientIPServiceAffinitySeconds) * time.Second
+		if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil && *c.ClientIP.TimeoutSeconds > 0 {
+			affinity = time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
+		}
+	}
+	ranges, restricted := t.sourceRanges(name, svc)
+	if restricted {
+		flags |= bpf.ServiceSourceRanges
 	}
 	// Sorted slices make the choice between duplicates stable.
 	sls = slices.Clone(sls)
@@ -140,10 +155,62 @@ func (t *translator) service(svc *corev1.Service, sls []*discoveryv1.EndpointSli
 		}
 		for _, vip := range vips {
 			key := bpf.ServiceKey{Addr: vip, Port: uint16(sp.Port), Proto: proto}
-			out[key] = Entry{Service: name, Flags: flags, Backends: t.backends(name, sp, vip.Is4(), local, sls)}
+			e := Entry{Service: name, Flags: flags, AffinityTimeout: affinity, Backends: t.backends(name, sp, vip.Is4(), local, sls)}
+			if restricted {
+				// Fail closed: a family the Service lists no range for
+				// admits nobody (kube-proxy would admit everyone).
+				e.SourceRanges = []netip.Prefix{}
+				for _, r := range ranges {
+					if r.Addr().Is4() == vip.Is4() {
+						e.SourceRanges = append(e.SourceRanges, r)
+					}
+				}
+			}
+			out[key] = e
 		}
 	}
 	return out
+}
+
+// sourceRangesAnnotation is the older form of loadBalancerSourceRanges,
+// honoured like kube-proxy does when the field is empty.
+const sourceRangesAnnotation = "service.beta.kubernetes.io/load-balancer-source-ranges"
+
+// sourceRanges parses loadBalancerSourceRanges (or its annotation). An
+// entry that does not parse is reported and left out; the Service stays
+// restricted to the others, never opened up by a typo.
+func (t *translator) sourceRanges(name string, svc *corev1.Service) ([]netip.Prefix, bool) {
+	field := "spec.loadBalancerSourceRanges"
+	raw := svc.Spec.LoadBalancerSourceRanges
+	if len(raw) == 0 {
+		if v := strings.TrimSpace(svc.Annotations[sourceRangesAnnotation]); v != "" {
+			field = "annotation " + sourceRangesAnnotation
+			raw = strings.Split(v, ",")
+		}
+	}
+	if len(raw) == 0 {
+		return nil, false
+	}
+	var out []netip.Prefix
+	for _, r := range raw {
+		r = strings.TrimSpace(r)
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			t.errorf("service %s: %s: %q is not a CIDR; left out", name, field, r)
+			continue
+		}
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		p = p.Masked()
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	return out, true
 }
 
 func portName(sp corev1.ServicePort) string {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -292,9 +293,36 @@ func TestTranslate(t *testing.T) {
 		slices: []*discoveryv1.EndpointSlice{slice("pending-a", "pending", v4, http8080, readyEP("100.64.1.5", "n1"))},
 		want:   map[bpf.ServiceKey]Entry{},
 	}, {
-		name: "ClientIP affinity sets the affinity flag",
+		name: "ClientIP affinity: flag and Kubernetes' default timeout",
 		svcs: []*corev1.Service{svc("web", []string{vip4}, affinity, local)},
-		want: map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceLocal | bpf.ServiceAffinity, Backends: []bpf.Backend{}}},
+		want: map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceLocal | bpf.ServiceAffinity,
+			AffinityTimeout: 3 * time.Hour, Backends: []bpf.Backend{}}},
+	}, {
+		name: "ClientIP affinity with a timeout",
+		svcs: []*corev1.Service{svc("web", []string{vip4}, affinity, func(s *corev1.Service) {
+			s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: new(int32(60))}}
+		})},
+		want: map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceCluster | bpf.ServiceAffinity,
+			AffinityTimeout: time.Minute, Backends: []bpf.Backend{}}},
+	}, {
+		name: "source ranges: per family, masked, sorted, deduplicated; a family with none admits nobody",
+		svcs: []*corev1.Service{svc("web", []string{vip4, vip6}, func(s *corev1.Service) {
+			s.Spec.LoadBalancerSourceRanges = []string{"192.0.2.77/24", " 10.0.0.0/8", "192.0.2.0/24", "::ffff:198.51.100.0/120"}
+		})},
+		want: map[bpf.ServiceKey]Entry{
+			k4: {Service: "ns/web", Flags: bpf.ServiceCluster | bpf.ServiceSourceRanges, Backends: []bpf.Backend{},
+				SourceRanges: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24")}},
+			k6: {Service: "ns/web", Flags: bpf.ServiceCluster | bpf.ServiceSourceRanges, Backends: []bpf.Backend{},
+				SourceRanges: []netip.Prefix{}},
+		},
+	}, {
+		name: "source ranges from the annotation; a bad entry is reported and left out, the rest still restricts",
+		svcs: []*corev1.Service{svc("web", []string{vip4}, func(s *corev1.Service) {
+			s.Annotations = map[string]string{"service.beta.kubernetes.io/load-balancer-source-ranges": "192.0.2.0/24, bogus"}
+		})},
+		want: map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceCluster | bpf.ServiceSourceRanges, Backends: []bpf.Backend{},
+			SourceRanges: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}},
+		wantErr: []string{`service ns/web: annotation service.beta.kubernetes.io/load-balancer-source-ranges: "bogus" is not a CIDR; left out`},
 	}, {
 		name:    "two services claiming one key: first by name wins, the other gets an error",
 		svcs:    []*corev1.Service{svc("zeta", []string{vip4}), svc("alpha", []string{vip4}, local)},

@@ -1,0 +1,359 @@
+package datapath_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/config/v1alpha1"
+	"github.com/zerohop/zerohop/e2e/echo"
+	"github.com/zerohop/zerohop/e2e/lab"
+)
+
+const speakerNS = "zerohop-system"
+
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	l      *lab.Lab
+	c      client.Client
+	nodes  int
+	logDir string
+
+	mu       sync.Mutex
+	speakers map[int]*exec.Cmd
+}
+
+func newEnv(t *testing.T, l *lab.Lab, c client.Client, ctx context.Context, nodes int) *env {
+	e := &env{t: t, ctx: ctx, l: l, c: c, nodes: nodes, logDir: t.TempDir(), speakers: map[int]*exec.Cmd{}}
+	t.Cleanup(func() {
+		for i := 1; i <= nodes; i++ {
+			e.stopSpeaker(i)
+		}
+		if t.Failed() {
+			for i := 1; i <= nodes; i++ {
+				b, _ := os.ReadFile(filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)))
+				if len(b) > 5000 {
+					b = b[len(b)-5000:]
+				}
+				t.Logf("speaker node%d log (tail):\n%s", i, b)
+			}
+		}
+	})
+	return e
+}
+
+func (e *env) startSpeaker(i int) {
+	e.t.Helper()
+	var extra []string
+	if os.Getenv("ZH_DEBUG") != "" {
+		extra = []string{"--debug"}
+	}
+	cmd, err := e.l.StartSpeaker(zerohopBin, i, speakerNS, filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)), extra, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.mu.Lock()
+	e.speakers[i] = cmd
+	e.mu.Unlock()
+}
+
+// stopSpeaker ends node i's speaker as Kubernetes would (SIGTERM); its
+// pinned datapath stays, and the lab's teardown removes it.
+func (e *env) stopSpeaker(i int) {
+	e.mu.Lock()
+	cmd := e.speakers[i]
+	delete(e.speakers, i)
+	e.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func (e *env) create(obj client.Object) {
+	e.t.Helper()
+	if err := e.c.Create(e.ctx, obj); err != nil {
+		e.t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+func (e *env) pod(name, app string, node int) lab.Pod {
+	e.t.Helper()
+	p, err := e.l.AddPod(e.ctx, lab.PodSpec{Name: name, Node: node, Labels: map[string]string{"app": app}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// svcSpec is a test Service: TCP and UDP echo ports for the Pods labelled
+// app=name.
+type svcSpec struct {
+	name         string
+	local        bool
+	ips          []string
+	sourceRanges []string
+}
+
+func (e *env) service(s svcSpec) {
+	e.t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: s.name},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeLoadBalancer,
+			Selector: map[string]string{"app": s.name},
+			Ports: []corev1.ServicePort{
+				{Name: "tcp", Port: echo.DefaultTCPPort, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(echo.DefaultTCPPort)},
+				{Name: "udp", Port: echo.DefaultUDPPort, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt32(echo.DefaultUDPPort)},
+			},
+			LoadBalancerSourceRanges: s.sourceRanges,
+		},
+	}
+	if s.local {
+		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	}
+	if err := e.l.AddService(e.ctx, svc); err != nil {
+		e.t.Fatal(err)
+	}
+	var got corev1.Service
+	if err := e.c.Get(e.ctx, client.ObjectKeyFromObject(svc), &got); err != nil {
+		e.t.Fatal(err)
+	}
+	for _, ip := range s.ips {
+		got.Status.LoadBalancer.Ingress = append(got.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
+	}
+	if err := e.c.Status().Update(e.ctx, &got); err != nil {
+		e.t.Fatalf("service %s status: %v", s.name, err)
+	}
+}
+
+// setSourceRanges replaces a Service's loadBalancerSourceRanges.
+func (e *env) setSourceRanges(name string, ranges ...string) {
+	e.t.Helper()
+	var svc corev1.Service
+	if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: "default", Name: name}, &svc); err != nil {
+		e.t.Fatal(err)
+	}
+	svc.Spec.LoadBalancerSourceRanges = ranges
+	if err := e.c.Update(e.ctx, &svc); err != nil {
+		e.t.Fatalf("service %s: %v", name, err)
+	}
+}
+
+// bgpSetup creates the pool, the router's peers (v4 and v6) and an
+// advertisement, and spreads the router's ECMP by ports.
+func (e *env) bgpSetup() {
+	e.t.Helper()
+	r4, r6 := lab.RouterNodeAddrs()
+	e.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: speakerNS}})
+	e.create(&v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "lab"},
+		Spec: v1alpha1.IPAddressPoolSpec{Addresses: []v1alpha1.Address{"203.0.113.0/26", "2001:db8:113::/120"}}})
+	e.create(&v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "edge"},
+		Spec: v1alpha1.IPAddressPoolSpec{Addresses: []v1alpha1.Address{"203.0.113.64/28", "2001:db8:113::100/124"}}})
+	for name, addr := range map[string]netip.Addr{"router-v4": r4, "router-v6": r6} {
+		e.create(&v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.BGPPeerSpec{
+			MyASN: lab.DefaultNodeASN, PeerASN: lab.DefaultRouterASN, PeerAddress: addr.String(),
+			HoldTime: &metav1.Duration{Duration: 9 * time.Second}, ConnectTime: &metav1.Duration{Duration: time.Second},
+			EnableGracefulRestart: true}})
+	}
+	e.create(&v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "lab"},
+		Spec: v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"lab"}}})
+	// The edge pool is announced by node 1 only: its Services' Pods run
+	// elsewhere and are reached through Cluster mode's encapsulation.
+	e.create(&v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "edge"},
+		Spec: v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{"edge"},
+			NodeSelectors: []v1alpha1.LabelSelector{{MatchLabels: map[string]string{"kubernetes.io/hostname": lab.NodeName(1)}}}}})
+	for _, s := range []string{"net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1"} {
+		if out, err := exec.CommandContext(e.ctx, "ip", "netns", "exec", lab.RouterNS, "sysctl", "-qw", s).CombinedOutput(); err != nil {
+			e.t.Fatalf("sysctl %s: %v: %s", s, err, out)
+		}
+	}
+}
+
+// waitRoute waits until the router's selected route for vip has exactly
+// the given nodes as next hops.
+func (e *env) waitRoute(vip string, nodes ...int) {
+	e.t.Helper()
+	a := netip.MustParseAddr(vip)
+	var want []string
+	for _, n := range nodes {
+		n4, n6 := lab.NodeAddrs(n)
+		if a.Is4() {
+			want = append(want, n4.String())
+		} else {
+			want = append(want, n6.String())
+		}
+	}
+	sort.Strings(want)
+	eventually(e.t, 30*time.Second, fmt.Sprintf("route %s via %v", vip, want), func() (bool, string) {
+		rs, err := lab.RIB(e.ctx, netip.PrefixFrom(a, a.BitLen()))
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, r := range rs {
+			if r.Protocol != "bgp" || !r.Selected {
+				continue
+			}
+			got := append([]string(nil), r.NextHops...)
+			sort.Strings(got)
+			return strings.Join(got, ",") == strings.Join(want, ","), strings.Join(got, ",")
+		}
+		return len(want) == 0, "no route"
+	})
+}
+
+// eventually polls cond every 10ms for at most d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, got := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last: %s", d, what, got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// requests sends n requests to addr over proto from the client and
+// returns the answers per Pod, failing on any error or on a Pod seeing
+// another client address than the client's own.
+func (e *env) requests(t *testing.T, proto, addr string, n int) map[string]int {
+	t.Helper()
+	c4, c6 := lab.ClientAddrs()
+	want := c4.String()
+	if strings.HasPrefix(addr, "[") {
+		want = c6.String()
+	}
+	per := map[string]int{}
+	for i := range n {
+		ctx, cancel := context.WithTimeout(e.ctx, 3*time.Second)
+		rep, err := e.l.Request(ctx, proto, addr)
+		cancel()
+		if err != nil {
+			t.Fatalf("request %d/%d %s %s: %v", i+1, n, proto, addr, err)
+		}
+		if rep.ClientIP() != want {
+			t.Fatalf("request %d %s %s: Pod %s saw client %s, want %s (source not preserved)", i+1, proto, addr, rep.Pod, rep.Client, want)
+		}
+		per[rep.Pod]++
+	}
+	return per
+}
+
+// refused checks that a TCP connection to addr from the client fails.
+func (e *env) refused(t *testing.T, addr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(e.ctx, time.Second)
+	defer cancel()
+	if rep, err := e.l.Request(ctx, "tcp", addr); err == nil {
+		t.Fatalf("request to %s answered by %s, want it refused", addr, rep.Pod)
+	}
+}
+
+// stats reads node i's datapath for key from its pins, as `zerohop
+// status` does; the zero value when the node does not hold the key.
+func stats(t *testing.T, i int, key bpf.ServiceKey) bpf.ServiceSnapshot {
+	t.Helper()
+	snap, err := bpf.Inspect(lab.SpeakerPinRoot(i))
+	if err != nil {
+		t.Fatalf("node %d: %v", i, err)
+	}
+	for _, s := range snap.Services {
+		if s.Key == key {
+			return s
+		}
+	}
+	return bpf.ServiceSnapshot{}
+}
+
+func events(t *testing.T, i int) bpf.Events {
+	t.Helper()
+	snap, err := bpf.Inspect(lab.SpeakerPinRoot(i))
+	if err != nil {
+		t.Fatalf("node %d: %v", i, err)
+	}
+	return snap.Events
+}
+
+func tcpKey(vip string) bpf.ServiceKey {
+	return bpf.ServiceKey{Addr: netip.MustParseAddr(vip), Port: echo.DefaultTCPPort, Proto: bpf.TCP}
+}
+
+func hostPort(vip string, port int) string { return net.JoinHostPort(vip, fmt.Sprint(port)) }
+
+// conn is a long-lived TCP connection through the VIP that echoes a probe
+// on demand: a reset or a lost flow shows as a failed probe.
+type conn struct {
+	pod string
+	c   net.Conn
+	r   *bufio.Reader
+}
+
+func (e *env) dial(t *testing.T, addr string) *conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(e.ctx, 3*time.Second)
+	defer cancel()
+	c, err := lab.DialerIn(lab.ClientNS)(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	r := bufio.NewReader(c)
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	line, err := r.ReadString('\n')
+	if err != nil {
+		_ = c.Close()
+		t.Fatalf("greeting from %s: %v", addr, err)
+	}
+	pod := line
+	if i := strings.Index(line, `"pod":"`); i >= 0 {
+		pod = line[i+7:]
+		pod = pod[:strings.IndexByte(pod, '"')]
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &conn{pod: pod, c: c, r: r}
+}
+
+// probe sends a line and expects it back within a second.
+func (c *conn) probe(msg string) error {
+	_ = c.c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.c.Write([]byte(msg + "\n")); err != nil {
+		return err
+	}
+	got, err := c.r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(got) != msg {
+		return fmt.Errorf("echoed %q, want %q", got, msg)
+	}
+	return nil
+}
