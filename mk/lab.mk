@@ -25,3 +25,15 @@ test-lab:
 TEST_TARGETS += test-lab
 # test-go leaves the lab to test-lab (it needs root and the namespaces).
 TEST_EXCLUDE_PKGS += /e2e/lab$$
+
+.PHONY: test-e2e
+# Issue 10's acceptance (e2e/datapath; root): speakers drive the XDP
+# datapath in the lab, BGP and L2, IPv4 and IPv6: per-node counters, client
+# addresses, Cluster mode by direct return, scaling and terminating Pods
+# without resets, loadBalancerSourceRanges, and the EndpointSlice → map
+# latency on every node (printed).
+test-e2e:
+	$(GO) test -count=1 -timeout 10m -v ./e2e/datapath/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)' | grep -v '^=== RUN'
+
+TEST_TARGETS += test-e2e
+TEST_EXCLUDE_PKGS += /e2e/datapath$$

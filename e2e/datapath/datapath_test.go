@@ -9,10 +9,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/e2e/echo"
 	"github.com/zerohop/zerohop/e2e/lab"
 	"github.com/zerohop/zerohop/speaker"
@@ -304,5 +307,78 @@ func TestBGPDatapath(t *testing.T) {
 		m2, x2 := med(afterWrite)
 		t.Logf("EndpointSlice change → map update on all 3 speakers, 50 changes: median %v, max %v from the start of the lab's Pod status + EndpointSlice writes; median %v, max %v from the EndpointSlice write's return",
 			m1, x1, m2, x2)
+	})
+}
+
+// TestL2Datapath is issue 10's acceptance in L2 mode: the one node that
+// answers ARP/NDP for a VIP balances its traffic in XDP.
+func TestL2Datapath(t *testing.T) {
+	const nodes = 3
+	l := lab.Up(t, lab.Options{Nodes: nodes})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ctrllog.SetLogger(logr.Discard())
+	c, err := client.New(l.RESTConfig, client.Options{Scheme: speaker.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, l, c, ctx, nodes)
+	e.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: speakerNS}})
+	// VIPs on the nodes' own segment, as L2 mode needs.
+	e.create(&v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "segment"},
+		Spec: v1alpha1.IPAddressPoolSpec{Addresses: []v1alpha1.Address{"198.51.100.200/29", "2001:db8:100::200/125"}}})
+	e.create(&v1alpha1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "segment"},
+		Spec: v1alpha1.L2AdvertisementSpec{IPAddressPools: []string{"segment"}}})
+	const (
+		local4, local6     = "198.51.100.201", "2001:db8:100::201"
+		cluster4, cluster6 = "198.51.100.202", "2001:db8:100::202"
+	)
+	e.pod("web-1", "web", 1)
+	e.pod("web-2", "web", 2)
+	e.service(svcSpec{name: "web", local: true, ips: []string{local4, local6}})
+	e.pod("far-3", "far", 3)
+	e.service(svcSpec{name: "far", ips: []string{cluster4, cluster6}})
+	for i := 1; i <= nodes; i++ {
+		e.startSpeaker(i)
+	}
+
+	t.Run("local", func(t *testing.T) {
+		for _, vip := range []string{local4, local6} {
+			owner := e.l2Owner(vip)
+			if owner == 3 {
+				t.Fatalf("%s: node 3 owns a Local VIP without a local Pod", vip)
+			}
+			key := tcpKey(vip)
+			var before [nodes + 1]uint64
+			for i := 1; i <= nodes; i++ {
+				before[i] = stats(t, i, key).Counters.Flows
+			}
+			per := e.requests(t, "tcp", hostPort(vip, echo.DefaultTCPPort), 150)
+			want := fmt.Sprintf("web-%d", owner)
+			if per[want] != 150 {
+				t.Fatalf("%s: answers %v, want all 150 from the owner's Pod %s", vip, per, want)
+			}
+			for i := 1; i <= nodes; i++ {
+				got := stats(t, i, key).Counters.Flows - before[i]
+				if (i == owner) != (got == 150) || (i != owner && got != 0) {
+					t.Errorf("%s: node %d counted %d new flows (owner node %d)", vip, i, got, owner)
+				}
+			}
+			t.Logf("%s: owner node %d, 150/150 answered by %s through its XDP program, client address preserved", vip, owner, want)
+		}
+	})
+	t.Run("cluster", func(t *testing.T) {
+		for _, vip := range []string{cluster4, cluster6} {
+			owner := e.l2Owner(vip)
+			per := e.requests(t, "tcp", hostPort(vip, echo.DefaultTCPPort), 50)
+			if per["far-3"] != 50 {
+				t.Fatalf("%s: answers %v, want 50 from far-3", vip, per)
+			}
+			how := "its own Pod"
+			if owner != 3 {
+				how = "encapsulation to node 3 and direct return"
+			}
+			t.Logf("%s: owner node %d, 50/50 answered by far-3 via %s", vip, owner, how)
+		}
 	})
 }

@@ -61,11 +61,8 @@ func newEnv(t *testing.T, l *lab.Lab, c client.Client, ctx context.Context, node
 
 func (e *env) startSpeaker(i int) {
 	e.t.Helper()
-	var extra []string
-	if os.Getenv("ZH_DEBUG") != "" {
-		extra = []string{"--debug"}
-	}
-	cmd, err := e.l.StartSpeaker(zerohopBin, i, speakerNS, filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)), extra, nil)
+	cmd, err := e.l.StartSpeaker(zerohopBin, i, speakerNS, filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)),
+		nil, []string{"ZEROHOP_MEMBERLIST_KEY=zh-datapath-e2e-key0"})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -193,6 +190,37 @@ func (e *env) bgpSetup() {
 			e.t.Fatalf("sysctl %s: %v: %s", s, err, out)
 		}
 	}
+}
+
+// l2Owner waits until exactly one speaker reports owning vip in L2 mode
+// and returns its node index.
+func (e *env) l2Owner(vip string) int {
+	e.t.Helper()
+	owner := 0
+	eventually(e.t, 30*time.Second, "one L2 owner of "+vip, func() (bool, string) {
+		var list v1alpha1.SpeakerStatusList
+		if err := e.c.List(e.ctx, &list); err != nil {
+			return false, err.Error()
+		}
+		var got []string
+		for _, s := range list.Items {
+			for _, o := range s.Status.L2 {
+				if o.IP == vip {
+					got = append(got, s.Name)
+				}
+			}
+		}
+		if len(got) != 1 {
+			return false, fmt.Sprint(got)
+		}
+		for i := 1; i <= e.nodes; i++ {
+			if got[0] == lab.NodeName(i) {
+				owner = i
+			}
+		}
+		return owner != 0, got[0]
+	})
+	return owner
 }
 
 // waitRoute waits until the router's selected route for vip has exactly

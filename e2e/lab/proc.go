@@ -131,18 +131,18 @@ func (p Proc) stop(grace time.Duration) error {
 
 // spawnSpec describes a process to start, optionally inside a namespace.
 type spawnSpec struct {
-	name   string
-	ns     string // "" = root namespace
+	name string
+	ns   string // "" = root namespace
 	// netOnly enters only ns's network namespace, keeping the host's
 	// mounts: `ip netns exec` remounts /sys, which hides the host's
 	// bpffs, and a speaker's pins must outlive it there.
 	netOnly bool
-	argv   []string
-	logDir string
-	detach bool      // survive the lab process (make lab); else die with it
-	stdin  io.Reader // optional
-	stdout io.Writer // optional; default: the log file
-	env    []string
+	argv    []string
+	logDir  string
+	detach  bool      // survive the lab process (make lab); else die with it
+	stdin   io.Reader // optional
+	stdout  io.Writer // optional; default: the log file
+	env     []string
 }
 
 // NetnsCommand is the argv prefix that runs a command in network namespace
