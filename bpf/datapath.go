@@ -199,7 +199,8 @@ func Load(opts Options) (*Datapath, error) {
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load datapath: %+v", ve)
 		}
-		return nil, fmt.Errorf("load datapath (pinned maps under %s from an incompatible version?): %w", opts.PinRoot, err)
+		return nil, fmt.Errorf("load datapath (pinned maps under %s from an incompatible version? "+
+			"remove them with `zerohop speaker --cleanup --bpf-pin-root %s`): %w", opts.PinRoot, opts.PinRoot, err)
 	}
 	if err := d.checkConfig(); err != nil {
 		d.objs.Close()
@@ -262,6 +263,11 @@ func (d *Datapath) checkConfig() error {
 			return fmt.Errorf("write config: %w", err)
 		}
 		return nil
+	}
+	if have.Version != want.Version {
+		return fmt.Errorf("pinned datapath under %s has map layout version %d, this binary uses %d: "+
+			"remove it with `zerohop speaker --cleanup --bpf-pin-root %s` (forwarding stops until the speaker loads again)",
+			d.opts.PinRoot, have.Version, want.Version, d.opts.PinRoot)
 	}
 	if have != want {
 		return fmt.Errorf("pinned datapath under %s was built with %+v, not %+v", d.opts.PinRoot, have, want)

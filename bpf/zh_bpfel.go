@@ -38,6 +38,12 @@ type zhBackend struct {
 	Svc    uint32
 }
 
+type zhBenchSaved struct {
+	_    structs.HostLayout
+	Head [64]uint8
+	Len  int64
+}
+
 type zhCounters struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -81,6 +87,22 @@ type zhEventCounts struct {
 	IcmpRelay    uint64
 	IcmpNoFlow   uint64
 	EchoReply    uint64
+}
+
+type zhFlowCacheEntry struct {
+	_         structs.HostLayout
+	Saddr     uint32
+	Daddr     uint32
+	Sport     uint16
+	Dport     uint16
+	Proto     uint8
+	Pad       [3]uint8
+	NhUntil   uint64
+	Backend   uint32
+	Svc       uint32
+	NhIfindex uint32
+	NhDmac    [6]uint8
+	NhSmac    [6]uint8
 }
 
 type zhFragKey struct {
@@ -184,6 +206,7 @@ const (
 	zhMapConfig         = "config"
 	zhMapConntrack      = "conntrack"
 	zhMapEvents         = "events"
+	zhMapFlowCache      = "flow_cache"
 	zhMapFrags          = "frags"
 	zhMapMaglev         = "maglev"
 	zhMapNode           = "node"
@@ -261,6 +284,7 @@ type zhMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Conntrack *ebpf.MapSpec `ebpf:"conntrack"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
+	FlowCache *ebpf.MapSpec `ebpf:"flow_cache"`
 	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Maglev    *ebpf.MapSpec `ebpf:"maglev"`
 	Node      *ebpf.MapSpec `ebpf:"node"`
@@ -312,6 +336,7 @@ type zhMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Conntrack *ebpf.Map `ebpf:"conntrack"`
 	Events    *ebpf.Map `ebpf:"events"`
+	FlowCache *ebpf.Map `ebpf:"flow_cache"`
 	Frags     *ebpf.Map `ebpf:"frags"`
 	Maglev    *ebpf.Map `ebpf:"maglev"`
 	Node      *ebpf.Map `ebpf:"node"`
@@ -333,6 +358,7 @@ func (m *zhMaps) Close() error {
 		m.Config,
 		m.Conntrack,
 		m.Events,
+		m.FlowCache,
 		m.Frags,
 		m.Maglev,
 		m.Node,

@@ -25,6 +25,10 @@
  * whatever packet kind led to it); encap and decap are separate frames so
  * the 512-byte stack limit holds across the call chain; the TCP option
  * walk is bounded to four options.
+ *
+ * Speed shapes the front: an established IPv4 hit is served from
+ * flow_cache inline in zh_xdp (front()), with no call but the tx_ports
+ * check; then zh_fast (one conntrack lookup); then zh_lb.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -126,6 +130,16 @@ struct {
 	__type(key, struct tuple);
 	__type(value, struct revnat_value);
 } revnat SEC(".maps");
+
+/* See struct flow_cache_entry. A power of two: the slot is a hash's top
+ * bits. */
+#define ZH_FCACHE_BITS 11
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << ZH_FCACHE_BITS);
+	__type(key, __u32);
+	__type(value, struct flow_cache_entry);
+} flow_cache SEC(".maps");
 
 /* Index: service id, or max_services + backend id. */
 struct {
@@ -1550,8 +1564,59 @@ __attribute__((noinline)) int zh_lb(struct xdp_md *ctx, __u32 decapped)
 /* Returned by zh_fast() when zh_lb must decide. */
 #define ZH_SLOW 0x102
 
+/* flow_cache slot of an IPv4 flow (ports as loaded from the L4 header). */
+static __always_inline __u32 fcache_slot(__u32 saddr, __u32 daddr, __u32 ports)
+{
+	__u32 h = (saddr ^ rol32(daddr, 16)) * 0x9e3779b1U;
+
+	h = (h ^ ports) * 0x85ebca6bU;
+	return h >> (32 - ZH_FCACHE_BITS);
+}
+
+/* An established hit to a valid local backend with a known next hop:
+ * counters, rewrite, and on as forward() does with a cached next hop. */
+static __always_inline int hit_out(struct ethhdr *eth, void *l3, void *l4, void *end, __u32 len, __u8 csum_off,
+				   __u8 proto, __u8 family, const struct backend *be, __u32 svc, __u32 be_id,
+				   __u32 ifindex, const __u8 *dmac, const __u8 *smac)
+{
+	struct counters *sc = bpf_map_lookup_elem(&stats, &svc);
+	if (sc) {
+		sc->packets++;
+		sc->bytes += len;
+	}
+	stats_add(zh_max_services + be_id, len, 0, 0, 0);
+	int err = family == ZH_AF_INET ? dnat4(l3, l4, csum_off, proto, 0, end, be)
+				       : dnat6(l3, l4, csum_off, proto, 0, end, be);
+	if (err)
+		return XDP_PASS;
+
+	if (family == ZH_AF_INET) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > end || ip->ttl <= 1)
+			return XDP_PASS;
+		if (!bpf_map_lookup_elem(&tx_ports, &ifindex))
+			return XDP_PASS;
+		__u32 c = ip->check;
+		c += bpf_htons(0x0100);
+		ip->check = (__u16)(c + (c >= 0xffff));
+		ip->ttl--;
+	} else {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > end || ip6->hop_limit <= 1)
+			return XDP_PASS;
+		if (!bpf_map_lookup_elem(&tx_ports, &ifindex))
+			return XDP_PASS;
+		ip6->hop_limit--;
+	}
+	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	return bpf_redirect_map(&tx_ports, ifindex, XDP_PASS);
+}
+
 /* The common case first, ahead of the classification in zh_lb, with a
- * short parse of its own (not_for_us() has read the VIP filter): an
+ * short parse of its own (front() has read the VIP filter): an
  * established flow to a local backend of a service without source ranges
  * (a complete, unfragmented, untagged TCP/UDP packet) with a cached next
  * hop costs the conntrack lookup, the backend slot, the counters, the
@@ -1665,47 +1730,39 @@ __attribute__((noinline)) int zh_fast(struct xdp_md *ctx)
 		return ZH_SLOW;
 	if (now - ct->last_seen > ZH_TICKS)
 		ct->last_seen = now;
-	struct counters *sc = bpf_map_lookup_elem(&stats, &ct->svc);
-	if (sc) {
-		sc->packets++;
-		sc->bytes += len;
+	if (t.family == ZH_AF_INET && !vlan) {
+		/* The next packets of the flow take the cache (zh_xdp_run). */
+		__u32 slot = fcache_slot(t.saddr[0], t.daddr[0], (__u32)t.sport | (__u32)t.dport << 16);
+		struct flow_cache_entry *fc = bpf_map_lookup_elem(&flow_cache, &slot);
+
+		if (fc) {
+			fc->saddr = t.saddr[0];
+			fc->daddr = t.daddr[0];
+			fc->sport = t.sport;
+			fc->dport = t.dport;
+			fc->proto = t.proto;
+			fc->nh_until = ct->nh_until;
+			fc->backend = ct->backend;
+			fc->svc = ct->svc;
+			fc->nh_ifindex = ct->nh_ifindex;
+			__builtin_memcpy(fc->nh_dmac, ct->nh_dmac, ETH_ALEN);
+			__builtin_memcpy(fc->nh_smac, ct->nh_smac, ETH_ALEN);
+		}
 	}
-	stats_add(zh_max_services + ct->backend, len, 0, 0, 0);
-	int err = t.family == ZH_AF_INET ? dnat4(l3, l4, csum_off, t.proto, 0, end, be)
-					 : dnat6(l3, l4, csum_off, t.proto, 0, end, be);
-	if (err)
-		return XDP_PASS;
-
-	/* As forward() does with a cached next hop. */
-	if (t.family == ZH_AF_INET) {
-		struct iphdr *ip = l3;
-
-		if ((void *)(ip + 1) > end || ip->ttl <= 1)
-			return XDP_PASS;
-		if (!bpf_map_lookup_elem(&tx_ports, &ct->nh_ifindex))
-			return XDP_PASS;
-		__u32 c = ip->check;
-		c += bpf_htons(0x0100);
-		ip->check = (__u16)(c + (c >= 0xffff));
-		ip->ttl--;
-	} else {
-		struct ipv6hdr *ip6 = l3;
-
-		if ((void *)(ip6 + 1) > end || ip6->hop_limit <= 1)
-			return XDP_PASS;
-		if (!bpf_map_lookup_elem(&tx_ports, &ct->nh_ifindex))
-			return XDP_PASS;
-		ip6->hop_limit--;
-	}
-	__builtin_memcpy(eth->h_dest, ct->nh_dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, ct->nh_smac, ETH_ALEN);
-	return bpf_redirect_map(&tx_ports, ct->nh_ifindex, XDP_PASS);
+	return hit_out(eth, l3, l4, end, len, csum_off, t.proto, t.family, be, ct->svc, ct->backend,
+		       ct->nh_ifindex, ct->nh_dmac, ct->nh_smac);
 }
+
+/* Returned by front() when zh_fast must look. */
+#define ZH_TRY_FAST 0x103
 
 /* Inline in zh_xdp, ahead of any call: a packet that is neither
  * IP-in-IP nor possibly for a VIP costs a header read and one filter
- * lookup. Whatever this cannot judge goes on. */
-static __always_inline int not_for_us(struct xdp_md *ctx)
+ * lookup, and an established IPv4 flow found in flow_cache (a plain
+ * untagged TCP/UDP packet without IP options) is forwarded right here:
+ * no map call at all but the tx_ports check. Whatever this cannot judge
+ * goes on, untouched, to zh_fast. */
+static __always_inline int front(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -1713,40 +1770,83 @@ static __always_inline int not_for_us(struct xdp_md *ctx)
 	__u32 l3_off = sizeof(*eth);
 
 	if ((void *)(eth + 1) > end)
-		return 1;
+		return XDP_PASS;
 	__be16 proto = eth->h_proto;
 	if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_)) {
 		__be16 *inner = data + sizeof(*eth) + 2;
 
 		if ((void *)(inner + 1) > end)
-			return 1;
+			return XDP_PASS;
 		proto = *inner;
 		l3_off += 4;
-	}
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = data + l3_off;
-
-		if ((void *)(ip + 1) > end || ip->protocol == IPPROTO_IPIP)
-			return 0;
-		return !maybe_vip_x(ip->daddr);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = data + l3_off;
 
 		if ((void *)(ip6 + 1) > end || ip6->nexthdr == IPPROTO_IPV6)
-			return 0;
+			return ZH_TRY_FAST;
 		__u32 *d = (__u32 *)&ip6->daddr;
-		return !maybe_vip_x(d[0] ^ d[1] ^ d[2] ^ d[3]);
+		return maybe_vip_x(d[0] ^ d[1] ^ d[2] ^ d[3]) ? ZH_TRY_FAST : XDP_PASS;
 	}
-	return 1;
+	if (proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	struct iphdr *ip = data + l3_off;
+
+	if ((void *)(ip + 1) > end || ip->protocol == IPPROTO_IPIP)
+		return ZH_TRY_FAST;
+	if (!maybe_vip_x(ip->daddr))
+		return XDP_PASS;
+
+	/* The cache: as zh_fast's checks, for the common shape only. */
+	if (zh_ct_bypass || l3_off != sizeof(*eth) || *(__u8 *)ip != 0x45 ||
+	    (ip->frag_off & bpf_htons(IP_MF_ | IP_OFFSET_)))
+		return ZH_TRY_FAST;
+	__u32 len = bpf_ntohs(ip->tot_len);
+	void *l4 = ip + 1;
+	__u8 l4proto = ip->protocol, csum_off;
+	if (len < sizeof(*ip) || (void *)ip + len > end)
+		return ZH_TRY_FAST;
+	if (l4proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > end || th->doff < 5 || (__u32)th->doff * 4 > len - sizeof(*ip))
+			return ZH_TRY_FAST;
+		csum_off = offsetof(struct tcphdr, check);
+	} else if (l4proto == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+
+		if ((void *)(uh + 1) > end)
+			return ZH_TRY_FAST;
+		__u32 ulen = bpf_ntohs(uh->len);
+		if (ulen < sizeof(*uh) || ulen > len - sizeof(*ip))
+			return ZH_TRY_FAST;
+		csum_off = offsetof(struct udphdr, check);
+	} else {
+		return ZH_TRY_FAST;
+	}
+	__u32 ports = *(__u32 *)l4;
+	__u32 slot = fcache_slot(ip->saddr, ip->daddr, ports);
+	struct flow_cache_entry *fc = bpf_map_lookup_elem(&flow_cache, &slot);
+	if (!fc || fc->saddr != ip->saddr || fc->daddr != ip->daddr || *(__u32 *)&fc->sport != ports ||
+	    fc->proto != l4proto)
+		return ZH_TRY_FAST;
+	if (fc->nh_until <= bpf_jiffies64())
+		return ZH_TRY_FAST;
+	struct backend *be = bpf_map_lookup_elem(&backends, &fc->backend);
+	if (!be || be->family != ZH_AF_INET || be->svc != fc->svc ||
+	    (be->flags & (ZH_BE_REMOTE | ZH_BE_SVC_SRC_RANGES)))
+		return ZH_TRY_FAST;
+	return hit_out(eth, ip, l4, end, len, csum_off, l4proto, ZH_AF_INET, be, fc->svc, fc->backend,
+		       fc->nh_ifindex, fc->nh_dmac, fc->nh_smac);
 }
 
 static __always_inline int zh_xdp_run(struct xdp_md *ctx)
 {
-	if (not_for_us(ctx))
-		return XDP_PASS;
-	int r = zh_fast(ctx);
+	int r = front(ctx);
 
+	if (r != ZH_TRY_FAST)
+		return r;
+	r = zh_fast(ctx);
 	if (r != ZH_SLOW)
 		return r;
 	r = zh_lb(ctx, 0);
@@ -1760,13 +1860,53 @@ static __always_inline int zh_xdp_run(struct xdp_md *ctx)
 
 #define ZH_RESTORE_LEN 64
 
-/* Benchmark builds only (zh_bench_restore): the frame's first bytes. */
+/* Benchmark builds only (zh_bench_restore): the frame's first bytes and
+ * length. Kept in the map across the run, not in registers: the run then
+ * has the registers (and so the stack) it has in a production build. */
+struct bench_saved {
+	__u8 head[ZH_RESTORE_LEN];
+	__s64 len;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u8[ZH_RESTORE_LEN]);
+	__type(value, struct bench_saved);
 } bench_buf SEC(".maps");
+
+static __always_inline int bench_save(struct xdp_md *ctx)
+{
+	__u32 k = 0;
+	struct bench_saved *sv = bpf_map_lookup_elem(&bench_buf, &k);
+	void *data = (void *)(long)ctx->data;
+
+	if (!sv || data + ZH_RESTORE_LEN > (void *)(long)ctx->data_end)
+		return -1;
+	__builtin_memcpy(sv->head, data, ZH_RESTORE_LEN);
+	sv->len = (long)ctx->data_end - (long)ctx->data;
+	return 0;
+}
+
+static __always_inline int bench_restore(struct xdp_md *ctx)
+{
+	__u32 k = 0;
+	struct bench_saved *sv = bpf_map_lookup_elem(&bench_buf, &k);
+
+	if (!sv)
+		return -1;
+	/* Only the front moves (adjust_head), so the length tells by how much. */
+	long cur = (long)ctx->data_end - (long)ctx->data;
+	barrier_var(cur); /* a scalar, not packet pointer arithmetic */
+	long grown = cur - sv->len;
+	if (grown > -256 && grown < 256 && grown != 0 && bpf_xdp_adjust_head(ctx, (int)grown))
+		return -1;
+	void *data = (void *)(long)ctx->data;
+	if (data + ZH_RESTORE_LEN > (void *)(long)ctx->data_end)
+		return -1;
+	__builtin_memcpy(data, sv->head, ZH_RESTORE_LEN);
+	return 0;
+}
 
 SEC("xdp")
 int zh_xdp(struct xdp_md *ctx)
@@ -1775,25 +1915,11 @@ int zh_xdp(struct xdp_md *ctx)
 		return zh_xdp_run(ctx);
 
 	/* Benchmarks only: undo whatever the run did to the frame. */
-	__u32 k = 0;
-	__u8 *saved = bpf_map_lookup_elem(&bench_buf, &k);
-	void *data = (void *)(long)ctx->data;
-
-	if (!saved)
+	if (bench_save(ctx))
 		return XDP_ABORTED;
-	if (data + ZH_RESTORE_LEN > (void *)(long)ctx->data_end)
-		return XDP_ABORTED;
-	__builtin_memcpy(saved, data, ZH_RESTORE_LEN);
-	/* Only the front moves (adjust_head), so the length tells by how much. */
-	long before = (long)ctx->data_end - (long)ctx->data;
 	int r = zh_xdp_run(ctx);
-	long grown = ((long)ctx->data_end - (long)ctx->data) - before;
-	if (grown > -256 && grown < 256 && grown != 0 && bpf_xdp_adjust_head(ctx, (int)grown))
+	if (bench_restore(ctx))
 		return XDP_ABORTED;
-	data = (void *)(long)ctx->data;
-	if (data + ZH_RESTORE_LEN > (void *)(long)ctx->data_end)
-		return XDP_ABORTED;
-	__builtin_memcpy(data, saved, ZH_RESTORE_LEN);
 	return r;
 }
 

@@ -80,6 +80,29 @@ struct ct_value {
 	__u8 nh_smac[6];
 };
 
+/* flow_cache: a per-CPU, direct-mapped copy of the conntrack entries of
+ * established IPv4 flows to local backends, with their cached next hop.
+ * A hit costs an inlined array read and a key compare in the program
+ * itself: a conntrack (hash map) lookup is a chain of kernel calls, each
+ * of whose returns is expensive where the kernel mitigates return-stack
+ * attacks. Filled from conntrack by the fast path, so it only ever holds
+ * what conntrack held; every use checks the backend slot as a conntrack
+ * hit does. The key is the slot's first 16 bytes. */
+struct flow_cache_entry {
+	__u32 saddr;
+	__u32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;   /* 0: empty slot */
+	__u8 pad[3];
+	__u64 nh_until; /* jiffies: the slot is used only before this */
+	__u32 backend;
+	__u32 svc;
+	__u32 nh_ifindex;
+	__u8 nh_dmac[6];
+	__u8 nh_smac[6];
+};
+
 #define ZH_RV_ENCAP (1U << 0) /* the flow arrived encapsulated (Cluster mode) */
 
 struct revnat_value {
