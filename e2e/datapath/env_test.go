@@ -192,9 +192,32 @@ func (e *env) bgpSetup() {
 	}
 }
 
-// l2Owner waits until exactly one speaker reports owning vip in L2 mode
-// and returns its node index.
+// l2Owner waits until every speaker reports, and then until exactly one
+// of them owns vip in L2 mode for a second on end (ownership moves while
+// speakers join), and returns its node index.
 func (e *env) l2Owner(vip string) int {
+	e.t.Helper()
+	eventually(e.t, 30*time.Second, "every speaker's SpeakerStatus", func() (bool, string) {
+		var list v1alpha1.SpeakerStatusList
+		if err := e.c.List(e.ctx, &list); err != nil {
+			return false, err.Error()
+		}
+		return len(list.Items) == e.nodes, fmt.Sprint(len(list.Items))
+	})
+	owner := e.soleL2Owner(vip)
+	for range 30 {
+		time.Sleep(time.Second)
+		again := e.soleL2Owner(vip)
+		if again == owner {
+			return owner
+		}
+		owner = again
+	}
+	e.t.Fatalf("%s: L2 owner still moving after 30s", vip)
+	return 0
+}
+
+func (e *env) soleL2Owner(vip string) int {
 	e.t.Helper()
 	owner := 0
 	eventually(e.t, 30*time.Second, "one L2 owner of "+vip, func() (bool, string) {

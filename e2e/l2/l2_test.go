@@ -442,10 +442,10 @@ func TestL2(t *testing.T) {
 			if gap > 2*time.Second {
 				e.logTails(t, "slow failover")
 			}
-			t.Logf("run %d (%s): node%d killed, node%d took over, gap %v", run+1, time.Now().UTC().Format("15:04:05.000"), owner, newOwner, gap.Round(time.Millisecond))
+			t.Logf("run %d (%s): node%d crashed, node%d took over, gap %v", run+1, time.Now().UTC().Format("15:04:05.000"), owner, newOwner, gap.Round(time.Millisecond))
 			// Bring the killed node back; rendezvous hashing gives it
 			// the VIP back, which the next run kills again.
-			if _, err := ipCmd(ctx, "-n", lab.NodeName(owner), "route", "replace", webVIP4+"/32", "via", web[owner].IPv4); err != nil {
+			if _, err := ipCmd(ctx, "-n", lab.SwitchNS, "link", "set", fmt.Sprintf("p-node%d", owner), "up"); err != nil {
 				t.Fatal(err)
 			}
 			e.startSpeaker(owner)
@@ -463,10 +463,11 @@ func TestL2(t *testing.T) {
 	})
 }
 
-// failover kills the owner's speaker and, as a node crash would, stops
-// its node forwarding the VIP; it streams requests from the client until
-// another node's Pod answers, and returns the gap since the last answer
-// before the kill.
+// failover crashes the owner node: its switch port goes dark (the node
+// neither forwards nor gossips; its pinned XDP program would otherwise
+// keep serving the VIP, which a mere speaker crash does) and its speaker
+// is killed. It streams requests from the client until another node's Pod
+// answers, and returns the gap since the last answer before the crash.
 func (e *env) failover(t *testing.T, owner int, macs map[int]string, addr string, podNode func(string) int) (time.Duration, int) {
 	t.Helper()
 	type result struct {
@@ -512,7 +513,7 @@ func (e *env) failover(t *testing.T, owner int, macs map[int]string, addr string
 			t.Fatal("no answers before the kill")
 		}
 	}
-	if _, err := ipCmd(e.ctx, "-n", lab.NodeName(owner), "route", "replace", "blackhole", webVIP4+"/32"); err != nil {
+	if _, err := ipCmd(e.ctx, "-n", lab.SwitchNS, "link", "set", fmt.Sprintf("p-node%d", owner), "down"); err != nil {
 		t.Fatal(err)
 	}
 	e.killSpeaker(owner)
