@@ -59,6 +59,10 @@ const demoSystemNS = "zerohop-system"
 // lab does not import the controller).
 const demoClass = "zerohop.io/lb"
 
+// demoHTTPPort is the Service's HTTP port; the Pods listen on
+// echo.DefaultHTTPPort, which the datapath translates to.
+const demoHTTPPort = 80
+
 func demoService() *corev1.Service {
 	dual := corev1.IPFamilyPolicyPreferDualStack
 	class := demoClass
@@ -74,7 +78,7 @@ func demoService() *corev1.Service {
 			Ports: []corev1.ServicePort{
 				{Name: "tcp", Port: echo.DefaultTCPPort, TargetPort: intstr.FromInt32(echo.DefaultTCPPort), Protocol: corev1.ProtocolTCP},
 				{Name: "udp", Port: echo.DefaultUDPPort, TargetPort: intstr.FromInt32(echo.DefaultUDPPort), Protocol: corev1.ProtocolUDP},
-				{Name: "http", Port: 80, TargetPort: intstr.FromInt32(echo.DefaultHTTPPort), Protocol: corev1.ProtocolTCP},
+				{Name: "http", Port: demoHTTPPort, TargetPort: intstr.FromInt32(echo.DefaultHTTPPort), Protocol: corev1.ProtocolTCP},
 			},
 		},
 	}
@@ -224,7 +228,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 			proto string
 			port  uint16
 		}{{"tcp", echo.DefaultTCPPort}, {"tcp", echo.DefaultTCPPort}, {"tcp", echo.DefaultTCPPort},
-			{"tcp", echo.DefaultTCPPort}, {"udp", echo.DefaultUDPPort}, {"http", echo.DefaultHTTPPort}}
+			{"tcp", echo.DefaultTCPPort}, {"udp", echo.DefaultUDPPort}, {"http", demoHTTPPort}}
 		for _, r := range reqs {
 			l.demoRequest(ctx, p, r.proto, netip.AddrPortFrom(v, r.port).String(), "")
 		}
@@ -239,7 +243,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	p("  ip netns exec %s curl -s http://%s:%d/", ClientNS, pods[0].IPv4, echo.DefaultHTTPPort)
 	for _, v := range vips {
 		if v.Is4() && announced[v] {
-			p("  ip netns exec %s curl -s http://%s:%d/    (the VIP)", ClientNS, v, echo.DefaultHTTPPort)
+			p("  ip netns exec %s curl -s http://%s/    (the VIP, port %d → the Pods' %d)", ClientNS, v, demoHTTPPort, echo.DefaultHTTPPort)
 		}
 	}
 	for _, v := range vips {
