@@ -3,8 +3,10 @@ package datapath_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +54,14 @@ func TestBGPDatapath(t *testing.T) {
 	}
 
 	t.Run("local", func(t *testing.T) {
+		// No kube-proxy here: no NAT rule of any kind exists on the nodes,
+		// so nothing but the datapath can take the VIP to a Pod.
+		for i := 1; i <= nodes; i++ {
+			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", lab.NodeName(i), "nft", "list", "ruleset").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "" {
+				t.Fatalf("node %d: nft ruleset %q (%v); want none", i, out, err)
+			}
+		}
 		for _, vip := range []string{webVIP4, webVIP6} {
 			e.waitRoute(vip, 1, 2)
 			key := tcpKey(vip)
