@@ -166,7 +166,7 @@ func (r *reconciler) startL2(ctx context.Context, node *corev1.Node) error {
 	if err != nil {
 		return fmt.Errorf("l2: %w", err)
 	}
-	a, err := l2.NewAnnouncer(l2.Options{Logger: slog.Default().With("node", r.opts.NodeName)})
+	a, err := l2.NewAnnouncer(l2.Options{Logger: slog.Default().With("node", r.opts.NodeName), OnAnnounce: countL2Announcement})
 	if err != nil {
 		_ = c.Close()
 		return fmt.Errorf("l2: %w", err)
@@ -301,6 +301,7 @@ func (r *reconciler) applyL2() []error {
 // l2Events records an Event on a Service whose VIP this node took over,
 // at most one per Service per l2EventInterval. Called with s.mu held.
 func (r *reconciler) l2Events(before, after []l2Owned) {
+	countL2Changes(before, after)
 	s := &r.l2
 	had := map[netip.Addr]bool{}
 	for _, o := range before {

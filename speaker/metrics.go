@@ -39,6 +39,7 @@ var (
 func registerMetrics() {
 	registerOnce.Do(func() {
 		metrics.Registry.MustRegister(sessionUp, announced, datapathEntries, datapathUpdates, datapathUpdateSeconds)
+		metrics.Registry.MustRegister(eventMetrics()...)
 	})
 }
 

@@ -140,6 +140,7 @@ func (r *reconciler) reconcileAll(ctx context.Context, _ reconcile.Request) (rec
 		}
 	}
 	plan, planErrs := announce.Compute(in)
+	r.bgpEvents(plan, announceSvcs)
 	// L2 first: it needs no BGP server, which may fail to start below.
 	planErrs = append(planErrs, r.reconcileL2(ctx, &node, in.Pools, announceSvcs, bySvc)...)
 	planErrs = append(planErrs, dpErrs...)
@@ -374,8 +375,12 @@ func (r *reconciler) sessionChanged(st bgp.SessionState) {
 		up = 1
 	}
 	sessionUp.WithLabelValues(name, st.Address.String()).Set(up)
+	flaps := sessionFlaps.WithLabelValues(name) // exported from the first state seen
 	if st.Up == wasUp {
 		return
+	}
+	if wasUp {
+		flaps.Inc()
 	}
 	peer := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	peer.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("BGPPeer"))

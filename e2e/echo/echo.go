@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,6 +44,26 @@ type Config struct {
 	HTTPPort int
 }
 
+// Counts are what one server answered since it started: TCP connections
+// accepted, UDP datagrams answered and HTTP requests served (not counting
+// the /count requests themselves). GET /count on the HTTP port returns
+// them, so a test can compare a load balancer's counters with what the
+// Pods really saw.
+type Counts struct {
+	TCP  uint64 `json:"tcp"`
+	UDP  uint64 `json:"udp"`
+	HTTP uint64 `json:"http"`
+}
+
+// CountPath is the HTTP path that answers with Counts.
+const CountPath = "/count"
+
+type counters struct{ tcp, udp, http atomic.Uint64 }
+
+func (c *counters) snapshot() Counts {
+	return Counts{TCP: c.tcp.Load(), UDP: c.udp.Load(), HTTP: c.http.Load()}
+}
+
 // Default ports used by the lab for every Pod.
 const (
 	DefaultTCPPort  = 9000
@@ -59,6 +80,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var lc net.ListenConfig
+	var n counters
 	var closers []io.Closer
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
@@ -69,7 +91,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("echo tcp listen: %w", err)
 		}
 		closers = append(closers, ln)
-		wg.Go(func() { errc <- serveTCP(ln, cfg.Name) })
+		wg.Go(func() { errc <- serveTCP(ln, cfg.Name, &n) })
 	}
 	if cfg.UDPPort != 0 {
 		pc, err := lc.ListenPacket(ctx, "udp", ":"+strconv.Itoa(cfg.UDPPort))
@@ -78,7 +100,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("echo udp listen: %w", err)
 		}
 		closers = append(closers, pc)
-		wg.Go(func() { errc <- serveUDP(pc, cfg.Name) })
+		wg.Go(func() { errc <- serveUDP(pc, cfg.Name, &n) })
 	}
 	if cfg.HTTPPort != 0 {
 		ln, err := lc.Listen(ctx, "tcp", ":"+strconv.Itoa(cfg.HTTPPort))
@@ -86,7 +108,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			closeAll(closers)
 			return fmt.Errorf("echo http listen: %w", err)
 		}
-		srv := &http.Server{Handler: httpHandler(cfg.Name), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: httpHandler(cfg.Name, &n), ReadHeaderTimeout: 5 * time.Second}
 		closers = append(closers, srv)
 		wg.Go(func() { errc <- srv.Serve(ln) })
 	}
@@ -109,12 +131,13 @@ func closeAll(cs []io.Closer) {
 	}
 }
 
-func serveTCP(ln net.Listener, name string) error {
+func serveTCP(ln net.Listener, name string, n *counters) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return err
 		}
+		n.tcp.Add(1)
 		go func() {
 			defer func() { _ = c.Close() }()
 			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
@@ -129,21 +152,28 @@ func serveTCP(ln net.Listener, name string) error {
 	}
 }
 
-func serveUDP(pc net.PacketConn, name string) error {
+func serveUDP(pc net.PacketConn, name string, n *counters) error {
 	buf := make([]byte, 2048)
 	for {
 		_, addr, err := pc.ReadFrom(buf)
 		if err != nil {
 			return err
 		}
+		n.udp.Add(1)
 		line, _ := json.Marshal(Reply{Pod: name, Client: addr.String(), Proto: "udp"})
 		_, _ = pc.WriteTo(append(line, '\n'), addr)
 	}
 }
 
-func httpHandler(name string) http.Handler {
+func httpHandler(name string, n *counters) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == CountPath {
+			line, _ := json.Marshal(n.snapshot())
+			_, _ = w.Write(append(line, '\n'))
+			return
+		}
+		n.http.Add(1)
 		line, _ := json.Marshal(Reply{Pod: name, Client: r.RemoteAddr, Proto: "http"})
 		_, _ = w.Write(append(line, '\n'))
 	})
@@ -216,6 +246,34 @@ func Request(ctx context.Context, dial func(ctx context.Context, network, addr s
 	default:
 		return Reply{}, fmt.Errorf("echo: unknown protocol %q", proto)
 	}
+}
+
+// FetchCounts asks the echo server whose HTTP port is at addr (host:port)
+// how much it answered; dial as for Request.
+func FetchCounts(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string) (Counts, error) {
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	tr := &http.Transport{DialContext: dial, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+CountPath, nil)
+	if err != nil {
+		return Counts{}, err
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return Counts{}, fmt.Errorf("echo counts %s: %w", addr, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return Counts{}, fmt.Errorf("echo counts %s: status %s", addr, resp.Status)
+	}
+	var c Counts
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		return Counts{}, fmt.Errorf("echo counts %s: %w", addr, err)
+	}
+	return c, nil
 }
 
 func readReply(r io.Reader) (Reply, error) {

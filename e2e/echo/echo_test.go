@@ -79,3 +79,50 @@ func TestRequestUnknownProto(t *testing.T) {
 		t.Fatal("want error for unknown protocol")
 	}
 }
+
+func TestCountsWhatItServed(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	port, httpPort := freePort(t), freePort(t)
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, Config{Name: "pod-c", TCPPort: port, UDPPort: port, HTTPPort: httpPort})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
+	// Wait until it listens; /count itself is not counted.
+	var err error
+	for range 100 {
+		if _, err = FetchCounts(context.Background(), nil, httpAddr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("FetchCounts: %v", err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	send := map[string]int{"tcp": 3, "udp": 2, "http": 4}
+	for proto, n := range send {
+		a := addr
+		if proto == "http" {
+			a = httpAddr
+		}
+		for range n {
+			if _, err := Request(context.Background(), nil, proto, a); err != nil {
+				t.Fatalf("%s: %v", proto, err)
+			}
+		}
+	}
+	got, err := FetchCounts(context.Background(), nil, httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Counts{TCP: 3, UDP: 2, HTTP: 4}); got != want {
+		t.Fatalf("counts = %+v, want %+v", got, want)
+	}
+}

@@ -37,6 +37,9 @@ type Options struct {
 	RefreshInterval time.Duration
 	// Logger receives errors of the background loops. Default: discarded.
 	Logger *slog.Logger
+	// OnAnnounce, if set, is called after each gratuitous ARP or
+	// unsolicited NA that went out (the speaker counts them in metrics).
+	OnAnnounce func(vip netip.Addr)
 }
 
 func (o Options) withDefaults() Options {
@@ -521,10 +524,14 @@ func (r *responder) announce(all bool) {
 		case v.Is4() && r.arpc != nil:
 			if err := r.gratuitousARP(r.arpc, v); err != nil {
 				r.log.Warn("gratuitous ARP", "vip", v, "err", err)
+			} else if r.opts.OnAnnounce != nil {
+				r.opts.OnAnnounce(v)
 			}
 		case v.Is6() && r.ndpc != nil:
 			if err := r.advertise(r.ndpc, v, netip.Addr{}); err != nil {
 				r.log.Warn("unsolicited NA", "vip", v, "err", err)
+			} else if r.opts.OnAnnounce != nil {
+				r.opts.OnAnnounce(v)
 			}
 		}
 	}

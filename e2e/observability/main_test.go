@@ -1,0 +1,21 @@
+// Package observability_test checks, in the lab, that zerohop shows its own
+// work (issue 12): after traffic through a dual-stack eTP Local Service,
+// `zerohop status -o json` on each node reports per-backend flow counts
+// equal to the echo servers' own counts, and the controller's and
+// speakers' metrics endpoints parse with the Prometheus text parser and
+// carry the zerohop_ families with HELP and sensible values.
+package observability_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/zerohop/zerohop/e2e/lab"
+)
+
+// zerohopBin is the binary under test, built once by TestMain.
+var zerohopBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(lab.RunWithZerohop(m, &zerohopBin))
+}
