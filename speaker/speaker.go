@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -80,6 +82,13 @@ type Options struct {
 	// WithdrawGrace is how long an entry outlives its announcement;
 	// default DefaultWithdrawGrace.
 	WithdrawGrace time.Duration
+	// OwnerDaemonSet names the speaker's DaemonSet in Namespace. When it
+	// is gone at shutdown, the speaker is being uninstalled (helm
+	// uninstall deletes the DaemonSet before its Pods): it then closes
+	// its BGP sessions rather than keeping paths, and Uninstalled reports
+	// true so the caller removes the datapath. When it exists (a restart,
+	// a rolling upgrade, a drain) or cannot be read, nothing changes.
+	OwnerDaemonSet string
 	// NoNeighbours leaves the kernel's neighbour table alone; by default
 	// the speaker keeps managed entries for the next hops to the other
 	// nodes, which Cluster mode's encapsulation needs (neighbors.go).
@@ -106,9 +115,10 @@ type BFDSession struct {
 
 // Speaker is a startable speaker.
 type Speaker struct {
-	mgr  manager.Manager
-	r    *reconciler
-	opts Options
+	mgr         manager.Manager
+	r           *reconciler
+	opts        Options
+	uninstalled bool
 }
 
 // Scheme returns the types the speaker reads: core and zerohop's.
@@ -209,11 +219,43 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 // Start runs the speaker until ctx ends.
 func (s *Speaker) Start(ctx context.Context) error {
 	err := s.mgr.Start(ctx)
-	s.r.close(s.opts.KeepPathsOnExit)
+	keep := s.opts.KeepPathsOnExit
+	if s.opts.OwnerDaemonSet != "" && s.ownerGone() {
+		s.r.log.Info("DaemonSet gone: uninstalling, closing sessions", "daemonset", s.opts.OwnerDaemonSet)
+		s.uninstalled = true
+		keep = false
+	}
+	s.r.close(keep)
 	if err != nil {
 		return fmt.Errorf("speaker: %w", err)
 	}
 	return nil
+}
+
+// Uninstalled reports, after Start returned, whether the speaker's
+// DaemonSet was gone (see Options.OwnerDaemonSet).
+func (s *Speaker) Uninstalled() bool { return s.uninstalled }
+
+// ownerGone asks the API server, briefly, whether the DaemonSet is gone.
+// helm uninstall deletes the RBAC and the ServiceAccount right after the
+// DaemonSet, usually before the Pods stop: a refusal (401, 403) for a
+// read the chart grants is taken as uninstall too. A timeout or any other
+// error is not: the datapath stays.
+func (s *Speaker) ownerGone() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var ds appsv1.DaemonSet
+	err := s.mgr.GetAPIReader().Get(ctx, types.NamespacedName{Namespace: s.opts.Namespace, Name: s.opts.OwnerDaemonSet}, &ds)
+	switch {
+	case err == nil:
+		return ds.DeletionTimestamp != nil
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+		s.r.log.Info("own DaemonSet gone or no longer readable", "daemonset", s.opts.OwnerDaemonSet, "error", err.Error())
+		return true
+	default:
+		s.r.log.Info("cannot tell whether this is an uninstall; keeping the datapath", "daemonset", s.opts.OwnerDaemonSet, "error", err.Error())
+		return false
+	}
 }
 
 // BGP returns the embedded BGP server once the first reconcile created
@@ -244,6 +286,8 @@ type reconciler struct {
 
 	l2 l2State
 	dp dpState
+
+	announceEv announceEvents // Announced/Withdrawn Events (events.go)
 }
 
 func (r *reconciler) close(keepPaths bool) {

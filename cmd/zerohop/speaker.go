@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,6 +35,9 @@ func newSpeakerCommand() *cobra.Command {
 		dpOpts     bpf.Options
 		withDP     bool
 		cleanup    bool
+		// uninstalled is set when Start returns: deferred cleanups
+		// read it.
+		uninstalled bool
 	)
 	cmd := &cobra.Command{
 		Use:   "speaker",
@@ -75,7 +79,7 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 					return fmt.Errorf("bfd (--bfd=false runs without it): %w", err)
 				}
 				defer func() {
-					if opts.KeepPathsOnExit {
+					if opts.KeepPathsOnExit && !uninstalled {
 						// A restart: let the router's BFD time out like its
 						// BGP graceful-restart timer expects.
 						m.Close()
@@ -108,7 +112,16 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 				}
 				// Close keeps the pins: the programs go on forwarding
 				// while the next speaker starts (docs/speaker-datapath.md).
-				defer func() { _ = dp.Close() }()
+				// On uninstall they go.
+				defer func() {
+					if uninstalled {
+						if err := dp.Remove(); err != nil {
+							fmt.Fprintf(os.Stderr, "uninstall: %v\n", err)
+						}
+						return
+					}
+					_ = dp.Close()
+				}()
 				opts.Datapath = dp
 				if opts.PathMTU == 0 {
 					opts.PathMTU = uplinkMTU(opts.Uplinks)
@@ -118,7 +131,9 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 			if err != nil {
 				return err
 			}
-			return s.Start(ctrl.SetupSignalHandler())
+			err = s.Start(ctrl.SetupSignalHandler())
+			uninstalled = s.Uninstalled()
+			return err
 		},
 	}
 	ns := os.Getenv("POD_NAMESPACE")
@@ -144,7 +159,12 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 	f.BoolVar(&withBFD, "bfd", true, "run BFD (UDP port 3784) for BGPPeers with a bfdProfile")
 	f.BoolVar(&withDP, "datapath", true, "balance VIP traffic in XDP on the uplinks (false: announce only, kube-proxy balances)")
 	f.StringVar(&dpOpts.PinRoot, "bpf-pin-root", bpf.DefaultPinRoot, "bpffs directory the datapath pins its programs, links and maps in; a restarted speaker re-opens them")
-	f.StringSliceVar(&opts.Uplinks, "uplink", nil, "interface to attach the datapath to (repeatable; default: the default routes' interfaces and those L2Advertisements name)")
+	var uplinks []string
+	if v := os.Getenv("ZEROHOP_UPLINKS"); v != "" {
+		uplinks = strings.Split(v, ",")
+	}
+	f.StringSliceVar(&opts.Uplinks, "uplink", uplinks, "interface to attach the datapath to (repeatable; default $ZEROHOP_UPLINKS, else the default routes' interfaces and those L2Advertisements name)")
+	f.StringVar(&opts.OwnerDaemonSet, "owner-daemonset", os.Getenv("ZEROHOP_DAEMONSET"), "the speaker's DaemonSet in --namespace (default $ZEROHOP_DAEMONSET): when it is gone at shutdown, this is an uninstall, and the speaker closes its sessions and removes the datapath")
 	f.IntVar(&opts.PathMTU, "underlay-mtu", 0, "MTU between nodes, for Cluster mode's MSS clamping (default: the smallest uplink MTU)")
 	f.BoolVar(&dpOpts.ReplaceXDP, "xdp-replace", false, "replace an XDP program another tool attached to an uplink (default: refuse and say which)")
 	f.BoolVar(&cleanup, "cleanup", false, "detach the datapath from every interface, remove its pinned objects under --bpf-pin-root, and exit (run on uninstall)")

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -190,21 +191,29 @@ func (r *run) startSpeakers(kc string) {
 		r.t.Fatal("the speaker DaemonSet is not on the host network; the lab runs it in the node's namespace")
 	}
 	for i := 1; i <= r.l.Nodes(); i++ {
-		node := lab.NodeName(i)
-		c := r.resolve(ds.Spec.Template.Spec.Containers[0], node)
-		if len(c.args) == 0 || c.args[0] != "speaker" {
-			r.t.Fatalf("speaker container args %v: want the speaker subcommand", c.args)
-		}
-		log := filepath.Join(r.dir, fmt.Sprintf("speaker-%s.log", node))
-		// The chart's args come after the lab's defaults and the token
-		// kubeconfig after both: the last flag wins.
-		extra := append(c.args[1:], "--kubeconfig", kc)
-		cmd, err := r.l.StartSpeaker(zerohopBin, i, releaseNS, log, extra, c.env)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		r.track(&proc{name: "speaker-" + node, ns: node, cmd: cmd, log: log, health: c.health, probes: c.probes})
+		r.startSpeaker(ds, i, kc)
 	}
+}
+
+// startSpeaker runs node i's speaker with the DaemonSet's args and
+// environment and the token kubeconfig kc.
+func (r *run) startSpeaker(ds *appsv1.DaemonSet, i int, kc string) *proc {
+	node := lab.NodeName(i)
+	c := r.resolve(ds.Spec.Template.Spec.Containers[0], node)
+	if len(c.args) == 0 || c.args[0] != "speaker" {
+		r.t.Fatalf("speaker container args %v: want the speaker subcommand", c.args)
+	}
+	log := filepath.Join(r.dir, fmt.Sprintf("speaker-%s.log", node))
+	// The chart's args come after the lab's defaults and the token
+	// kubeconfig after both: the last flag wins.
+	extra := append(c.args[1:], "--kubeconfig", kc)
+	cmd, err := r.l.StartSpeaker(zerohopBin, i, releaseNS, log, extra, c.env)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	p := &proc{name: "speaker-" + node, ns: node, cmd: cmd, log: log, health: c.health, probes: c.probes}
+	r.track(p)
+	return p
 }
 
 func (r *run) track(p *proc) {
@@ -367,4 +376,28 @@ func (r *run) forbiddenChecks(ctrlKC, spkKC string) []string {
 		}
 	}
 	return out
+}
+
+// stop ends one component (SIGTERM, SIGKILL after 10 s).
+func (r *run) stop(p *proc) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		r.t.Errorf("%s (pid %d) ignored SIGTERM for 10s; killing it", p.name, p.cmd.Process.Pid)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// datapathOn reports whether node i has zerohop's pins and an XDP program
+// on its uplink.
+func (r *run) datapathOn(i int) (pinned, attached bool) {
+	_, err := os.Stat(lab.SpeakerPinRoot(i))
+	pinned = err == nil
+	out, err := exec.CommandContext(r.ctx, "ip", "-n", lab.NodeName(i), "link", "show", lab.UplinkIf).CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("ip -n %s link show: %v: %s", lab.NodeName(i), err, out)
+	}
+	return pinned, strings.Contains(string(out), "prog/xdp")
 }

@@ -126,6 +126,7 @@ func TestChartInLab(t *testing.T) {
 	if d := normal.total - base.total; d != 0 {
 		t.Errorf("the API server refused %v requests (403) during normal operation: %v", d, normal.diff(base))
 	}
+	normalLogRefusals := len(r.forbiddenLogLines())
 	if lines := r.forbiddenLogLines(); len(lines) > 0 {
 		t.Errorf("components logged %d refusals during normal operation:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
@@ -146,13 +147,39 @@ func TestChartInLab(t *testing.T) {
 		t.Errorf("the API server refused %v more requests while the components stopped: %v", d, final.diff(after))
 	}
 
+	// A speaker that stops while its DaemonSet exists (a restart, an
+	// upgrade) leaves the datapath pinned and attached: it keeps serving.
+	for i := 1; i <= l.Nodes(); i++ {
+		if pinned, attached := r.datapathOn(i); !pinned || !attached {
+			t.Errorf("node %d after its speaker stopped: pinned %v, XDP attached %v; want both", i, pinned, attached)
+		}
+	}
+	// Node 1's speaker runs through the uninstall: when it stops after
+	// that, its DaemonSet is gone and it removes the datapath.
+	ds, err := r.kube().AppsV1().DaemonSets(releaseNS).Get(r.ctx, "zerohop-speaker", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := r.startSpeaker(ds, 1, spkKC)
+	r.eventually(30*time.Second, "node 1's speaker ready again", func() (bool, string) {
+		b, _ := os.ReadFile(last.log)
+		return strings.Contains(string(b), "datapath attached") || strings.Contains(string(b), "Starting workers"), "log"
+	})
+
 	r.uninstallAndSweep(rendered, chartCRDs)
+
+	r.stop(last)
+	if pinned, attached := r.datapathOn(1); pinned || attached {
+		t.Errorf("node 1 after helm uninstall and its speaker's exit: pinned %v, XDP attached %v; want neither", pinned, attached)
+	} else {
+		t.Logf("uninstall: node 1's speaker removed its datapath on exit (no pins, no XDP); nodes 2 and 3, stopped before, kept theirs")
+	}
 
 	t.Logf("MEASURED: lab up %s (with any wait for the lab lock); helm install to VIP %s (components started to VIP %s, to routes in the router's RIB %s); whole test %s",
 		tLab.Round(time.Millisecond), tStart.Add(tVIP).Sub(tInstall).Round(time.Millisecond), tVIP.Round(time.Millisecond),
 		tRoute.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 	t.Logf("MEASURED: 403s in normal operation: %v (API server count) and %d (component logs), with %d controller replicas and %d speakers",
-		normal.total-base.total, len(r.forbiddenLogLines()), nCtrl, l.Nodes())
+		normal.total-base.total, normalLogRefusals, nCtrl, l.Nodes())
 	for _, res := range results {
 		t.Logf("FORBIDDEN CHECK %s", res)
 	}
