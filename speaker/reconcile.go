@@ -200,6 +200,10 @@ func (r *reconciler) reconcileAll(ctx context.Context, _ reconcile.Request) (rec
 	}
 	r.mu.Lock()
 	r.peers = names
+	r.bfdPeers = map[netip.Addr]bool{}
+	for _, b := range bfd {
+		r.bfdPeers[b.Peer] = true
+	}
 	r.mu.Unlock()
 
 	// Apply fills the RIB before it opens new sessions, so that a
@@ -479,11 +483,19 @@ func (r *reconciler) writeStatus(ctx context.Context) error {
 	}
 	st := *r.status.DeepCopy()
 	srv := r.bgp
+	bfdUp := maps.Clone(r.bfdUp)
+	bfdPeers := r.bfdPeers
 	r.dirty = false
 	r.mu.Unlock()
 	if srv != nil {
 		for _, s := range srv.Sessions() {
 			ss := v1alpha1.BGPSessionStatus{Peer: s.Name, Address: s.Address.String(), State: s.State}
+			if bfdPeers[s.Address] {
+				ss.BFD = "down"
+				if bfdUp[s.Address] {
+					ss.BFD = "up"
+				}
+			}
 			if !s.Since.IsZero() {
 				t := metav1.NewTime(s.Since.Truncate(time.Second))
 				ss.Since = &t

@@ -276,13 +276,16 @@ type reconciler struct {
 	rec    eventRecorder
 	log    logr.Logger
 
-	mu     sync.Mutex
-	bgp    *bgp.Server
-	peers  map[netip.Addr]string // address -> BGPPeer name
-	up     map[netip.Addr]bool   // sessions last seen established
-	status v1alpha1.SpeakerStatusStatus
-	dirty  bool
-	kick   chan struct{}
+	mu    sync.Mutex
+	bgp   *bgp.Server
+	peers map[netip.Addr]string // address -> BGPPeer name
+	up    map[netip.Addr]bool   // sessions last seen established
+	bfdUp map[netip.Addr]bool   // BFD sessions' last state, by peer
+	// bfdPeers are the peers with a BFD session (a bfdProfile).
+	bfdPeers map[netip.Addr]bool
+	status   v1alpha1.SpeakerStatusStatus
+	dirty    bool
+	kick     chan struct{}
 
 	l2 l2State
 	dp dpState
@@ -299,6 +302,17 @@ func (r *reconciler) close(keepPaths bool) {
 }
 
 func (r *reconciler) bfdChanged(peer netip.Addr, up bool) {
+	r.mu.Lock()
+	if r.bfdUp == nil {
+		r.bfdUp = map[netip.Addr]bool{}
+	}
+	r.bfdUp[peer] = up
+	r.dirty = true
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 	if up {
 		return
 	}

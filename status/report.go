@@ -161,6 +161,8 @@ type Session struct {
 	UptimeSeconds int64 `json:"uptimeSeconds"`
 	// PrefixesSent counts the prefixes the node announces to the peer.
 	PrefixesSent int `json:"prefixesSent"`
+	// BFD is the BFD session's state (up, down), empty without BFD.
+	BFD string `json:"bfd,omitempty"`
 }
 
 // L2Owner is one address a node answers ARP/NDP for.
@@ -339,7 +341,7 @@ func joinAPI(a *API, node string, now time.Time, vipOf func(netip.Addr) *VIP,
 			continue
 		}
 		for _, s := range sp.Status.Sessions {
-			se := Session{Node: n, Peer: s.Peer, Address: s.Address, State: s.State, PrefixesSent: sent[s.Peer]}
+			se := Session{Node: n, Peer: s.Peer, Address: s.Address, State: s.State, PrefixesSent: sent[s.Peer], BFD: s.BFD}
 			if s.Since != nil {
 				se.Since = s.Since.UTC().Format(time.RFC3339)
 				if s.State == "established" && !now.IsZero() {

@@ -97,14 +97,14 @@ func (r Report) WriteText(w io.Writer) error {
 		if len(r.Sessions) == 0 {
 			p("  none")
 		} else {
-			p("  NODE\tPEER\tADDRESS\tSTATE\tUPTIME\tPREFIXES SENT")
+			p("  NODE\tPEER\tADDRESS\tSTATE\tUPTIME\tPREFIXES SENT\tBFD")
 		}
 		for _, s := range r.Sessions {
 			up := "-"
 			if s.State == "established" {
 				up = FormatUptime(s.UptimeSeconds)
 			}
-			p("  %s\t%s\t%s\t%s\t%s\t%d", s.Node, s.Peer, orDash(s.Address), orDash(s.State), up, s.PrefixesSent)
+			p("  %s\t%s\t%s\t%s\t%s\t%d\t%s", s.Node, s.Peer, orDash(s.Address), orDash(s.State), up, s.PrefixesSent, orDash(s.BFD))
 		}
 		p("")
 		if err := tw.Flush(); err != nil {

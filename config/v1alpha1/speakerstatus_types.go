@@ -54,6 +54,11 @@ type BGPSessionStatus struct {
 	// Since is when the session entered State.
 	// +optional
 	Since *metav1.Time `json:"since,omitempty"`
+	// BFD is the state of the BFD session to the peer, up or down, when
+	// the BGPPeer has a bfdProfile; empty otherwise.
+	// +optional
+	// +kubebuilder:validation:Enum=up;down
+	BFD string `json:"bfd,omitempty"`
 }
 
 // ServiceAnnouncement says what this node announces for one Service.

@@ -646,6 +646,21 @@ func TestBGP(t *testing.T) {
 			n4, _ := lab.NodeAddrs(i)
 			eventually(t, 20*time.Second, fmt.Sprintf("BFD up with node%d", i), func() (bool, string) { return bfdUp(n4) })
 		}
+		// The speakers report it too (SpeakerStatus, zerohop status).
+		for i := 1; i <= 3; i++ {
+			eventually(t, 10*time.Second, fmt.Sprintf("node%d's SpeakerStatus shows BFD up to router-v4", i), func() (bool, string) {
+				var st v1alpha1.SpeakerStatus
+				if err := c.Get(ctx, client.ObjectKey{Name: lab.NodeName(i)}, &st); err != nil {
+					return false, err.Error()
+				}
+				for _, se := range st.Status.Sessions {
+					if se.Peer == "router-v4" {
+						return se.BFD == "up", fmt.Sprintf("%+v", se)
+					}
+				}
+				return false, fmt.Sprintf("%+v", st.Status.Sessions)
+			})
+		}
 		// Node2's uplink fails: BFD, not the 9s hold time, takes its
 		// path away.
 		waitHops(t, ctx, 10*time.Second, vipLocal, nodeIPs(1, 2))
