@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -207,7 +208,7 @@ func (r *run) startSpeaker(ds *appsv1.DaemonSet, i int, kc string) *proc {
 	// The chart's args come after the lab's defaults and the token
 	// kubeconfig after both: the last flag wins.
 	extra := append(c.args[1:], "--kubeconfig", kc)
-	cmd, err := r.l.StartSpeaker(zerohopBin, i, releaseNS, log, extra, c.env)
+	cmd, err := r.l.StartSpeaker(r.withCapabilities(ds.Spec.Template.Spec.Containers[0]), i, releaseNS, log, extra, c.env)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -400,4 +401,27 @@ func (r *run) datapathOn(i int) (pinned, attached bool) {
 		r.t.Fatalf("ip -n %s link show: %v: %s", lab.NodeName(i), err, out)
 	}
 	return pinned, strings.Contains(string(out), "prog/xdp")
+}
+
+// withCapabilities returns an executable that runs zerohop with no other
+// capabilities than the container's securityContext grants (as root, the
+// bounding set is what a container runtime restricts), so the lab proves
+// the chart's list is enough. It fails the test if the container drops
+// less than ALL, since the lab could not then tell what is needed.
+func (r *run) withCapabilities(c corev1.Container) string {
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		r.t.Fatalf("speaker container: want capabilities drop [ALL] and an explicit add list, got %+v", sc)
+	}
+	set := "-all"
+	for _, c := range sc.Capabilities.Add {
+		set += ",+" + strings.ToLower(strings.TrimPrefix(string(c), "CAP_"))
+	}
+	path := filepath.Join(r.dir, "zerohop-with-capabilities")
+	script := fmt.Sprintf("#!/bin/sh\nexec setpriv --bounding-set %s -- %s \"$@\"\n", set, zerohopBin)
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		r.t.Fatal(err)
+	}
+	r.capabilities = set
+	return path
 }

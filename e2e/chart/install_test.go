@@ -180,6 +180,7 @@ func TestChartInLab(t *testing.T) {
 		tRoute.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 	t.Logf("MEASURED: 403s in normal operation: %v (API server count) and %d (component logs), with %d controller replicas and %d speakers",
 		normal.total-base.total, normalLogRefusals, nCtrl, l.Nodes())
+	t.Logf("MEASURED: speakers ran with capabilities %s only (the DaemonSet's list), datapath attached and VIPs served", r.capabilities)
 	for _, res := range results {
 		t.Logf("FORBIDDEN CHECK %s", res)
 	}
@@ -212,6 +213,8 @@ type run struct {
 	admin client.Client
 	dir   string // kubeconfigs and component logs
 	procs []*proc
+	// capabilities is the speakers' bounding set, from the DaemonSet.
+	capabilities string
 }
 
 func (r *run) helm(args ...string) (string, error) {
