@@ -201,6 +201,13 @@ func (s *session) receive(p Packet, now time.Time) step {
 		// The peer may have just made periodic packets possible
 		// (passive end learning a discriminator, RequiredMinRx > 0).
 		s.schedule(now)
+	} else if iv := s.txInterval(); iv > 0 && s.nextTx.After(now.Add(iv)) {
+		// The interval just shrank (the peer lowered RequiredMinRx, often
+		// in its own Poll after going Up, or our Poll ended): a packet
+		// still due on the old, slow-start schedule would arrive after
+		// the peer's new, shorter detection time, and the session would
+		// flap (seen against FRR's bfdd right after Up).
+		s.schedule(now)
 	}
 	return out
 }

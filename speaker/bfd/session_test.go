@@ -276,3 +276,31 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
+
+// TestSessionFollowsShorterInterval: the peer comes Up in slow start (1 s
+// RequiredMinRx) and then lowers it to 300 ms in a Poll, as FRR's bfdd
+// does. The next periodic packet must follow the new interval, not the
+// slow one still scheduled, or the peer's 900 ms detection time runs out.
+func TestSessionFollowsShorterInterval(t *testing.T) {
+	slow := func(st State) Packet {
+		p := peerPacket(st, 5)
+		p.DesiredMinTxInterval, p.RequiredMinRxInterval = 1000000, 1000000
+		return p
+	}
+	s := newSession(fastProfile(), 5, t0, noJitter)
+	s.receive(slow(StateDown), t0)
+	s.receive(slow(StateUp), t0) // Up; periodic at max(300 ms, peer's 1 s)
+	if got := s.nextTx.Sub(t0); got < 900*time.Millisecond {
+		t.Fatalf("next packet in %v while the peer asks for 1 s, want about 1s", got)
+	}
+	now := t0.Add(50 * time.Millisecond)
+	poll := peerPacket(StateUp, 5) // RequiredMinRx 300 ms
+	poll.Poll = true
+	st := s.receive(poll, now)
+	if len(st.send) == 0 || !st.send[0].Final {
+		t.Fatalf("reply %+v, want a Final", st.send)
+	}
+	if got := s.nextTx.Sub(now); got > 300*time.Millisecond {
+		t.Fatalf("after the peer lowered RequiredMinRx to 300 ms the next packet is %v away, want <= 300ms", got)
+	}
+}
