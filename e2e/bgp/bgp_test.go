@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -35,43 +34,18 @@ const (
 )
 
 type env struct {
-	t   *testing.T
-	ctx context.Context
-	l   *lab.Lab
-	c   client.Client
-
-	mu       sync.Mutex
-	speakers map[int]*exec.Cmd
-	logDir   string
+	t        *testing.T
+	ctx      context.Context
+	l        *lab.Lab
+	c        client.Client
+	speakers *lab.Speakers
 }
 
-// startSpeaker runs `zerohop speaker` inside node i's namespace, as the
-// DaemonSet would run it on the node.
-func (e *env) startSpeaker(i int) {
-	e.t.Helper()
-	cmd, err := e.l.StartSpeaker(zerohopBin, i, speakerNS, filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)), nil, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.mu.Lock()
-	e.speakers[i] = cmd
-	e.mu.Unlock()
-}
+func (e *env) startSpeaker(i int) { e.t.Helper(); e.speakers.Start(i) }
 
 // killSpeaker kills node i's speaker with SIGKILL: a crash, as far as the
 // router can tell.
-func (e *env) killSpeaker(i int) {
-	e.t.Helper()
-	e.mu.Lock()
-	cmd := e.speakers[i]
-	delete(e.speakers, i)
-	e.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-}
+func (e *env) killSpeaker(i int) { e.speakers.Kill(i) }
 
 func (e *env) create(obj client.Object) {
 	e.t.Helper()
@@ -207,20 +181,9 @@ func nodeIPs(nodes ...int) string {
 	return strings.Join(s, ",")
 }
 
-// eventually polls cond every 10ms for at most d.
 func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, got := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", d, what, got)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	lab.Eventually(t, d, what, cond)
 }
 
 func waitHops(t *testing.T, ctx context.Context, d time.Duration, prefix netip.Prefix, want string) {
@@ -283,21 +246,7 @@ func TestBGP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, ctx: ctx, l: l, c: c, speakers: map[int]*exec.Cmd{}, logDir: t.TempDir()}
-	t.Cleanup(func() {
-		for i := 1; i <= 3; i++ {
-			e.killSpeaker(i)
-		}
-		if t.Failed() {
-			for i := 1; i <= 3; i++ {
-				b, _ := os.ReadFile(filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)))
-				if len(b) > 6000 {
-					b = b[len(b)-6000:]
-				}
-				t.Logf("speaker node%d log (tail):\n%s", i, b)
-			}
-		}
-	})
+	e := &env{t: t, ctx: ctx, l: l, c: c, speakers: l.Speakers(t, zerohopBin, speakerNS, nil, nil)}
 	routerConfig(ctx, t)
 
 	r4, r6 := lab.RouterNodeAddrs()

@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,68 +26,20 @@ import (
 const speakerNS = "zerohop-system"
 
 type env struct {
-	t      *testing.T
-	ctx    context.Context
-	l      *lab.Lab
-	c      client.Client
-	nodes  int
-	logDir string
-
-	mu       sync.Mutex
-	speakers map[int]*exec.Cmd
+	t        *testing.T
+	ctx      context.Context
+	l        *lab.Lab
+	c        client.Client
+	nodes    int
+	speakers *lab.Speakers
 }
 
 func newEnv(t *testing.T, l *lab.Lab, c client.Client, ctx context.Context, nodes int) *env {
-	e := &env{t: t, ctx: ctx, l: l, c: c, nodes: nodes, logDir: t.TempDir(), speakers: map[int]*exec.Cmd{}}
-	t.Cleanup(func() {
-		for i := 1; i <= nodes; i++ {
-			e.stopSpeaker(i)
-		}
-		if t.Failed() {
-			for i := 1; i <= nodes; i++ {
-				b, _ := os.ReadFile(filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)))
-				if len(b) > 5000 {
-					b = b[len(b)-5000:]
-				}
-				t.Logf("speaker node%d log (tail):\n%s", i, b)
-			}
-		}
-	})
-	return e
+	return &env{t: t, ctx: ctx, l: l, c: c, nodes: nodes,
+		speakers: l.Speakers(t, zerohopBin, speakerNS, nil, []string{"ZEROHOP_MEMBERLIST_KEY=zh-datapath-e2e-key0"})}
 }
 
-func (e *env) startSpeaker(i int) {
-	e.t.Helper()
-	cmd, err := e.l.StartSpeaker(zerohopBin, i, speakerNS, filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)),
-		nil, []string{"ZEROHOP_MEMBERLIST_KEY=zh-datapath-e2e-key0"})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.mu.Lock()
-	e.speakers[i] = cmd
-	e.mu.Unlock()
-}
-
-// stopSpeaker ends node i's speaker as Kubernetes would (SIGTERM); its
-// pinned datapath stays, and the lab's teardown removes it.
-func (e *env) stopSpeaker(i int) {
-	e.mu.Lock()
-	cmd := e.speakers[i]
-	delete(e.speakers, i)
-	e.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
+func (e *env) startSpeaker(i int) { e.t.Helper(); e.speakers.Start(i) }
 
 func (e *env) create(obj client.Object) {
 	e.t.Helper()
@@ -278,20 +227,9 @@ func (e *env) waitRoute(vip string, nodes ...int) {
 	})
 }
 
-// eventually polls cond every 10ms for at most d.
 func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, got := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", d, what, got)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	lab.Eventually(t, d, what, cond)
 }
 
 // requests sends n requests to addr over proto from the client and

@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,51 +37,16 @@ const (
 )
 
 type env struct {
-	t   *testing.T
-	ctx context.Context
-	l   *lab.Lab
-	c   client.Client
-
-	mu       sync.Mutex
-	speakers map[int]*exec.Cmd
-	logDir   string
+	t        *testing.T
+	ctx      context.Context
+	l        *lab.Lab
+	c        client.Client
+	speakers *lab.Speakers
 }
 
-// startSpeaker runs `zerohop speaker` inside node i's namespace, as the
-// DaemonSet would run it on the node.
-func (e *env) startSpeaker(i int) {
-	e.t.Helper()
-	cmd, err := e.l.StartSpeaker(zerohopBin, i, speakerNS, filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)), []string{"--bfd=false"}, []string{"ZEROHOP_MEMBERLIST_KEY=zh-l2-e2e-shared-key"})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.mu.Lock()
-	e.speakers[i] = cmd
-	e.mu.Unlock()
-}
-
-// killSpeaker kills node i's speaker with SIGKILL: a crash.
-func (e *env) killSpeaker(i int) {
-	e.mu.Lock()
-	cmd := e.speakers[i]
-	delete(e.speakers, i)
-	e.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-}
-
-func (e *env) logTails(t *testing.T, why string) {
-	for i := 1; i <= nodes; i++ {
-		b, _ := os.ReadFile(filepath.Join(e.logDir, fmt.Sprintf("speaker-node%d.log", i)))
-		if len(b) > 4000 {
-			b = b[len(b)-4000:]
-		}
-		t.Logf("%s: speaker node%d log (tail):\n%s", why, i, b)
-	}
-}
+func (e *env) startSpeaker(i int)                { e.t.Helper(); e.speakers.Start(i) }
+func (e *env) killSpeaker(i int)                 { e.speakers.Kill(i) }
+func (e *env) logTails(t *testing.T, why string) { e.speakers.LogTails(why) }
 
 func (e *env) create(obj client.Object) {
 	e.t.Helper()
@@ -283,17 +245,7 @@ func (e *env) soleOwner(t *testing.T, vip string, d time.Duration) int {
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, got := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", d, what, got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lab.Eventually(t, d, what, cond)
 }
 
 func (e *env) request(addr string, timeout time.Duration) (string, error) {
@@ -314,15 +266,8 @@ func TestL2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, ctx: ctx, l: l, c: c, speakers: map[int]*exec.Cmd{}, logDir: t.TempDir()}
-	t.Cleanup(func() {
-		for i := 1; i <= nodes; i++ {
-			e.killSpeaker(i)
-		}
-		if t.Failed() {
-			e.logTails(t, "failed")
-		}
-	})
+	e := &env{t: t, ctx: ctx, l: l, c: c,
+		speakers: l.Speakers(t, zerohopBin, speakerNS, []string{"--bfd=false"}, []string{"ZEROHOP_MEMBERLIST_KEY=zh-l2-e2e-shared-key"})}
 
 	e.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: speakerNS}})
 	e.create(&v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "segment"},
