@@ -24,6 +24,10 @@ var (
 	flagCPServices = flag.Int("bench.cp-services", 10000, "control plane: Services")
 	flagCPEPs      = flag.Int("bench.cp-endpoints", 10, "control plane: endpoints per Service")
 	flagMaglev     = flag.Uint("bench.maglev", 0, "Maglev table size (0: bpf's default)")
+	flagDirectXDP  = flag.Bool("bench.direct-xdp", false, "also measure direct+xdp: no load balancer, XDP_PASS on the node's and Pods' veths")
+	flagCPNft      = flag.Bool("bench.cp-nft", false, "control plane: also time nft -f at -bench.cp-services x -bench.cp-endpoints (minutes)")
+	flagSpeakerSvc = flag.Int("bench.speaker-services", -1, "speaker sync: Services (-1: as -bench.cp-services, 0: skip)")
+	flagSpeakerRdy = flag.Int("bench.speaker-ready", 6, "speaker sync: ready endpoints per Service (the rest not ready)")
 	flagOut        = flag.String("bench.out", "", "write results JSON here")
 	flagXDP        = flag.String("bench.xdp", "", "file with `make bench-xdp` output to include")
 )
@@ -57,14 +61,19 @@ func TestBench(t *testing.T) {
 		Sizes: sizes, Rounds: *flagRounds, FillerEPs: *flagFillerEPs, Workers: *flagWorkers,
 		TCPDuration: *flagTCP, UDPDuration: *flagUDP,
 		CPServices: *flagCPServices, CPEndpoints: *flagCPEPs, MaglevSize: uint32(*flagMaglev),
+		SpeakerServices: *flagSpeakerSvc, SpeakerReady: *flagSpeakerRdy, CPNft: *flagCPNft, DirectXDP: *flagDirectXDP,
+	}
+	if cfg.SpeakerServices < 0 {
+		cfg.SpeakerServices = cfg.CPServices
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
+	l := labUp(t)
+	// After the lab lock: a wait for another lab test is not ours.
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	l := labUp(ctx, t)
 	topo, err := Prepare(ctx, l, exe)
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +99,12 @@ func TestBench(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if cfg.SpeakerServices > 0 {
+		fmt.Printf("bench: speaker sync: writing %d Services × %d endpoints to the API\n", cfg.SpeakerServices, cfg.CPEndpoints)
+		if res.SpeakerSync, err = topo.RunSpeakerSync(ctx, cfg.SpeakerServices, cfg.CPEndpoints, cfg.SpeakerReady, t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if *flagXDP != "" {
 		b, err := os.ReadFile(*flagXDP)
 		if err != nil {
@@ -106,32 +121,14 @@ func TestBench(t *testing.T) {
 	}
 }
 
-// labUp is lab.Up, except that it waits (up to 10 minutes) while another
-// run has the lab: the lab's names are fixed, so there is one per machine.
-func labUp(ctx context.Context, t *testing.T) *lab.Lab {
+// labUp is lab.Up with one node: it waits for the lab lock like every
+// lab test, and the lab has an API server for the speaker's sync.
+func labUp(t *testing.T) *lab.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatalf("the bench needs root (network namespaces, BPF, netfilter); running as uid %d", os.Geteuid())
 	}
-	wait := time.Now().Add(10 * time.Minute)
-	for {
-		l, err := lab.Start(ctx, lab.Options{Nodes: 1, NoAPIServer: true})
-		if err == nil {
-			t.Cleanup(func() {
-				dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
-				defer dcancel()
-				if err := l.Down(dctx); err != nil {
-					t.Errorf("lab down: %v", err)
-				}
-			})
-			return l
-		}
-		if !strings.Contains(err.Error(), "already up") || time.Now().After(wait) {
-			t.Fatalf("lab up: %v", err)
-		}
-		t.Logf("the lab is in use by another run; waiting: %v", err)
-		time.Sleep(10 * time.Second)
-	}
+	return lab.Up(t, lab.Options{Nodes: 1})
 }
 
 // xdpTable keeps the table part of `go test -bench` output: everything but
@@ -258,6 +255,17 @@ func TestNftScript(t *testing.T) {
 	}
 	if n := strings.Count(out, "dnat to "); n != 2*2+3*4 {
 		t.Errorf("%d endpoint chains, want %d", n, 2*2+3*4)
+	}
+}
+
+func TestLiveHeap(t *testing.T) {
+	log := "speaker started\n" +
+		"gc 1 @0.010s 2%: 0.01+1.2+0.02 ms clock, 0.02+0.5/1.0/0+0.04 ms cpu, 3->4->1 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P\n" +
+		"gc 2 @1.500s 5%: 0.02+9+0.03 ms clock, 0.04+1/8/0+0.06 ms cpu, 90->95->61 MB, 100 MB goal, 0 MB stacks, 0 MB globals, 2 P\n" +
+		"gc 3 @2.700s 6%: 0.02+9+0.03 ms clock, 0.04+1/8/0+0.06 ms cpu, 110->112->48 MB, 122 MB goal, 0 MB stacks, 0 MB globals, 2 P\n"
+	maxM, last := liveHeap(log)
+	if maxM != 61 || last != 48 {
+		t.Errorf("liveHeap = %v, %v; want 61, 48", maxM, last)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -24,10 +25,47 @@ type Contender interface {
 	Teardown(ctx context.Context, t *Topology) error
 }
 
-// Contenders are the three datapaths, in the order they are measured.
-func Contenders() []Contender {
-	return []Contender{&Zerohop{}, &Iptables{}, &Nftables{}}
+// Contenders are the three datapaths, in the order they are measured,
+// and the no-load-balancer reference (and, with xdpDiag, its XDP variant).
+func Contenders(xdpDiag bool) []Contender {
+	cts := []Contender{&Zerohop{}, &Iptables{}, &Nftables{}, &Direct{}}
+	if xdpDiag {
+		cts = append(cts, &DirectXDP{})
+	}
+	return cts
 }
+
+// A targeter is a contender that is not reached through the VIP.
+type targeter interface {
+	Targets(t *Topology) []netip.AddrPort
+}
+
+// Direct is no load balancer at all: the client connects to the Pods' own
+// addresses (the load generator's workers spread over them as a load
+// balancer would), which the lab's router routes to the node by its Pod
+// CIDR and the node to the Pod's veth, with no NAT table in the node. It
+// is the lab's floor: what every contender pays for the client, the
+// router, the veths, the Pod's stack and its echo server, whatever the
+// datapath.
+type Direct struct{}
+
+// Name implements Contender.
+func (*Direct) Name() string { return "direct" }
+
+// Targets implements targeter.
+func (*Direct) Targets(t *Topology) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, p := range t.Pods {
+		out = append(out, netip.AddrPortFrom(netip.MustParseAddr(p.IPv4), podPort))
+	}
+	return out
+}
+
+// Setup implements Contender: the lab already routes Pod addresses.
+func (*Direct) Setup(context.Context, *Topology, Ruleset) (time.Duration, error) { return 0, nil }
+
+// Teardown implements Contender.
+func (*Direct) Teardown(context.Context, *Topology) error { return nil }
 
 // Zerohop is the XDP datapath programmed through the bpf package: XDP and
 // tc egress on the node's uplink, the Pods' veths as redirect targets,
@@ -159,6 +197,45 @@ func (z *Zerohop) Teardown(context.Context, *Topology) error {
 		errs = append(errs, l.Close())
 	}
 	z.podLinks = nil
+	return errors.Join(errs...)
+}
+
+// DirectXDP is Direct with an XDP_PASS program on the node's uplink and
+// on the Pods' eth0, as zerohop has them (its program on the uplink, and
+// the Pods' so that their veths take redirected frames): a diagnostic
+// (-bench.direct-xdp) for what running XDP on the lab's veths costs by
+// itself, whatever the program does.
+type DirectXDP struct {
+	Direct
+	links []link.Link
+}
+
+// Name implements Contender.
+func (*DirectXDP) Name() string { return "direct+xdp" }
+
+// Setup implements Contender.
+func (d *DirectXDP) Setup(_ context.Context, t *Topology, _ Ruleset) (time.Duration, error) {
+	nss := []string{t.NodeNS()}
+	for _, p := range t.Pods {
+		nss = append(nss, p.NetNS())
+	}
+	for _, ns := range nss {
+		l, err := attachPassXDP(ns)
+		if err != nil {
+			return 0, err
+		}
+		d.links = append(d.links, l)
+	}
+	return 0, nil
+}
+
+// Teardown implements Contender.
+func (d *DirectXDP) Teardown(context.Context, *Topology) error {
+	var errs []error
+	for _, l := range d.links {
+		errs = append(errs, l.Close())
+	}
+	d.links = nil
 	return errors.Join(errs...)
 }
 

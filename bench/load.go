@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +24,7 @@ const LoadArg = "zh-bench-load"
 // LoadConfig is one bounded load run.
 type LoadConfig struct {
 	Proto    string // "tcp": short connections; "udp": a datagram stream
-	Addr     string // VIP:port
+	Addr     string // VIP:port, or several comma-separated: worker i uses the (i mod n)th
 	Workers  int
 	Duration time.Duration
 }
@@ -47,7 +48,7 @@ func runLoadMain(args []string) (LoadResult, error) {
 	fs := flag.NewFlagSet(LoadArg, flag.ContinueOnError)
 	var c LoadConfig
 	fs.StringVar(&c.Proto, "proto", "tcp", "tcp or udp")
-	fs.StringVar(&c.Addr, "addr", "", "VIP:port")
+	fs.StringVar(&c.Addr, "addr", "", "VIP:port (comma-separated: spread over the workers)")
 	fs.IntVar(&c.Workers, "workers", 8, "concurrent workers")
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "how long to send")
 	if err := fs.Parse(args); err != nil {
@@ -102,14 +103,16 @@ func tcpLoad(ctx context.Context, c LoadConfig, deadline time.Time) (LoadResult,
 	var fe firstErr
 	lat := make([][]time.Duration, c.Workers)
 	var wg sync.WaitGroup
+	addrs := strings.Split(c.Addr, ",")
 	for w := range c.Workers {
+		addr := addrs[w%len(addrs)]
 		wg.Go(func() {
 			d := net.Dialer{Timeout: 2 * time.Second}
 			buf := make([]byte, 512)
 			samples := make([]time.Duration, 0, 1<<16)
 			for ctx.Err() == nil && time.Now().Before(deadline) {
 				t0 := time.Now()
-				err := tcpRequest(ctx, &d, c.Addr, buf)
+				err := tcpRequest(ctx, &d, addr, buf)
 				if err != nil {
 					errs.Add(1)
 					fe.set(err)
@@ -154,8 +157,9 @@ func udpLoad(ctx context.Context, c LoadConfig, deadline time.Time) (LoadResult,
 	var fe firstErr
 	var wg sync.WaitGroup
 	payload := make([]byte, 64)
-	for range c.Workers {
-		conn, err := net.Dial("udp", c.Addr)
+	addrs := strings.Split(c.Addr, ",")
+	for w := range c.Workers {
+		conn, err := net.Dial("udp", addrs[w%len(addrs)])
 		if err != nil {
 			return LoadResult{}, err
 		}

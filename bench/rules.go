@@ -2,7 +2,8 @@
 // client, router, node and Pods, with the VIP served in turn by zerohop's
 // XDP datapath, by kube-proxy-style iptables rules and by kube-proxy-style
 // nftables rules, at 1, 1,000 and 10,000 Services. It also times the
-// control plane: programming 10,000 Services into the BPF maps, and loading
+// control plane: a real speaker's initial sync of 10,000 Services from the
+// API server, programming them into the BPF maps in process, and loading
 // the equivalent iptables and nftables rulesets. See docs/performance.md.
 package bench
 

@@ -28,6 +28,12 @@ type Config struct {
 	CPServices  int
 	CPEndpoints int
 	MaglevSize  uint32 // 0: the bpf package's default
+	CPNft       bool   // also time nft -f of CPServices x CPEndpoints
+	DirectXDP   bool   // also measure DirectXDP (a diagnostic)
+	// SpeakerServices x CPEndpoints, SpeakerReady of them ready, is the
+	// real speaker's initial sync (0: not measured).
+	SpeakerServices int
+	SpeakerReady    int
 }
 
 // DatapathResult is one contender at one size.
@@ -37,8 +43,10 @@ type DatapathResult struct {
 	SetupSec  float64    `json:"setup_s"` // programming the ruleset
 	TCP       LoadResult `json:"tcp"`
 	ReqPerSec float64    `json:"req_per_s"`
-	P50us     float64    `json:"p50_us"`
-	P99us     float64    `json:"p99_us"`
+	// Every round's req/s: the spread is the error bar of the best.
+	RoundsReqPerSec []float64 `json:"rounds_req_per_s"`
+	P50us           float64   `json:"p50_us"`
+	P99us           float64   `json:"p99_us"`
 	// Machine CPU (all CPUs, /proc/stat) during the TCP run per request:
 	// busy is everything but idle and iowait; softirq is the share spent in
 	// softirq context, where veth, routing, netfilter and XDP-on-veth run.
@@ -87,6 +95,7 @@ type Results struct {
 	Datapath     []DatapathResult `json:"datapath"`
 	Ratios       []Ratio          `json:"ratios"`
 	ControlPlane *ControlPlane    `json:"control_plane,omitempty"`
+	SpeakerSync  *SpeakerSync     `json:"speaker_sync,omitempty"`
 	XDPTable     string           `json:"xdp_table,omitempty"`
 }
 
@@ -117,14 +126,18 @@ func readCPU() (cpuTimes, error) {
 const ticksToUs = 1e6 / 100
 
 // Measure runs the TCP and UDP loads against the contender that is set up.
-func (t *Topology) Measure(ctx context.Context, c Config, name string, services int) (DatapathResult, error) {
+func (t *Topology) Measure(ctx context.Context, c Config, name string, services int, targets []netip.AddrPort) (DatapathResult, error) {
 	r := DatapathResult{Contender: name, Services: services}
 	// Correctness first: answered by one of our Pods, which saw the
 	// client's own address (no SNAT on any path).
 	c4, _ := lab.ClientAddrs()
-	addr := netip.AddrPortFrom(VIP, VIPPort).String()
+	var addrs []string
+	for _, a := range targets {
+		addrs = append(addrs, a.String())
+	}
 	for _, proto := range []string{"tcp", "udp"} {
 		for i := range 4 {
+			addr := addrs[i%len(addrs)]
 			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			rep, err := t.Lab.Request(rctx, proto, addr)
 			cancel()
@@ -141,6 +154,7 @@ func (t *Topology) Measure(ctx context.Context, c Config, name string, services 
 	if err != nil {
 		return r, err
 	}
+	addr := strings.Join(addrs, ",")
 	tcp, err := t.runLoadHelper(ctx, LoadConfig{Proto: "tcp", Addr: addr, Workers: c.Workers, Duration: c.TCPDuration})
 	if err != nil {
 		return r, err
@@ -195,7 +209,7 @@ func (t *Topology) RunDatapath(ctx context.Context, c Config, log io.Writer) ([]
 	var out []DatapathResult
 	for _, size := range c.Sizes {
 		rs := Place(t.MeasuredServices(), Fillers(size-1, c.FillerEPs))
-		cts := Contenders()
+		cts := Contenders(c.DirectXDP)
 		best := make([]*DatapathResult, len(cts))
 		for round := range max(1, c.Rounds) {
 			for i, ct := range cts {
@@ -206,15 +220,17 @@ func (t *Topology) RunDatapath(ctx context.Context, c Config, log io.Writer) ([]
 				fmt.Fprintf(log, "bench: round %d: %s with %d services: %.0f req/s, p99 %.0f µs, %.0f UDP pkt/s (programmed in %.3f s)\n",
 					round+1, ct.Name(), size, r.ReqPerSec, r.P99us, r.UDPPktPerSec, r.SetupSec)
 				if best[i] == nil {
+					r.RoundsReqPerSec = []float64{r.ReqPerSec}
 					best[i] = &r
 					continue
 				}
 				setup := min(best[i].SetupSec, r.SetupSec)
 				udp := max(best[i].UDPPktPerSec, r.UDPPktPerSec)
+				rounds := append(best[i].RoundsReqPerSec, r.ReqPerSec)
 				if r.ReqPerSec > best[i].ReqPerSec {
 					best[i] = &r
 				}
-				best[i].SetupSec, best[i].UDPPktPerSec = setup, udp
+				best[i].SetupSec, best[i].UDPPktPerSec, best[i].RoundsReqPerSec = setup, udp, rounds
 			}
 		}
 		for _, b := range best {
@@ -233,7 +249,11 @@ func (t *Topology) runOne(ctx context.Context, c Config, ct Contender, rs Rulese
 	if err != nil {
 		return DatapathResult{}, fmt.Errorf("setup: %w", errJoin(err, ct.Teardown(ctx, t)))
 	}
-	r, err := t.Measure(ctx, c, ct.Name(), size)
+	targets := []netip.AddrPort{netip.AddrPortFrom(VIP, VIPPort)}
+	if tg, ok := ct.(targeter); ok {
+		targets = tg.Targets(t)
+	}
+	r, err := t.Measure(ctx, c, ct.Name(), size, targets)
 	r.SetupSec = took.Seconds()
 	if z, ok := ct.(*Zerohop); ok && err == nil {
 		// At least SYN, ACK and FIN of every connection, and the UDP.

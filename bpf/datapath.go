@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -101,6 +102,12 @@ type Datapath struct {
 	filter   [filterWords]uint64
 	svcIDs   *idAlloc
 	beIDs    *idAlloc
+
+	// writeTable's buffers, reused under mu.
+	scratchIdx    []uint32
+	scratchChunks [][maglevChunkMax]uint32
+	scratchKeys   []zhMaglevKey
+	noBatch       bool // the kernel has no BPF_MAP_UPDATE_BATCH
 }
 
 type service struct {
@@ -536,9 +543,14 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 		beFlags = backendSvcSourceRanges
 	}
 
-	// Backend entries next: the table written next refers to them.
+	// Backend entries next: the table written next refers to them. New
+	// ids get zeroed counters first. Both are written in one batch each:
+	// per-entry syscalls were a good part of a large sync.
 	next := map[netip.AddrPort]uint32{}
 	var eligible []Backend
+	var fresh []uint32 // stats indices of newly allocated backend ids
+	beKeys := make([]uint32, 0, len(backends))
+	beVals := make([]zhBackend, 0, len(backends))
 	for _, b := range backends {
 		ap := b.AddrPort()
 		id, ok := s.backends[ap]
@@ -546,26 +558,29 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 			if id, ok = d.beIDs.get(); !ok {
 				return fail(next, fmt.Errorf("service %s: all %d backend ids in use", key, d.opts.MaxBackends))
 			}
-			if err := d.resetStats(d.opts.MaxServices + id); err != nil {
-				d.beIDs.put(id)
-				return fail(next, fmt.Errorf("service %s: %w", key, err))
-			}
+			fresh = append(fresh, d.opts.MaxServices+id)
 		}
 		next[ap] = id
-		v := zhBackend{
+		beKeys = append(beKeys, id)
+		beVals = append(beVals, zhBackend{
 			Addr:   addrWords(b.Addr),
 			Node:   addrWords(b.Node),
 			Port:   netPort(b.Port),
 			Family: family(b.Addr),
 			Flags:  uint32(b.Flags | beFlags),
 			Svc:    s.id,
-		}
-		if err := d.objs.Backends.Put(id, v); err != nil {
-			return fail(next, fmt.Errorf("service %s: backend %s: %w", key, ap, err))
-		}
+		})
 		if b.Flags&BackendTerminating == 0 && (flags&ServiceLocal == 0 || b.Flags&BackendLocal != 0) {
 			eligible = append(eligible, b)
 		}
+	}
+	if err := d.resetStatsBatch(fresh); err != nil {
+		return fail(next, fmt.Errorf("service %s: %w", key, err))
+	}
+	if err := d.batchPut(d.objs.Backends, beKeys, beVals, func(i int) error {
+		return d.objs.Backends.Put(beKeys[i], beVals[i])
+	}); err != nil {
+		return fail(next, fmt.Errorf("service %s: backends: %w", key, err))
 	}
 	slices.SortFunc(eligible, func(a, b Backend) int { return a.AddrPort().Compare(b.AddrPort()) })
 
@@ -713,22 +728,46 @@ func maglevChunks(m uint32) (chunk, chunks uint32) {
 
 func (d *Datapath) writeTable(table uint32, eligible []Backend, ids map[netip.AddrPort]uint32) error {
 	names := make([]string, len(eligible))
+	beIDs := make([]uint32, len(eligible))
 	for i, b := range eligible {
 		names[i] = b.AddrPort().String()
+		beIDs[i] = ids[b.AddrPort()]
 	}
-	idx, err := Maglev(names, d.opts.MaglevSize, d.opts.Seed)
+	// The scratch buffers live as long as d (callers hold d.mu): a table
+	// is 64 KiB at the default size, and a sync of thousands of services
+	// would otherwise allocate one per service, twice.
+	idx, err := maglevInto(d.scratchIdx, names, d.opts.MaglevSize, d.opts.Seed)
 	if err != nil {
 		return err
 	}
+	d.scratchIdx = idx
 	chunk, chunks := maglevChunks(d.opts.MaglevSize)
-	flat := make([]uint32, chunk*chunks) // the tail of the last chunk is never indexed
-	for i, j := range idx {
-		flat[i] = ids[eligible[j].AddrPort()]
+	// Chunks are whole arrays so that a batch update can take them as
+	// one value slice; a smaller table (chunk < maglevChunkMax) is one
+	// chunk, written with the first chunk slots of the array. The tail
+	// of the last chunk is never indexed.
+	if cap(d.scratchChunks) < int(chunks) {
+		d.scratchChunks = make([][maglevChunkMax]uint32, chunks)
 	}
+	vals := d.scratchChunks[:chunks]
+	for i, j := range idx {
+		vals[uint32(i)/chunk][uint32(i)%chunk] = beIDs[j]
+	}
+	keys := d.scratchKeys[:0]
 	for c := range chunks {
-		if err := d.objs.Maglev.Put(zhMaglevKey{Table: table, Chunk: c}, flat[c*chunk:(c+1)*chunk]); err != nil {
-			return fmt.Errorf("write maglev table %d chunk %d: %w", table, c, err)
-		}
+		keys = append(keys, zhMaglevKey{Table: table, Chunk: c})
+	}
+	d.scratchKeys = keys
+	// One syscall for the whole table where the kernel has batch updates
+	// and chunks are full arrays; chunk by chunk otherwise.
+	put := func(c int) error { return d.objs.Maglev.Put(keys[c], vals[c][:chunk]) }
+	if chunks == 1 {
+		err = put(0)
+	} else {
+		err = d.batchPut(d.objs.Maglev, keys, vals, put)
+	}
+	if err != nil {
+		return fmt.Errorf("write maglev table %d: %w", table, err)
 	}
 	return nil
 }
@@ -740,6 +779,43 @@ func (d *Datapath) deleteTable(table uint32) error {
 		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete maglev table %d chunk %d: %w", table, c, err)
 		}
+	}
+	return nil
+}
+
+// batchPut writes keys and vals (slices of the same length) into m in
+// one syscall where the kernel has batch updates (5.6+), else one by one
+// with put.
+func (d *Datapath) batchPut(m *ebpf.Map, keys, vals any, put func(i int) error) error {
+	n := reflect.ValueOf(keys).Len()
+	if n == 0 {
+		return nil
+	}
+	if !d.noBatch {
+		_, err := m.BatchUpdate(keys, vals, nil)
+		if err == nil || !errors.Is(err, ebpf.ErrNotSupported) {
+			return err
+		}
+		d.noBatch = true
+	}
+	for i := range n {
+		if err := put(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resetStatsBatch zeroes the counters at stats indices idx.
+func (d *Datapath) resetStatsBatch(idx []uint32) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	zero := make([]zhCounters, d.ncpu*len(idx))
+	if err := d.batchPut(d.objs.Stats, idx, zero, func(i int) error {
+		return d.objs.Stats.Put(idx[i], zero[:d.ncpu])
+	}); err != nil {
+		return fmt.Errorf("reset stats: %w", err)
 	}
 	return nil
 }

@@ -1,9 +1,7 @@
 package bpf
 
 import (
-	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 )
 
 // DefaultMaglevSize is the default number of slots in a Maglev table. It is
@@ -17,6 +15,12 @@ const DefaultMaglevSize = 16381
 // given the same ordered list builds the same table. m must be prime and
 // larger than len(backends). An empty list yields an empty table.
 func Maglev(backends []string, m uint32, seed uint32) ([]uint32, error) {
+	return maglevInto(nil, backends, m, seed)
+}
+
+// maglevInto is Maglev writing into dst's storage when it has room, so a
+// caller that builds many tables (Upsert) allocates none per table.
+func maglevInto(dst []uint32, backends []string, m uint32, seed uint32) ([]uint32, error) {
 	if !isPrime(m) {
 		return nil, fmt.Errorf("maglev table size %d is not prime", m)
 	}
@@ -27,27 +31,54 @@ func Maglev(backends []string, m uint32, seed uint32) ([]uint32, error) {
 	if uint64(n) >= uint64(m) {
 		return nil, fmt.Errorf("maglev: %d backends do not fit a table of %d", n, m)
 	}
-	pos := make([]uint64, n)  // current position in each backend's permutation
-	skip := make([]uint64, n) // step of each backend's permutation
-	for i, name := range backends {
+	table := dst[:0]
+	if cap(table) < int(m) {
+		table = make([]uint32, m)
+	}
+	table = table[:m]
+	if n == 1 {
+		// Every slot is the one backend's: no permutation to walk.
+		clear(table)
+		return table, nil
+	}
+	// pos and skip are both below m, so pos+skip is below 2m and one
+	// subtraction replaces the modulo of the paper's formulation (a
+	// 64-bit division per probe was most of the time).
+	mm := uint64(m)
+	type perm struct{ pos, skip uint64 }
+	var small [16]perm
+	ps := small[:0]
+	if n > len(small) {
+		ps = make([]perm, 0, n)
+	}
+	for _, name := range backends {
 		h := nameHash(name, seed)
-		pos[i] = mix64(h^0x9e3779b97f4a7c15) % uint64(m)
-		skip[i] = mix64(h^0xc2b2ae3d27d4eb4f)%uint64(m-1) + 1
+		ps = append(ps, perm{
+			pos:  mix64(h^0x9e3779b97f4a7c15) % mm,
+			skip: mix64(h^0xc2b2ae3d27d4eb4f)%(mm-1) + 1,
+		})
 	}
 	const empty = ^uint32(0)
-	table := make([]uint32, m)
 	for i := range table {
 		table[i] = empty
 	}
 	// Each round gives every backend its next preferred free slot, so
-	// shares differ by at most one slot.
+	// shares differ by at most one slot. The probing is almost all of the
+	// work: about m*ln(m) probes per table.
 	for filled := uint32(0); ; {
-		for i := range n {
-			for table[pos[i]] != empty {
-				pos[i] = (pos[i] + skip[i]) % uint64(m)
+		for i := range ps {
+			p := &ps[i]
+			pos := p.pos
+			for table[pos] != empty {
+				if pos += p.skip; pos >= mm {
+					pos -= mm
+				}
 			}
-			table[pos[i]] = uint32(i)
-			pos[i] = (pos[i] + skip[i]) % uint64(m)
+			table[pos] = uint32(i)
+			if pos += p.skip; pos >= mm {
+				pos -= mm
+			}
+			p.pos = pos
 			filled++
 			if filled == m {
 				return table, nil
@@ -57,12 +88,17 @@ func Maglev(backends []string, m uint32, seed uint32) ([]uint32, error) {
 }
 
 func nameHash(name string, seed uint32) uint64 {
-	h := fnv.New64a()
-	var s [4]byte
-	binary.LittleEndian.PutUint32(s[:], seed)
-	_, _ = h.Write(s[:])
-	_, _ = h.Write([]byte(name))
-	return h.Sum64()
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	for i := range 4 {
+		h ^= uint64(byte(seed >> (8 * i)))
+		h *= prime
+	}
+	for i := 0; i < len(name); i++ {
+		h ^= uint64(name[i])
+		h *= prime
+	}
+	return h
 }
 
 // mix64 is the splitmix64 finaliser: FNV alone clusters similar names.

@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"testing"
 )
@@ -112,5 +114,73 @@ func TestMaglevInvalid(t *testing.T) {
 	table, err := Maglev(nil, 251, 0)
 	if err != nil || len(table) != 0 {
 		t.Fatalf("empty backends: table %v, err %v", table, err)
+	}
+}
+
+// maglevRef is the paper's formulation, written plainly (modulo per probe,
+// hash/fnv): Maglev must build exactly the same tables, since nodes running
+// different versions during an upgrade must agree on every slot.
+func maglevRef(backends []string, m, seed uint32) []uint32 {
+	n := len(backends)
+	pos := make([]uint64, n)
+	skip := make([]uint64, n)
+	for i, name := range backends {
+		h := fnv.New64a()
+		var s [4]byte
+		binary.LittleEndian.PutUint32(s[:], seed)
+		_, _ = h.Write(s[:])
+		_, _ = h.Write([]byte(name))
+		x := h.Sum64()
+		pos[i] = mix64(x^0x9e3779b97f4a7c15) % uint64(m)
+		skip[i] = mix64(x^0xc2b2ae3d27d4eb4f)%uint64(m-1) + 1
+	}
+	table := make([]uint32, m)
+	for i := range table {
+		table[i] = ^uint32(0)
+	}
+	for filled := uint32(0); ; {
+		for i := range n {
+			for table[pos[i]] != ^uint32(0) {
+				pos[i] = (pos[i] + skip[i]) % uint64(m)
+			}
+			table[pos[i]] = uint32(i)
+			pos[i] = (pos[i] + skip[i]) % uint64(m)
+			if filled++; filled == m {
+				return table
+			}
+		}
+	}
+}
+
+func TestMaglevMatchesReference(t *testing.T) {
+	tests := []struct {
+		n    int
+		m    uint32
+		seed uint32
+	}{
+		{1, 251, 0}, {2, 251, 7}, {7, 251, 42}, {10, DefaultMaglevSize, 0},
+		{10, DefaultMaglevSize, 0xdeadbeef}, {33, 1021, 3}, {250, 251, 1}, {100, DefaultMaglevSize, 9},
+	}
+	for _, tc := range tests {
+		want := maglevRef(names(tc.n), tc.m, tc.seed)
+		got, err := Maglev(names(tc.n), tc.m, tc.seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("n=%d m=%d seed=%d: table differs from the reference", tc.n, tc.m, tc.seed)
+		}
+		// Into a dirty, larger buffer: same table.
+		buf := make([]uint32, tc.m+5)
+		for i := range buf {
+			buf[i] = 12345
+		}
+		got, err = maglevInto(buf, names(tc.n), tc.m, tc.seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("n=%d m=%d seed=%d: table into a reused buffer differs", tc.n, tc.m, tc.seed)
+		}
 	}
 }
