@@ -130,7 +130,7 @@ func (z *Zerohop) Setup(ctx context.Context, t *Topology, rs Ruleset) (time.Dura
 		neps += len(b)
 	}
 	for _, p := range t.Pods {
-		l, err := attachPassXDP(p.NetNS())
+		l, err := lab.AttachXDPPass(p.NetNS(), lab.UplinkIf)
 		if err != nil {
 			return 0, err
 		}
@@ -220,7 +220,7 @@ func (d *DirectXDP) Setup(_ context.Context, t *Topology, _ Ruleset) (time.Durat
 		nss = append(nss, p.NetNS())
 	}
 	for _, ns := range nss {
-		l, err := attachPassXDP(ns)
+		l, err := lab.AttachXDPPass(ns, lab.UplinkIf)
 		if err != nil {
 			return 0, err
 		}

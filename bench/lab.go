@@ -6,20 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/zerohop/zerohop/e2e/lab"
 )
@@ -72,12 +64,8 @@ func Prepare(ctx context.Context, l *lab.Lab, exe string) (*Topology, error) {
 		VIP.String()+"/32", "via", n4.String()).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("router route to VIP: %v: %s", err, out)
 	}
-	// XDP sees a frame before the kernel completes an offloaded transmit
-	// checksum; a NIC delivers complete checksums, the client's veth must
-	// be told to. Done for every contender alike.
-	if err := lab.InNetns(lab.ClientNS, func() error { return txChecksumOff(lab.UplinkIf) }); err != nil {
-		return nil, fmt.Errorf("client tx checksum off: %w", err)
-	}
+	// The lab turns the client's transmit checksum offload off (XDP needs
+	// complete checksums, as a NIC delivers them), for every contender.
 	// Tens of thousands of short connections from one address to one
 	// VIP:port: a wide port range and TIME_WAIT reuse keep the client from
 	// running out of ports between runs.
@@ -122,56 +110,6 @@ func routeDev(ctx context.Context, ns, addr string) (string, error) {
 		return "", fmt.Errorf("route get %s in %s: %q", addr, ns, out)
 	}
 	return rs[0].Dev, nil
-}
-
-// txChecksumOff is `ethtool -K ifname tx off` (ETHTOOL_STXCSUM), for the
-// calling thread's namespace.
-func txChecksumOff(ifname string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = unix.Close(fd) }()
-	val := struct{ cmd, data uint32 }{cmd: 0x17} // ETHTOOL_STXCSUM, data 0 = off
-	var ifr struct {
-		name [unix.IFNAMSIZ]byte
-		data unsafe.Pointer
-		_    [16]byte
-	}
-	copy(ifr.name[:], ifname)
-	ifr.data = unsafe.Pointer(&val)
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
-		return fmt.Errorf("ethtool tx off %s: %w", ifname, errno)
-	}
-	runtime.KeepAlive(&val)
-	return nil
-}
-
-// attachPassXDP puts an XDP_PASS program on the Pod's eth0: a veth only
-// accepts XDP_REDIRECTed frames when its far end runs XDP (or NAPI), so
-// this lets zerohop redirect straight into the Pod.
-func attachPassXDP(podNS string) (link.Link, error) {
-	var l link.Link
-	err := lab.InNetns(podNS, func() error {
-		ifc, err := net.InterfaceByName(lab.UplinkIf)
-		if err != nil {
-			return err
-		}
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Type: ebpf.XDP, License: "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
-		})
-		if err != nil {
-			return err
-		}
-		defer func() { _ = prog.Close() }()
-		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index})
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("xdp pass on %s: %w", podNS, err)
-	}
-	return l, nil
 }
 
 // udpInDatagrams reads Udp InDatagrams of a namespace (a Pod's: what was

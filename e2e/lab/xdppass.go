@@ -21,31 +21,44 @@ func attachSwitchPass(nodes int) error {
 	if err := os.MkdirAll(PinDir, 0o700); err != nil {
 		return fmt.Errorf("xdp pass: %w", err)
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "zh_lab_pass", Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
-	})
-	if err != nil {
-		return fmt.Errorf("xdp pass program: %w", err)
-	}
-	defer func() { _ = prog.Close() }()
 	for i := 1; i <= nodes; i++ {
 		port := fmt.Sprintf("p-node%d", i)
-		err := InNetns(SwitchNS, func() error {
-			ifc, err := net.InterfaceByName(port)
-			if err != nil {
-				return err
-			}
-			l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index})
-			if err != nil {
-				return err
-			}
-			defer func() { _ = l.Close() }()
-			return l.Pin(filepath.Join(PinDir, "switch-"+port))
-		})
+		l, err := AttachXDPPass(SwitchNS, port)
+		if err != nil {
+			return err
+		}
+		err = l.Pin(filepath.Join(PinDir, "switch-"+port))
+		_ = l.Close() // the pin holds it
 		if err != nil {
 			return fmt.Errorf("xdp pass on %s/%s: %w", SwitchNS, port, err)
 		}
 	}
 	return nil
+}
+
+// AttachXDPPass attaches a program that passes everything to ifname in
+// namespace ns, so that the veth accepts frames XDP sends it from its peer
+// (XDP_TX, redirects). Closing the link detaches it unless it is pinned.
+func AttachXDPPass(ns, ifname string) (link.Link, error) {
+	var l link.Link
+	err := InNetns(ns, func() error {
+		ifc, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Name: "zh_lab_pass", Type: ebpf.XDP, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()},
+		})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = prog.Close() }()
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("xdp pass on %s/%s: %w", ns, ifname, err)
+	}
+	return l, nil
 }
