@@ -10,17 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/e2e/echo"
 	"github.com/zerohop/zerohop/e2e/lab"
-	"github.com/zerohop/zerohop/speaker"
 )
 
 const (
@@ -34,15 +30,7 @@ const (
 // lab and run in order.
 func TestBGPDatapath(t *testing.T) {
 	const nodes = 3
-	l := lab.Up(t, lab.Options{Nodes: nodes})
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	ctrllog.SetLogger(logr.Discard())
-	c, err := client.New(l.RESTConfig, client.Options{Scheme: speaker.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, l, c, ctx, nodes)
+	e := upEnv(t, nodes, 8*time.Minute)
 	e.bgpSetup()
 
 	// eTP Local, Pods on nodes 1 and 2 of 3.
@@ -57,7 +45,7 @@ func TestBGPDatapath(t *testing.T) {
 		// No kube-proxy here: no NAT rule of any kind exists on the nodes,
 		// so nothing but the datapath can take the VIP to a Pod.
 		for i := 1; i <= nodes; i++ {
-			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", lab.NodeName(i), "nft", "list", "ruleset").CombinedOutput()
+			out, err := exec.CommandContext(e.ctx, "ip", "netns", "exec", lab.NodeName(i), "nft", "list", "ruleset").CombinedOutput()
 			if err != nil || strings.TrimSpace(string(out)) != "" {
 				t.Fatalf("node %d: nft ruleset %q (%v); want none", i, out, err)
 			}
@@ -324,15 +312,7 @@ func TestBGPDatapath(t *testing.T) {
 // answers ARP/NDP for a VIP balances its traffic in XDP.
 func TestL2Datapath(t *testing.T) {
 	const nodes = 3
-	l := lab.Up(t, lab.Options{Nodes: nodes})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	ctrllog.SetLogger(logr.Discard())
-	c, err := client.New(l.RESTConfig, client.Options{Scheme: speaker.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, l, c, ctx, nodes)
+	e := upEnv(t, nodes, 5*time.Minute)
 	e.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: speakerNS}})
 	// VIPs on the nodes' own segment, as L2 mode needs.
 	e.create(&v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "segment"},

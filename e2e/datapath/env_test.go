@@ -12,15 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/e2e/echo"
 	"github.com/zerohop/zerohop/e2e/lab"
+	"github.com/zerohop/zerohop/speaker"
 )
 
 const speakerNS = "zerohop-system"
@@ -34,7 +37,17 @@ type env struct {
 	speakers *lab.Speakers
 }
 
-func newEnv(t *testing.T, l *lab.Lab, c client.Client, ctx context.Context, nodes int) *env {
+// upEnv brings a lab up for t, with a client of its API server and a
+// context bounded by d.
+func upEnv(t *testing.T, nodes int, d time.Duration) *env {
+	l := lab.Up(t, lab.Options{Nodes: nodes})
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	ctrllog.SetLogger(logr.Discard())
+	c, err := client.New(l.RESTConfig, client.Options{Scheme: speaker.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &env{t: t, ctx: ctx, l: l, c: c, nodes: nodes,
 		speakers: l.Speakers(t, zerohopBin, speakerNS, nil, []string{"ZEROHOP_MEMBERLIST_KEY=zh-datapath-e2e-key0"})}
 }
