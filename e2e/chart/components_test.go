@@ -408,7 +408,14 @@ func (r *run) datapathOn(i int) (pinned, attached bool) {
 // bounding set is what a container runtime restricts), so the lab proves
 // the chart's list is enough. It fails the test if the container drops
 // less than ALL, since the lab could not then tell what is needed.
+//
+// The script is written once: rewriting it while a speaker started a moment
+// earlier is still being exec'd through it fails with ETXTBSY.
 func (r *run) withCapabilities(c corev1.Container) string {
+	path := filepath.Join(r.dir, "zerohop-with-capabilities")
+	if r.capabilities != "" {
+		return path
+	}
 	sc := c.SecurityContext
 	if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
 		r.t.Fatalf("speaker container: want capabilities drop [ALL] and an explicit add list, got %+v", sc)
@@ -417,7 +424,6 @@ func (r *run) withCapabilities(c corev1.Container) string {
 	for _, c := range sc.Capabilities.Add {
 		set += ",+" + strings.ToLower(strings.TrimPrefix(string(c), "CAP_"))
 	}
-	path := filepath.Join(r.dir, "zerohop-with-capabilities")
 	script := fmt.Sprintf("#!/bin/sh\nexec setpriv --bounding-set %s -- %s \"$@\"\n", set, zerohopBin)
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
 		r.t.Fatal(err)
