@@ -93,6 +93,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"controller.replicas=many", "replicas"},
 		{"speaker.uplinkInterfaces[0]=eth/0", "uplinkInterfaces"},
 		{"speaker.metricsPort=70000", "metricsPort"},
+		{"speaker.datapathLimits.backends=0", "backends"},
+		{"speaker.datapathLimits.services=2000000", "services"},
 		{"logLevel=verbose", "logLevel"},
 		{"image.pullPolicy=Sometimes", "pullPolicy"},
 		{"defaultClass=maybe", "defaultClass"},

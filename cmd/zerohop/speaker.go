@@ -59,6 +59,9 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 			if cleanup {
 				return cleanupDatapath(dpOpts)
 			}
+			if err := checkDatapathSizes(dpOpts); withDP && err != nil {
+				return err
+			}
 			if opts.NodeName == "" {
 				return errors.New("--node-name (or $NODE_NAME) is required")
 			}
@@ -166,10 +169,31 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 	f.StringSliceVar(&opts.Uplinks, "uplink", uplinks, "interface to attach the datapath to (repeatable; default $ZEROHOP_UPLINKS, else the default routes' interfaces and those L2Advertisements name)")
 	f.StringVar(&opts.OwnerDaemonSet, "owner-daemonset", os.Getenv("ZEROHOP_DAEMONSET"), "the speaker's DaemonSet in --namespace (default $ZEROHOP_DAEMONSET): when it is gone at shutdown, this is an uninstall, and the speaker closes its sessions and removes the datapath")
 	f.IntVar(&opts.PathMTU, "underlay-mtu", 0, "MTU between nodes, for Cluster mode's MSS clamping (default: the smallest uplink MTU)")
+	f.Uint32Var(&dpOpts.MaxServices, "max-services", 16384, "datapath size: Service ports (VIP, port, protocol) this node can balance; changing it on a node with pins needs `--cleanup` first")
+	f.Uint32Var(&dpOpts.MaxBackends, "max-backends", 65536, "datapath size: backends (endpoint address and port, per Service port) of all Services together; changing it needs `--cleanup` first")
+	f.Uint32Var(&dpOpts.MaxFlows, "max-flows", 131072, "datapath size: tracked connections (LRU); changing it needs `--cleanup` first")
 	f.BoolVar(&dpOpts.ReplaceXDP, "xdp-replace", false, "replace an XDP program another tool attached to an uplink (default: refuse and say which)")
 	f.BoolVar(&cleanup, "cleanup", false, "detach the datapath from every interface, remove its pinned objects under --bpf-pin-root, and exit (run on uninstall)")
 	f.BoolVar(&debug, "debug", false, "verbose logging")
 	return cmd
+}
+
+// checkDatapathSizes refuses map sizes the kernel or the Maglev map's
+// sizing (2 tables of chunks per service) would overflow, naming the flag.
+func checkDatapathSizes(o bpf.Options) error {
+	for _, c := range []struct {
+		flag     string
+		v, limit uint32
+	}{
+		{"--max-services", o.MaxServices, 1 << 20},
+		{"--max-backends", o.MaxBackends, 1 << 24},
+		{"--max-flows", o.MaxFlows, 1 << 26},
+	} {
+		if c.v == 0 || c.v > c.limit {
+			return fmt.Errorf("%s %d: want 1 to %d", c.flag, c.v, c.limit)
+		}
+	}
+	return nil
 }
 
 // cleanupDatapath removes a node's datapath: unpinning the links detaches

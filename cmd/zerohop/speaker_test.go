@@ -14,6 +14,10 @@ func TestSpeakerCommandValidatesFlags(t *testing.T) {
 		{[]string{"speaker", "--node-name", ""}, "--node-name"},
 		{[]string{"speaker", "--node-name", "n1", "--router-id", "2001:db8::1"}, "--router-id"},
 		{[]string{"speaker", "--node-name", "n1", "--router-id", "nope"}, "--router-id"},
+		{[]string{"speaker", "--node-name", "n1", "--max-services", "0"}, "--max-services 0"},
+		{[]string{"speaker", "--node-name", "n1", "--max-backends", "16777217"}, "--max-backends 16777217"},
+		{[]string{"speaker", "--node-name", "n1", "--max-flows", "0"}, "--max-flows"},
+		{[]string{"speaker", "--node-name", "n1", "--max-flows", "-1"}, "--max-flows"},
 	}
 	for _, tc := range tests {
 		t.Setenv("NODE_NAME", "")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -95,6 +96,13 @@ func (r *run) resolve(c corev1.Container, node string) container {
 			v = node
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
 			v = releaseNS
+		case e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory":
+			// As the kubelet does, in bytes (the chart sets no divisor).
+			q, ok := c.Resources.Limits[corev1.ResourceMemory]
+			if !ok || !e.ValueFrom.ResourceFieldRef.Divisor.IsZero() {
+				r.t.Fatalf("container %s env %s: limits.memory %v, divisor %v: want a limit and no divisor", c.Name, e.Name, c.Resources.Limits, e.ValueFrom.ResourceFieldRef.Divisor)
+			}
+			v = strconv.FormatInt(q.Value(), 10)
 		case e.ValueFrom.SecretKeyRef != nil:
 			ref := e.ValueFrom.SecretKeyRef
 			s, err := r.kube().CoreV1().Secrets(releaseNS).Get(r.ctx, ref.Name, metav1.GetOptions{})
