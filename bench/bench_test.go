@@ -27,7 +27,7 @@ var (
 	flagDirectXDP  = flag.Bool("bench.direct-xdp", false, "also measure direct+xdp: no load balancer, XDP_PASS on the node's and Pods' veths")
 	flagCPNft      = flag.Bool("bench.cp-nft", false, "control plane: also time nft -f at -bench.cp-services x -bench.cp-endpoints (minutes)")
 	flagSpeakerSvc = flag.Int("bench.speaker-services", -1, "speaker sync: Services (-1: as -bench.cp-services, 0: skip)")
-	flagSpeakerRdy = flag.Int("bench.speaker-ready", 6, "speaker sync: ready endpoints per Service (the rest not ready)")
+	flagSpeakerRdy = flag.Int("bench.speaker-ready", 10, "speaker sync: ready endpoints per Service (the rest not ready)")
 	flagOut        = flag.String("bench.out", "", "write results JSON here")
 	flagXDP        = flag.String("bench.xdp", "", "file with `make bench-xdp` output to include")
 )

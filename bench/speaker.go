@@ -29,8 +29,11 @@ import (
 // The speaker's Services live in their own namespace, so that nothing else
 // in the lab's API server is mistaken for them.
 const (
-	speakerSvcNS = "bench-cp"
-	speakerNS    = "zerohop-system"
+	// speakerMemoryLimit is the chart's default speaker memory limit
+	// (charts/zerohop/values.yaml), which it passes on as GOMEMLIMIT.
+	speakerMemoryLimit = 256 << 20
+	speakerSvcNS       = "bench-cp"
+	speakerNS          = "zerohop-system"
 )
 
 // SpeakerSync is the real speaker's initial sync of many Services.
@@ -71,11 +74,9 @@ func buildZerohop(ctx context.Context, dir string) (string, error) {
 // and one IPv4 slice of endpoints on the benchmark node, of which the
 // first ready are ready and the rest neither ready nor serving.
 //
-// Why not policy Local with every endpoint ready: a Local LoadBalancer
-// Service takes a health-check node port, and the API server's default
-// range has 2,768 of them; and the speaker's maps hold 65,536 backends
-// (bpf's default MaxBackends, which the speaker has no flag for), fewer
-// than 10,000 x 10. Endpoints that are not ready are translated and left
+// Why not policy Local: a Local LoadBalancer Service takes a health-check
+// node port, and the API server's default range has 2,768 of them.
+// Endpoints that are not ready (with ready < eps) are translated and left
 // out, as a rollout's would be.
 func speakerObjects(i int, s Service, ready int) (*corev1.Service, *discoveryv1.EndpointSlice) {
 	name := fmt.Sprintf("cp-%d", i)
@@ -184,8 +185,14 @@ func (t *Topology) RunSpeakerSync(ctx context.Context, n, eps, ready int, logDir
 	start := time.Now()
 	// Only the Services' uplink: the bench's measured VIP is not in the
 	// API, so the speaker never competes with the datapath contenders.
-	cmd, err := t.Lab.StartSpeaker(bin, benchNode, speakerNS, logPath, []string{"--uplink", lab.UplinkIf},
-		[]string{"GODEBUG=gctrace=1"})
+	// Sized as a user would size it (the chart's speaker.datapathLimits)
+	// when n*ready outgrows the default 65,536 backends, and with the
+	// GOMEMLIMIT the chart derives from its default memory limit.
+	args := []string{"--uplink", lab.UplinkIf,
+		"--max-backends", strconv.Itoa(max(65536, n*ready+n*ready/4)),
+		"--max-services", strconv.Itoa(max(16384, n+n/4))}
+	cmd, err := t.Lab.StartSpeaker(bin, benchNode, speakerNS, logPath, args,
+		[]string{"GODEBUG=gctrace=1", "GOMEMLIMIT=" + strconv.Itoa(speakerMemoryLimit)})
 	if err != nil {
 		return nil, err
 	}
