@@ -53,6 +53,8 @@ type Options struct {
 	// MetricsAddr and HealthAddr: "0" or "" disables them.
 	MetricsAddr string
 	HealthAddr  string
+	// PprofAddr serves Go's /debug/pprof; "" or "0" (the default) disables it.
+	PprofAddr string
 	// KeepPathsOnExit leaves the BGP sessions to die with the process
 	// instead of closing them, so routers with graceful restart keep the
 	// paths until the next speaker is up (a rolling upgrade).
@@ -162,8 +164,9 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress: opts.HealthAddr,
+		PprofBindAddress:       opts.PprofAddr,
 		Cache: cache.Options{
-			DefaultTransform: cache.TransformStripManagedFields(),
+			DefaultTransform: trimForCache,
 			ByObject: map[client.Object]cache.ByObject{
 				// Secrets only in the speaker's namespace: a speaker runs
 				// on every node, and must not hold every Secret of the
