@@ -114,9 +114,31 @@ type service struct {
 	key      ServiceKey
 	id       uint32
 	active   uint32 // which maglev table slot is live
-	backends map[netip.AddrPort]uint32
+	backends backendIDs
 	ranges   map[netip.Prefix]bool // masked; in src_ranges under id
 	flags    ServiceFlags
+}
+
+// backendIDs are a service's backends with their ids, sorted by address
+// and port. A node can hold 100,000 backends: as a sorted slice they take
+// a third of the memory of a map per service.
+type backendIDs []backendID
+
+type backendID struct {
+	ap netip.AddrPort
+	id uint32
+}
+
+func (b backendIDs) get(ap netip.AddrPort) (uint32, bool) {
+	i, ok := slices.BinarySearchFunc(b, ap, func(e backendID, t netip.AddrPort) int { return e.ap.Compare(t) })
+	if !ok {
+		return 0, false
+	}
+	return b[i].id, true
+}
+
+func (b backendIDs) sort() {
+	slices.SortFunc(b, func(x, y backendID) int { return x.ap.Compare(y.ap) })
 }
 
 // pinnedMaps are shared between loads; .rodata is per program.
@@ -291,7 +313,7 @@ func (d *Datapath) restore() error {
 	it := d.objs.Services.Iterate()
 	for it.Next(&k, &v) {
 		sk := fromSvcKey(k)
-		s := &service{key: sk, id: v.Id, active: v.Active & 1, backends: map[netip.AddrPort]uint32{}, ranges: map[netip.Prefix]bool{}, flags: ServiceFlags(v.Flags)}
+		s := &service{key: sk, id: v.Id, active: v.Active & 1, ranges: map[netip.Prefix]bool{}, flags: ServiceFlags(v.Flags)}
 		d.services[sk] = s
 		byID[v.Id] = s
 		if err := d.addVIP(sk.Addr); err != nil {
@@ -313,11 +335,14 @@ func (d *Datapath) restore() error {
 		if !ok {
 			continue // left over from an interrupted delete
 		}
-		s.backends[netip.AddrPortFrom(wordsAddr(be.Addr, be.Family), hostPort(be.Port))] = id
+		s.backends = append(s.backends, backendID{netip.AddrPortFrom(wordsAddr(be.Addr, be.Family), hostPort(be.Port)), id})
 		d.beIDs.mark(id)
 	}
 	if err := bit.Err(); err != nil {
 		return fmt.Errorf("read backends: %w", err)
+	}
+	for _, s := range byID {
+		s.backends.sort()
 	}
 	var rk zhSrcKey
 	var rv uint32
@@ -512,7 +537,7 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 		if !ok {
 			return fmt.Errorf("service %s: all %d service ids in use", key, d.opts.MaxServices)
 		}
-		s = &service{key: key, id: id, backends: map[netip.AddrPort]uint32{}, ranges: map[netip.Prefix]bool{}}
+		s = &service{key: key, id: id, ranges: map[netip.Prefix]bool{}}
 		if err := d.resetStats(id); err != nil {
 			d.svcIDs.put(id)
 			return fmt.Errorf("service %s: %w", key, err)
@@ -533,7 +558,7 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 			return fmt.Errorf("service %s: source range %s: %w", key, p, err)
 		}
 	}
-	fail := func(next map[netip.AddrPort]uint32, err error) error {
+	fail := func(next backendIDs, err error) error {
 		d.dropRanges(s.id, ranges, s.ranges)
 		d.releaseNew(s, next, !exists)
 		return err
@@ -546,21 +571,21 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 	// Backend entries next: the table written next refers to them. New
 	// ids get zeroed counters first. Both are written in one batch each:
 	// per-entry syscalls were a good part of a large sync.
-	next := map[netip.AddrPort]uint32{}
+	next := make(backendIDs, 0, len(backends))
 	var eligible []Backend
 	var fresh []uint32 // stats indices of newly allocated backend ids
 	beKeys := make([]uint32, 0, len(backends))
 	beVals := make([]zhBackend, 0, len(backends))
 	for _, b := range backends {
 		ap := b.AddrPort()
-		id, ok := s.backends[ap]
+		id, ok := s.backends.get(ap)
 		if !ok {
 			if id, ok = d.beIDs.get(); !ok {
 				return fail(next, fmt.Errorf("service %s: all %d backend ids in use", key, d.opts.MaxBackends))
 			}
 			fresh = append(fresh, d.opts.MaxServices+id)
 		}
-		next[ap] = id
+		next = append(next, backendID{ap, id})
 		beKeys = append(beKeys, id)
 		beVals = append(beVals, zhBackend{
 			Addr:   addrWords(b.Addr),
@@ -574,6 +599,7 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 			eligible = append(eligible, b)
 		}
 	}
+	next.sort() // validate refused duplicates
 	if err := d.resetStatsBatch(fresh); err != nil {
 		return fail(next, fmt.Errorf("service %s: %w", key, err))
 	}
@@ -616,9 +642,9 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 			return fmt.Errorf("service %s: drop old table: %w", key, err)
 		}
 	}
-	for ap, id := range s.backends {
-		if _, keep := next[ap]; !keep {
-			d.dropBackend(id)
+	for _, b := range s.backends {
+		if _, keep := next.get(b.ap); !keep {
+			d.dropBackend(b.id)
 		}
 	}
 	// Prefixes no longer listed go last, once nothing admits by them.
@@ -699,10 +725,10 @@ func srcPrefix(k zhSrcKey, fam uint8) netip.Prefix {
 }
 
 // releaseNew frees the ids a failed upsert allocated.
-func (d *Datapath) releaseNew(s *service, next map[netip.AddrPort]uint32, isNew bool) {
-	for ap, id := range next {
-		if _, had := s.backends[ap]; !had {
-			d.dropBackend(id)
+func (d *Datapath) releaseNew(s *service, next backendIDs, isNew bool) {
+	for _, b := range next {
+		if _, had := s.backends.get(b.ap); !had {
+			d.dropBackend(b.id)
 		}
 	}
 	if isNew {
@@ -726,12 +752,12 @@ func maglevChunks(m uint32) (chunk, chunks uint32) {
 	return chunk, (m + chunk - 1) / chunk
 }
 
-func (d *Datapath) writeTable(table uint32, eligible []Backend, ids map[netip.AddrPort]uint32) error {
+func (d *Datapath) writeTable(table uint32, eligible []Backend, ids backendIDs) error {
 	names := make([]string, len(eligible))
 	beIDs := make([]uint32, len(eligible))
 	for i, b := range eligible {
 		names[i] = b.AddrPort().String()
-		beIDs[i] = ids[b.AddrPort()]
+		beIDs[i], _ = ids.get(b.AddrPort())
 	}
 	// The scratch buffers live as long as d (callers hold d.mu): a table
 	// is 64 KiB at the default size, and a sync of thousands of services
@@ -844,8 +870,8 @@ func (d *Datapath) DeleteService(key ServiceKey) error {
 			return fmt.Errorf("delete service %s: %w", key, err)
 		}
 	}
-	for _, id := range s.backends {
-		d.dropBackend(id)
+	for _, b := range s.backends {
+		d.dropBackend(b.id)
 	}
 	for p := range s.ranges {
 		if err := d.objs.SrcRanges.Delete(srcKey(s.id, p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -941,9 +967,9 @@ func (d *Datapath) Stats() (map[ServiceKey]ServiceStats, error) {
 			return nil, fmt.Errorf("stats of %s: %w", k, err)
 		}
 		st := ServiceStats{Counters: c, Backends: map[netip.AddrPort]Counters{}}
-		for ap, id := range s.backends {
-			if st.Backends[ap], err = d.counters(d.opts.MaxServices + id); err != nil {
-				return nil, fmt.Errorf("stats of %s backend %s: %w", k, ap, err)
+		for _, b := range s.backends {
+			if st.Backends[b.ap], err = d.counters(d.opts.MaxServices + b.id); err != nil {
+				return nil, fmt.Errorf("stats of %s backend %s: %w", k, b.ap, err)
 			}
 		}
 		out[k] = st
