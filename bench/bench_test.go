@@ -28,6 +28,7 @@ var (
 	flagCPNft      = flag.Bool("bench.cp-nft", false, "control plane: also time nft -f at -bench.cp-services x -bench.cp-endpoints (minutes)")
 	flagSpeakerSvc = flag.Int("bench.speaker-services", -1, "speaker sync: Services (-1: as -bench.cp-services, 0: skip)")
 	flagSpeakerRdy = flag.Int("bench.speaker-ready", 10, "speaker sync: ready endpoints per Service (the rest not ready)")
+	flagSpkHeap    = flag.String("bench.speaker-heap", "", "speaker sync: write the speaker's Go heap profile (pprof) to this file after the sync")
 	flagOut        = flag.String("bench.out", "", "write results JSON here")
 	flagXDP        = flag.String("bench.xdp", "", "file with `make bench-xdp` output to include")
 )
@@ -101,7 +102,7 @@ func TestBench(t *testing.T) {
 	}
 	if cfg.SpeakerServices > 0 {
 		fmt.Printf("bench: speaker sync: writing %d Services × %d endpoints to the API\n", cfg.SpeakerServices, cfg.CPEndpoints)
-		if res.SpeakerSync, err = topo.RunSpeakerSync(ctx, cfg.SpeakerServices, cfg.CPEndpoints, cfg.SpeakerReady, t.TempDir()); err != nil {
+		if res.SpeakerSync, err = topo.RunSpeakerSync(ctx, cfg.SpeakerServices, cfg.CPEndpoints, cfg.SpeakerReady, t.TempDir(), *flagSpkHeap); err != nil {
 			t.Fatal(err)
 		}
 	}

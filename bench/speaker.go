@@ -163,8 +163,10 @@ func createSpeakerServices(ctx context.Context, cfg *rest.Config, n, eps, ready 
 
 // RunSpeakerSync writes n Services of eps endpoints (ready of them ready)
 // into the API, then starts a real `zerohop speaker` on the node and
-// times it until its maps hold every Service, and reads its memory.
-func (t *Topology) RunSpeakerSync(ctx context.Context, n, eps, ready int, logDir string) (*SpeakerSync, error) {
+// times it until its maps hold every Service, and reads its memory. With
+// heapOut it also saves the speaker's heap profile there, to see what the
+// memory is.
+func (t *Topology) RunSpeakerSync(ctx context.Context, n, eps, ready int, logDir, heapOut string) (*SpeakerSync, error) {
 	if t.Lab.APIServer() == nil || t.Lab.RESTConfig == nil {
 		return nil, errors.New("the lab has no API server")
 	}
@@ -191,6 +193,10 @@ func (t *Topology) RunSpeakerSync(ctx context.Context, n, eps, ready int, logDir
 	args := []string{"--uplink", lab.UplinkIf,
 		"--max-backends", strconv.Itoa(max(65536, n*ready+n*ready/4)),
 		"--max-services", strconv.Itoa(max(16384, n+n/4))}
+	const pprofAddr = "127.0.0.1:7479" // in the node's namespace
+	if heapOut != "" {
+		args = append(args, "--pprof-bind-address", pprofAddr)
+	}
 	cmd, err := t.Lab.StartSpeaker(bin, benchNode, speakerNS, logPath, args,
 		[]string{"GODEBUG=gctrace=1", "GOMEMLIMIT=" + strconv.Itoa(speakerMemoryLimit)})
 	if err != nil {
@@ -252,6 +258,13 @@ func (t *Topology) RunSpeakerSync(ctx context.Context, n, eps, ready int, logDir
 	}
 	if b, err := os.ReadFile(logPath); err == nil {
 		r.LiveHeapMaxMiB, r.LiveHeapLastMiB = liveHeap(string(b))
+	}
+	if heapOut != "" {
+		argv := append(lab.NetnsCommand(lab.NodeName(benchNode)), "curl", "-sSf", "-o", heapOut, "http://"+pprofAddr+"/debug/pprof/heap?gc=1")
+		if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			return r, fmt.Errorf("speaker heap profile: %w: %s", err, out)
+		}
+		fmt.Fprintf(os.Stderr, "bench: speaker heap profile in %s (go tool pprof -top %s)\n", heapOut, heapOut)
 	}
 	if want := n * ready; r.BackendsInMaps != want {
 		return r, fmt.Errorf("speaker: %d backends in its maps, want %d", r.BackendsInMaps, want)

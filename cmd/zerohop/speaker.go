@@ -150,6 +150,7 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 	f.StringVar(&routerID, "router-id", "", "BGP router ID (default: a BGPPeer's routerID, else the node's IPv4 InternalIP)")
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":7474", `Prometheus metrics address; "0" disables`)
 	f.StringVar(&opts.HealthAddr, "health-probe-bind-address", ":7475", `/healthz address; "0" disables`)
+	f.StringVar(&opts.PprofAddr, "pprof-bind-address", "", `Go profiling (/debug/pprof) address, for debugging; "" or "0" disables`)
 	f.BoolVar(&opts.KeepPathsOnExit, "keep-paths-on-exit", true, "on SIGTERM, drop BGP sessions without a NOTIFICATION so routers with graceful restart keep the paths until the speaker is back")
 	f.Float32Var(&opts.QPS, "kube-api-qps", 50, "API requests per second")
 	f.IntVar(&opts.Burst, "kube-api-burst", 100, "API request burst")
