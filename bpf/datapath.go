@@ -154,7 +154,7 @@ var pinnedMaps = []string{
 // over), and pins programs and maps. It does not attach; see Attach.
 func Load(opts Options) (*Datapath, error) {
 	opts.setDefaults()
-	if !isPrime(opts.MaglevSize) || opts.MaglevSize < 3 {
+	if !IsPrime(opts.MaglevSize) || opts.MaglevSize < 3 {
 		return nil, fmt.Errorf("maglev size %d is not a prime >= 3", opts.MaglevSize)
 	}
 	if !opts.noPin {

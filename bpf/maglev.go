@@ -21,7 +21,7 @@ func Maglev(backends []string, m uint32, seed uint32) ([]uint32, error) {
 // maglevInto is Maglev writing into dst's storage when it has room, so a
 // caller that builds many tables (Upsert) allocates none per table.
 func maglevInto(dst []uint32, backends []string, m uint32, seed uint32) ([]uint32, error) {
-	if !isPrime(m) {
+	if !IsPrime(m) {
 		return nil, fmt.Errorf("maglev table size %d is not prime", m)
 	}
 	n := len(backends)
@@ -111,7 +111,8 @@ func mix64(x uint64) uint64 {
 	return x
 }
 
-func isPrime(m uint32) bool {
+// IsPrime reports whether m is prime: a Maglev table size must be.
+func IsPrime(m uint32) bool {
 	if m < 2 {
 		return false
 	}

@@ -173,6 +173,7 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 	f.Uint32Var(&dpOpts.MaxServices, "max-services", 16384, "datapath size: Service ports (VIP, port, protocol) this node can balance; changing it on a node with pins needs `--cleanup` first")
 	f.Uint32Var(&dpOpts.MaxBackends, "max-backends", 65536, "datapath size: backends (endpoint address and port, per Service port) of all Services together; changing it needs `--cleanup` first")
 	f.Uint32Var(&dpOpts.MaxFlows, "max-flows", 131072, "datapath size: tracked connections (LRU); changing it needs `--cleanup` first")
+	f.Uint32Var(&dpOpts.MaglevSize, "maglev-table-size", bpf.DefaultMaglevSize, "slots per Service in its Maglev table: a prime from 251 to 131071, the same on every node, at least 100 times a Service's largest backend count for even spread; kernel memory is 4 bytes per slot per Service port (twice while a table is replaced); changing it needs `--cleanup` first")
 	f.BoolVar(&dpOpts.ReplaceXDP, "xdp-replace", false, "replace an XDP program another tool attached to an uplink (default: refuse and say which)")
 	f.BoolVar(&cleanup, "cleanup", false, "detach the datapath from every interface, remove its pinned objects under --bpf-pin-root, and exit (run on uninstall)")
 	f.BoolVar(&debug, "debug", false, "verbose logging")
@@ -180,7 +181,8 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 }
 
 // checkDatapathSizes refuses map sizes the kernel or the Maglev map's
-// sizing (2 tables of chunks per service) would overflow, naming the flag.
+// sizing (2 tables of chunks per service) would overflow, and Maglev
+// tables that are not prime, naming the flag.
 func checkDatapathSizes(o bpf.Options) error {
 	for _, c := range []struct {
 		flag     string
@@ -193,6 +195,9 @@ func checkDatapathSizes(o bpf.Options) error {
 		if c.v == 0 || c.v > c.limit {
 			return fmt.Errorf("%s %d: want 1 to %d", c.flag, c.v, c.limit)
 		}
+	}
+	if m := o.MaglevSize; m < 251 || m > 131071 || !bpf.IsPrime(m) {
+		return fmt.Errorf("--maglev-table-size %d: want a prime from 251 to 131071 (e.g. 251, 1021, 4093, 16381, 65521, 131071)", m)
 	}
 	return nil
 }

@@ -18,6 +18,9 @@ func TestSpeakerCommandValidatesFlags(t *testing.T) {
 		{[]string{"speaker", "--node-name", "n1", "--max-backends", "16777217"}, "--max-backends 16777217"},
 		{[]string{"speaker", "--node-name", "n1", "--max-flows", "0"}, "--max-flows"},
 		{[]string{"speaker", "--node-name", "n1", "--max-flows", "-1"}, "--max-flows"},
+		{[]string{"speaker", "--node-name", "n1", "--maglev-table-size", "1000"}, "--maglev-table-size 1000: want a prime"},
+		{[]string{"speaker", "--node-name", "n1", "--maglev-table-size", "131"}, "--maglev-table-size 131"},
+		{[]string{"speaker", "--node-name", "n1", "--maglev-table-size", "262147"}, "--maglev-table-size 262147"},
 	}
 	for _, tc := range tests {
 		t.Setenv("NODE_NAME", "")
