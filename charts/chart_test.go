@@ -95,6 +95,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"speaker.metricsPort=70000", "metricsPort"},
 		{"speaker.datapathLimits.backends=0", "backends"},
 		{"speaker.datapathLimits.services=2000000", "services"},
+		{"speaker.maglevTableSize=100", "maglevTableSize"},
 		{"logLevel=verbose", "logLevel"},
 		{"image.pullPolicy=Sometimes", "pullPolicy"},
 		{"defaultClass=maybe", "defaultClass"},

@@ -212,6 +212,9 @@ func (r *run) startSpeaker(ds *appsv1.DaemonSet, i int, kc string) *proc {
 	if len(c.args) == 0 || c.args[0] != "speaker" {
 		r.t.Fatalf("speaker container args %v: want the speaker subcommand", c.args)
 	}
+	if want := fmt.Sprintf("--maglev-table-size=%d", labMaglevSize); !slices.Contains(c.args, want) {
+		r.t.Fatalf("speaker container args %v: want %s from the install's values", c.args, want)
+	}
 	log := filepath.Join(r.dir, fmt.Sprintf("speaker-%s.log", node))
 	// The chart's args come after the lab's defaults and the token
 	// kubeconfig after both: the last flag wins.
@@ -410,6 +413,10 @@ func (r *run) datapathOn(i int) (pinned, attached bool) {
 	}
 	return pinned, strings.Contains(string(out), "prog/xdp")
 }
+
+// labMaglevSize is the speakers' Maglev table size in this test, set
+// through the chart's values (the default is bpf.DefaultMaglevSize).
+const labMaglevSize = 4093
 
 // withCapabilities returns an executable that runs zerohop with no other
 // capabilities than the container's securityContext grants (as root, the

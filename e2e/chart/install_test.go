@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,7 +67,10 @@ func TestChartInLab(t *testing.T) {
 	// remove them so that the CRDs the cluster serves are the chart's.
 	r.removeCRDs()
 	tInstall := time.Now()
-	if out, err := r.helm("install", release, chartDir, "--namespace", releaseNS, "--create-namespace", "--wait=false"); err != nil {
+	// A Maglev table size other than the default, as a user would set
+	// it: the speakers must take it from the chart and serve with it.
+	if out, err := r.helm("install", release, chartDir, "--namespace", releaseNS, "--create-namespace", "--wait=false",
+		"--set", "speaker.maglevTableSize="+strconv.Itoa(labMaglevSize)); err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}
 	chartCRDs := r.waitChartCRDs()
@@ -180,7 +184,7 @@ func TestChartInLab(t *testing.T) {
 		tRoute.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 	t.Logf("MEASURED: 403s in normal operation: %v (API server count) and %d (component logs), with %d controller replicas and %d speakers",
 		normal.total-base.total, normalLogRefusals, nCtrl, l.Nodes())
-	t.Logf("MEASURED: speakers ran with capabilities %s only (the DaemonSet's list), datapath attached and VIPs served", r.capabilities)
+	t.Logf("MEASURED: speakers ran with capabilities %s only (the DaemonSet's list) and the values' Maglev table size %d, datapath attached and VIPs served", r.capabilities, labMaglevSize)
 	for _, res := range results {
 		t.Logf("FORBIDDEN CHECK %s", res)
 	}
