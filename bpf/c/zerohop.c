@@ -895,6 +895,17 @@ static __always_inline int dnat_v6(struct zh_pkt *p, void *end, const struct bac
 	return dnat6(p->l3, p->l4, p->csum_off, p->t.proto, p->kind == ZK_FRAG, end, be);
 }
 
+/* A router's hop on IPv4: TTL down by one, the header checksum updated
+ * incrementally (RFC 1624). The caller has checked the TTL is above 1. */
+static __always_inline void ipv4_dec_ttl(struct iphdr *ip)
+{
+	__u32 c = ip->check;
+
+	c += bpf_htons(0x0100);
+	ip->check = (__u16)(c + (c >= 0xffff));
+	ip->ttl--;
+}
+
 /* Next hop for the rewritten packet. Redirect only when the egress device
  * is registered in tx_ports (it takes XDP frames) and the neighbour is
  * known; otherwise XDP_PASS lets the kernel route the already-rewritten
@@ -902,6 +913,7 @@ static __always_inline int dnat_v6(struct zh_pkt *p, void *end, const struct bac
  * always passed so the VLAN device strips the tag. A successful lookup is
  * cached in the flow's conntrack entry (ct, when established) for a second.
  */
+
 static __always_inline int forward(struct xdp_md *ctx, struct zh_pkt *p, void *data, void *end,
 				   __be16 dport, struct ct_value *ct, __u64 now)
 {
@@ -972,10 +984,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct zh_pkt *p, void *d
 
 		if ((void *)(ip + 1) > end)
 			return XDP_PASS;
-		__u32 c = ip->check;
-		c += bpf_htons(0x0100);
-		ip->check = (__u16)(c + (c >= 0xffff));
-		ip->ttl--;
+		ipv4_dec_ttl(ip);
 	} else {
 		struct ipv6hdr *ip6 = p->l3;
 
@@ -1597,10 +1606,7 @@ static __always_inline int hit_out(struct ethhdr *eth, void *l3, void *l4, void 
 			return XDP_PASS;
 		if (!bpf_map_lookup_elem(&tx_ports, &ifindex))
 			return XDP_PASS;
-		__u32 c = ip->check;
-		c += bpf_htons(0x0100);
-		ip->check = (__u16)(c + (c >= 0xffff));
-		ip->ttl--;
+		ipv4_dec_ttl(ip);
 	} else {
 		struct ipv6hdr *ip6 = l3;
 
