@@ -429,7 +429,7 @@ func TestChaosBGP(t *testing.T) {
 			func() {
 				deadline := time.Now().Add(10 * time.Second)
 				for time.Now().Before(deadline) {
-					if h, err := routeHops(ctx, v); err == nil && h == "" {
+					if h, err := lab.BGPNextHops(ctx, v); err == nil && h == "" {
 						return
 					}
 					time.Sleep(100 * time.Millisecond)
@@ -701,7 +701,7 @@ func TestChaosBGP(t *testing.T) {
 			return true, ""
 		})
 		for _, v := range web {
-			want := nodeHops(v.Is6(), 1, 2, 3)
+			want := lab.NodeNextHops(v, 1, 2, 3)
 			eventually(t, 30*time.Second, fmt.Sprintf("router's FIB route %s via %s", v, want), func() (bool, string) {
 				h, err := kernelHops(ctx, v)
 				return err == nil && h == want, fmt.Sprint(h, err)
@@ -769,7 +769,7 @@ func TestChaosBGP(t *testing.T) {
 		// kernelGone polls the router's kernel FIB (what forwards) until
 		// vip's route no longer has node2, and returns how long that took.
 		kernelGone := func(vip netip.Addr, t0 time.Time) time.Duration {
-			want := nodeHops(vip.Is6(), 1, 3)
+			want := lab.NodeNextHops(vip, 1, 3)
 			for time.Since(t0) < 10*time.Second {
 				if r, err := lab.KernelRouteFor(ctx, netip.PrefixFrom(vip, vip.BitLen())); err == nil && r != nil {
 					h := slices.Clone(r.NextHops)
@@ -795,7 +795,7 @@ func TestChaosBGP(t *testing.T) {
 		}
 		for cut := 1; cut <= cuts; cut++ {
 			for _, v := range web {
-				want := nodeHops(v.Is6(), 1, 2, 3)
+				want := lab.NodeNextHops(v, 1, 2, 3)
 				eventually(t, 30*time.Second, fmt.Sprintf("router's FIB route %s via %s", v, want), func() (bool, string) {
 					h, err := kernelHops(ctx, v)
 					return err == nil && h == want, fmt.Sprint(h, err)
@@ -935,17 +935,7 @@ func TestChaosBGP(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = logf.Close()
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-		})
+		t.Cleanup(func() { lab.StopCommand(cmd, syscall.SIGTERM) })
 		restarted := time.Since(t0)
 		for _, v := range web {
 			e.waitRoute(t, v, 60*time.Second, 1, 2, 3)

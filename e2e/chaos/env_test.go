@@ -116,15 +116,7 @@ func (e *env) stopSpeaker(i int, sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	lab.StopCommand(cmd, sig)
 }
 
 // speakerAlive reports whether node i's speaker process still runs.
@@ -360,48 +352,9 @@ func (e *env) allIngress(t *testing.T) map[string]string {
 	return out
 }
 
-// routeHops is the router's selected BGP route for a VIP: its next hops,
-// sorted and joined, or "" when there is none.
-func routeHops(ctx context.Context, vip netip.Addr) (string, error) {
-	rs, err := lab.RIB(ctx, netip.PrefixFrom(vip, vip.BitLen()))
-	if err != nil {
-		return "", err
-	}
-	for _, r := range rs {
-		if r.Protocol == "bgp" && r.Selected {
-			h := slices.Clone(r.NextHops)
-			sort.Strings(h)
-			return strings.Join(h, ","), nil
-		}
-	}
-	return "", nil
-}
-
-// nodeHops is what routeHops returns for a route via these nodes.
-func nodeHops(v6 bool, nodes ...int) string {
-	var s []string
-	for _, n := range nodes {
-		a4, a6 := lab.NodeAddrs(n)
-		if v6 {
-			s = append(s, a6.String())
-		} else {
-			s = append(s, a4.String())
-		}
-	}
-	sort.Strings(s)
-	return strings.Join(s, ",")
-}
-
 func (e *env) waitRoute(t *testing.T, vip netip.Addr, d time.Duration, nodes ...int) {
 	t.Helper()
-	want := nodeHops(vip.Is6(), nodes...)
-	eventually(t, d, fmt.Sprintf("route %s via %s", vip, want), func() (bool, string) {
-		got, err := routeHops(e.ctx, vip)
-		if err != nil {
-			return false, err.Error()
-		}
-		return got == want, got
-	})
+	lab.WaitBGPRoute(t, e.ctx, vip, d, nodes...)
 }
 
 // ribWatch samples the router's routes for vips every 200ms and records
@@ -423,7 +376,7 @@ func watchRIB(ctx context.Context, vips ...netip.Addr) *ribWatch {
 		last := map[netip.Addr]string{}
 		for n := 0; n < 10000 && ctx.Err() == nil; n++ {
 			for _, v := range vips {
-				got, err := routeHops(ctx, v)
+				got, err := lab.BGPNextHops(ctx, v)
 				w.mu.Lock()
 				if err != nil {
 					if ctx.Err() == nil {
@@ -466,20 +419,9 @@ func neighbor(ctx context.Context, addr netip.Addr) (lab.BGPNeighbor, bool) {
 	return lab.BGPNeighbor{}, false
 }
 
-// eventually polls cond every 20ms for at most d.
 func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, got := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", d, what, got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lab.Eventually(t, d, what, cond)
 }
 
 func hostPort(a netip.Addr) string {

@@ -246,13 +246,7 @@ func (r *run) stopAll() {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for _, p := range r.procs {
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			r.t.Errorf("%s (pid %d) ignored SIGTERM for 10s; killing it", p.name, p.cmd.Process.Pid)
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
+		r.reap(p)
 	}
 }
 
@@ -393,6 +387,12 @@ func (r *run) forbiddenChecks(ctrlKC, spkKC string) []string {
 // stop ends one component (SIGTERM, SIGKILL after 10 s).
 func (r *run) stop(p *proc) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	r.reap(p)
+}
+
+// reap waits for a signalled component to exit, killing it (and failing
+// the test) after 10 s.
+func (r *run) reap(p *proc) {
 	select {
 	case <-p.done:
 	case <-time.After(10 * time.Second):

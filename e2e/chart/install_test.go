@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -306,33 +305,9 @@ func (r *run) waitVIPs() []netip.Addr {
 // waitRoute waits for the router's selected BGP route to vip whose next
 // hops are exactly the given nodes' addresses of vip's family.
 func (r *run) waitRoute(vip netip.Addr, nodes ...int) {
-	var want []string
-	for _, n := range nodes {
-		n4, n6 := lab.NodeAddrs(n)
-		if vip.Is4() {
-			want = append(want, n4.String())
-		} else {
-			want = append(want, n6.String())
-		}
-	}
-	sort.Strings(want)
-	prefix := netip.PrefixFrom(vip, vip.BitLen())
-	r.eventually(45*time.Second, fmt.Sprintf("router route %s via %v", prefix, want), func() (bool, string) {
-		rs, err := lab.RIB(r.ctx, prefix)
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, rt := range rs {
-			if rt.Protocol != "bgp" || !rt.Selected || rt.Prefix != prefix.String() {
-				continue
-			}
-			hops := slices.Clone(rt.NextHops)
-			sort.Strings(hops)
-			return slices.Equal(hops, want), fmt.Sprint(hops)
-		}
-		return false, fmt.Sprintf("no selected BGP route in %v", rs)
-	})
-	r.t.Logf("router RIB: %s via %v (the nodes with Pods)", prefix, want)
+	r.t.Helper()
+	lab.WaitBGPRoute(r.t, r.ctx, vip, 45*time.Second, nodes...)
+	r.t.Logf("router RIB: %s via %s (the nodes with Pods)", vip, lab.NodeNextHops(vip, nodes...))
 }
 
 // checkSpeakerStatuses: each speaker wrote its node's SpeakerStatus with

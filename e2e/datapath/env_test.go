@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -212,32 +211,7 @@ func (e *env) soleL2Owner(vip string) int {
 // the given nodes as next hops.
 func (e *env) waitRoute(vip string, nodes ...int) {
 	e.t.Helper()
-	a := netip.MustParseAddr(vip)
-	var want []string
-	for _, n := range nodes {
-		n4, n6 := lab.NodeAddrs(n)
-		if a.Is4() {
-			want = append(want, n4.String())
-		} else {
-			want = append(want, n6.String())
-		}
-	}
-	sort.Strings(want)
-	eventually(e.t, 30*time.Second, fmt.Sprintf("route %s via %v", vip, want), func() (bool, string) {
-		rs, err := lab.RIB(e.ctx, netip.PrefixFrom(a, a.BitLen()))
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, r := range rs {
-			if r.Protocol != "bgp" || !r.Selected {
-				continue
-			}
-			got := append([]string(nil), r.NextHops...)
-			sort.Strings(got)
-			return strings.Join(got, ",") == strings.Join(want, ","), strings.Join(got, ",")
-		}
-		return len(want) == 0, "no route"
-	})
+	lab.WaitBGPRoute(e.t, e.ctx, netip.MustParseAddr(vip), 30*time.Second, nodes...)
 }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {

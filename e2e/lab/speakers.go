@@ -82,7 +82,13 @@ func (s *Speakers) Stop(i int) {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(os.Interrupt)
+	StopCommand(cmd, os.Interrupt)
+}
+
+// StopCommand ends a started process: sig, then SIGKILL if it has not
+// exited within 10 s; it returns once the process is reaped.
+func StopCommand(cmd *exec.Cmd, sig os.Signal) {
+	_ = cmd.Process.Signal(sig)
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	select {

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -484,39 +483,7 @@ func waitSessions(t *testing.T, ctx context.Context, c client.Client) {
 // the given nodes as next hops.
 func waitRoute(t *testing.T, ctx context.Context, vip netip.Addr, nodes ...int) {
 	t.Helper()
-	var want []string
-	for _, n := range nodes {
-		n4, n6 := lab.NodeAddrs(n)
-		if vip.Is4() {
-			want = append(want, n4.String())
-		} else {
-			want = append(want, n6.String())
-		}
-	}
-	sort.Strings(want)
-	deadline := time.Now().Add(60 * time.Second)
-	last := "no route"
-	for {
-		rs, err := lab.RIB(ctx, netip.PrefixFrom(vip, vip.BitLen()))
-		if err != nil {
-			last = err.Error()
-		}
-		for _, r := range rs {
-			if r.Protocol != "bgp" || !r.Selected {
-				continue
-			}
-			got := append([]string(nil), r.NextHops...)
-			sort.Strings(got)
-			if slices.Equal(got, want) {
-				return
-			}
-			last = strings.Join(got, ",")
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("route %s via %v: not within 60s; last %s", vip, want, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	lab.WaitBGPRoute(t, ctx, vip, 60*time.Second, nodes...)
 }
 
 // scrape fetches a metrics endpoint and parses it with the Prometheus text
@@ -681,14 +648,4 @@ func startProc(t *testing.T, logDir, logName string, argv []string) {
 }
 
 // stop ends a process this test started (SIGTERM, then SIGKILL after 10s).
-func stop(cmd *exec.Cmd) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
+func stop(cmd *exec.Cmd) { lab.StopCommand(cmd, syscall.SIGTERM) }
