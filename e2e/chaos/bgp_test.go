@@ -308,13 +308,8 @@ func TestChaosBGP(t *testing.T) {
 	})
 
 	t.Run("apiserver-stopped-60s", func(t *testing.T) {
-		var api lab.Proc
-		for _, p := range l.Procs() {
-			if p.Name == "kube-apiserver" {
-				api = p
-			}
-		}
-		if api.PID <= 1 {
+		api, ok := l.Proc("kube-apiserver")
+		if !ok || api.PID <= 1 {
 			t.Fatal("no kube-apiserver among the lab's processes")
 		}
 		before := e.allIngress(t)
@@ -896,13 +891,8 @@ func TestChaosBGP(t *testing.T) {
 	})
 
 	t.Run("frr-restart", func(t *testing.T) {
-		var bgpd lab.Proc
-		for _, p := range l.Procs() {
-			if p.Name == "frr-bgpd" {
-				bgpd = p
-			}
-		}
-		if bgpd.PID <= 1 {
+		bgpd, ok := l.Proc("frr-bgpd")
+		if !ok || bgpd.PID <= 1 {
 			t.Fatal("no frr-bgpd among the lab's processes")
 		}
 		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", bgpd.PID))

@@ -540,6 +540,19 @@ func (l *Lab) Procs() []Proc {
 	return slices.Clone(l.st.Procs)
 }
 
+// Proc returns the process the lab started under name (e.g.
+// "kube-apiserver", "frr-bgpd").
+func (l *Lab) Proc(name string) (Proc, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.st.Procs {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Proc{}, false
+}
+
 // PodSpec describes a Pod to add.
 type PodSpec struct {
 	Name      string
