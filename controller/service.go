@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -58,7 +59,7 @@ func (s *state) setup(mgr manager.Manager) error {
 	if err != nil {
 		return fmt.Errorf("pool controller: %w", err)
 	}
-	return nil
+	return s.setupAccepted(mgr)
 }
 
 func isLB(o client.Object) bool {
@@ -147,6 +148,11 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		s.kick(s.kickPools)
 	}
 
+	// The pools first, so that a speaker that sees an address in the
+	// status also sees where it came from.
+	if err := r.recordPools(ctx, &svc, v1alpha1.FormatAllocatedFrom(res.IPs, res.Pools)); err != nil {
+		return reconcile.Result{}, err
+	}
 	// Status: exactly the IPs held, and the outside-pool condition.
 	orig := svc.DeepCopy()
 	var ingress []corev1.LoadBalancerIngress
@@ -183,6 +189,29 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	return reconcile.Result{}, nil
 }
 
+// recordPools sets the annotation that records which pool each address
+// came from (v1alpha1.AnnotationAllocatedFrom); "" removes it.
+func (r *serviceReconciler) recordPools(ctx context.Context, svc *corev1.Service, value string) error {
+	if svc.Annotations[v1alpha1.AnnotationAllocatedFrom] == value {
+		return nil
+	}
+	var v any = value
+	if value == "" {
+		v = nil
+	}
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{v1alpha1.AnnotationAllocatedFrom: v}}})
+	if err != nil {
+		return err
+	}
+	if err := r.s.client.Patch(ctx, svc, client.RawPatch(types.MergePatchType, body), client.FieldOwner(FieldOwner)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("service %s/%s: record pool: %w", svc.Namespace, svc.Name, err)
+	}
+	return nil
+}
+
 // release frees a deleted Service's IPs.
 func (s *state) release(key string) []netip.Addr {
 	s.mu.Lock()
@@ -202,6 +231,9 @@ func (s *state) release(key string) []netip.Addr {
 func (r *serviceReconciler) stopServing(ctx context.Context, svc *corev1.Service, key string) error {
 	s := r.s
 	held := s.release(key)
+	if err := r.recordPools(ctx, svc, ""); err != nil {
+		return err
+	}
 	if len(held) == 0 {
 		return nil
 	}

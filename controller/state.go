@@ -149,13 +149,17 @@ func (s *state) ensureLoaded(ctx context.Context) error {
 	for i := range svcs {
 		svc := &svcs[i]
 		key := svc.Namespace + "/" + svc.Name
-		var held []netip.Addr
+		var (
+			held  []netip.Addr
+			homes []string
+		)
 		for _, ing := range svc.Status.LoadBalancer.Ingress {
 			if ip, err := netip.ParseAddr(ing.IP); err == nil {
 				held = append(held, ip.Unmap())
+				homes = append(homes, v1alpha1.AllocatedFrom(svc.Annotations[v1alpha1.AnnotationAllocatedFrom], ip.Unmap()))
 			}
 		}
-		if err := s.alloc.Restore(key, held, sharingOf(svc)); err != nil {
+		if err := s.alloc.Restore(key, held, homes, sharingOf(svc)); err != nil {
 			s.conflict[key] = err.Error()
 			s.log.Info("not restoring a conflicting allocation", "service", key, "reason", err.Error())
 			continue

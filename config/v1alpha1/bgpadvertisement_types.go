@@ -74,14 +74,17 @@ type BGPAdvertisementSpec struct {
 
 // BGPAdvertisement announces pools' addresses over BGP.
 // +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,categories=zerohop
 // +kubebuilder:printcolumn:name="Pools",type=string,JSONPath=`.spec.ipAddressPools`
 // +kubebuilder:printcolumn:name="Peers",type=string,JSONPath=`.spec.peers`
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 type BGPAdvertisement struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec BGPAdvertisementSpec `json:"spec,omitempty"`
+	Spec   BGPAdvertisementSpec `json:"spec,omitempty"`
+	Status ObjectStatus         `json:"status,omitempty"`
 }
 
 // BGPAdvertisementList is a list of BGPAdvertisement.

@@ -24,6 +24,7 @@ type BGPPeerSpec struct {
 	// PeerAddress is the router's IPv4 or IPv6 address.
 	// +kubebuilder:validation:MaxLength=45
 	// +kubebuilder:validation:XValidation:rule=`isIP(self)`,message="must be an IPv4 or IPv6 address"
+	// +kubebuilder:validation:XValidation:rule=`!isIP(self) || !ip(self).isUnspecified() && !ip(self).isLoopback() && !(ip(self).family() == 4 ? cidr('224.0.0.0/4') : cidr('ff00::/8')).containsIP(ip(self)) && self != '255.255.255.255'`,message="must not be an unspecified, loopback, multicast or broadcast address"
 	PeerAddress string `json:"peerAddress"`
 
 	// PeerPort is the router's TCP port. Default 179.
@@ -106,18 +107,37 @@ type SecretReference struct {
 	Namespace string `json:"namespace,omitempty"`
 }
 
+// ObjectStatus reports, for the kinds whose conflicts the schema cannot
+// see, whether the object is in force.
+type ObjectStatus struct {
+	// Conditions: Accepted is False, with the reason and the object it
+	// conflicts with, where zerohop does not use the object (or a part of
+	// it) because an older object keeps what it asks for. Written by the
+	// controller; the speakers apply the same rules on their own.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ConditionAccepted is the condition type of ObjectStatus.
+const ConditionAccepted = "Accepted"
+
 // BGPPeer is a router the speakers peer with.
 // +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,categories=zerohop
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.peerAddress`
 // +kubebuilder:printcolumn:name="ASN",type=integer,JSONPath=`.spec.peerASN`
 // +kubebuilder:printcolumn:name="My ASN",type=integer,JSONPath=`.spec.myASN`
 // +kubebuilder:printcolumn:name="BFD",type=string,JSONPath=`.spec.bfdProfile`
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 type BGPPeer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec BGPPeerSpec `json:"spec"`
+	Spec   BGPPeerSpec  `json:"spec"`
+	Status ObjectStatus `json:"status,omitempty"`
 }
 
 // BGPPeerList is a list of BGPPeer.
