@@ -78,7 +78,7 @@ type Zerohop struct {
 	podLinks []link.Link
 }
 
-// zerohopPinRoot is under the lab's pin directory, so `zerohop lab down`
+// zerohopPinRoot is under the lab's pin directory, so `zerohop-lab down`
 // sweeps it if a run crashes.
 var zerohopPinRoot = lab.PinDir + "/bench"
 

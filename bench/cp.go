@@ -141,7 +141,7 @@ func (t *Topology) RunControlPlane(ctx context.Context, c Config, dp []DatapathR
 		if ct.Name() == "nftables" {
 			sec = &cp.NftSec
 			// 3-4 minutes at 10,000 x 10, a fifth of the bench's
-			// budget, for a number the issue does not ask for.
+			// budget, for a number the goals (docs/performance.md) do not ask for.
 			if !c.CPNft {
 				continue
 			}

@@ -81,7 +81,7 @@ func chainHash(prefix, s string) string {
 // endpoint's KUBE-SEP chain, which marks hairpin traffic for masquerade and
 // DNATs to the Pod. (For a LoadBalancer IP kube-proxy goes through a
 // KUBE-EXT chain first; it adds one jump per new connection and is left
-// out, as the issue describes the SERVICES → SVC → SEP path.)
+// out, so that the compared path is SERVICES → SVC → SEP.)
 func (rs Ruleset) IptablesRestore() string {
 	var chains, rules strings.Builder
 	chain := func(name string) { fmt.Fprintf(&chains, ":%s - [0:0]\n", name) }

@@ -290,7 +290,7 @@ func (r *serviceReconciler) request(ctx context.Context, svc *corev1.Service) (i
 
 	raw := svc.Annotations[AnnotationIPs]
 	if raw == "" {
-		raw = svc.Spec.LoadBalancerIP //nolint:staticcheck // still honoured, as the issue asks
+		raw = svc.Spec.LoadBalancerIP //nolint:staticcheck // deprecated, still honoured: existing manifests set it
 	}
 	for _, part := range strings.Split(raw, ",") {
 		part = strings.TrimSpace(part)

@@ -10,10 +10,16 @@ cd "$(dirname "$0")/.."
 
 ctx=$(mktemp -d /tmp/zh-image-ctx.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT
-# The directories .dockerignore admits (lines "!dir/"), minus test files.
+# The directories .dockerignore admits (lines "!dir/"), minus the
+# directories it then leaves out again (lines "dir/") and test files.
 mapfile -t admitted < <(sed -n 's|^!\([^*]*\)$|\1|p' .dockerignore)
-git ls-files -- "${admitted[@]}" | grep -Ev '_test\.go$|/testdata/|^bpf/c/' |
+mapfile -t excluded < <(sed -n 's|^\([^!#*][^*]*/\)$|:(exclude)\1|p' .dockerignore)
+git ls-files -- "${admitted[@]}" "${excluded[@]}" | grep -Ev '_test\.go$|/testdata/' |
 	tar -cf - -T - | tar -xf - -C "$ctx"
+[[ -z "$(find "$ctx" -path "$ctx/e2e" -o -path "$ctx/internal/apiserver" -o -path "$ctx/bpf/c")" ]] || {
+	echo "image-check: the build context holds lab or C sources" >&2
+	exit 1
+}
 echo "image-check: build context has $(find "$ctx" -type f | wc -l) files"
 (cd "$ctx" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath \
 	-ldflags "-s -w -X github.com/zerohop/zerohop/internal/version.Version=v0.0.0-image-check" \

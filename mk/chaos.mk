@@ -1,4 +1,4 @@
-# e2e/chaos: issue 14's chaos suite in the lab (root). Under a bounded
+# e2e/chaos: the chaos suite in the lab (root). Under a bounded
 # client load it restarts and upgrades speakers, kills the controller
 # leader, stops the API server for 60s, restarts the router's bgpd, cuts
 # nodes off (BGP+BFD and L2), deletes and recreates a pool, and sends

@@ -3,20 +3,25 @@
 
 LAB_NODES ?= 3
 
-.PHONY: lab lab-down test-lab
+.PHONY: lab lab-down build-lab test-lab
+
+# The lab's own command, kept out of bin/zerohop (the binary the image
+# ships); its demo runs bin/zerohop, the binary beside it.
+build-lab:
+	$(GO) build -o bin/zerohop-lab ./cmd/zerohop-lab
 
 # Installs deps, builds, brings the lab up, applies the demo, starts
 # bin/zerohop's controller and one speaker per node, and reports what it
 # observed. The lab (and those processes) stay up; `make lab-down` ends it.
-lab: deps build
-	bin/zerohop lab up --demo --nodes $(LAB_NODES)
+lab: deps build build-lab
+	bin/zerohop-lab up --demo --nodes $(LAB_NODES)
 
 # Removes the lab, and whatever a crashed earlier run left behind. Uses the
 # binary that brought the lab up when there is one, so a tree that does not
 # build right now can still take its lab down.
 lab-down:
-	@[[ -x bin/zerohop ]] || $(MAKE) --no-print-directory build
-	bin/zerohop lab down
+	@[[ -x bin/zerohop-lab ]] || $(MAKE) --no-print-directory build-lab
+	bin/zerohop-lab down
 
 # One lab for the whole package keeps this to well under a minute.
 test-lab:
@@ -27,11 +32,11 @@ TEST_TARGETS += test-lab
 TEST_EXCLUDE_PKGS += /e2e/lab$$
 
 .PHONY: test-e2e
-# Issue 10's acceptance (e2e/datapath; root): speakers drive the XDP
-# datapath in the lab, BGP and L2, IPv4 and IPv6: per-node counters, client
-# addresses, Cluster mode by direct return, scaling and terminating Pods
-# without resets, loadBalancerSourceRanges, and the EndpointSlice → map
-# latency on every node (printed).
+# e2e/datapath (root): speakers drive the XDP datapath in the lab, BGP and
+# L2, IPv4 and IPv6: per-node counters, client addresses, Cluster mode by
+# direct return, scaling and terminating Pods without resets,
+# loadBalancerSourceRanges, and the EndpointSlice → map latency on every
+# node (printed).
 test-e2e:
 	$(GO) test -count=1 -timeout 10m -v ./e2e/datapath/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)' | grep -v '^=== RUN'
 

@@ -1,4 +1,4 @@
-# Observability (issue 12): `zerohop status`, metrics, Announced/Withdrawn
+# Observability: `zerohop status`, metrics, Announced/Withdrawn
 # Events. The status package's joins and the Event limiter are unit tests
 # in test-go; this target is the lab check (e2e/observability; root): a
 # controller and three speakers, traffic through a dual-stack eTP Local

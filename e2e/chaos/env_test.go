@@ -445,7 +445,8 @@ type result struct {
 	user     string
 }
 
-// report logs a scenario's numbers as the issue asks, and a table row.
+// report logs a scenario's numbers (requests, failures, recovery time), and
+// a table row.
 func report(t *testing.T, r result) {
 	t.Helper()
 	t.Logf("SCENARIO %s: %d requests, %d failed, recovery %s", r.scenario, r.sent, r.failed, r.recover)

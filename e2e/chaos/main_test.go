@@ -1,4 +1,4 @@
-// Package chaos_test is issue 14's suite: in the lab, with a bounded client
+// Package chaos_test is the chaos suite: in the lab, with a bounded client
 // load running (long-lived TCP connections and new short ones, IPv4 and
 // IPv6, every failure counted with its time), it restarts and upgrades
 // speakers, kills the controller leader, stops the API server, restarts

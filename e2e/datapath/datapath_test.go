@@ -26,8 +26,8 @@ const (
 	edgeVIP6 = "2001:db8:113::102"
 )
 
-// TestBGPDatapath is issue 10's acceptance in BGP mode. Subtests share one
-// lab and run in order.
+// TestBGPDatapath checks the whole path in BGP mode. Subtests share one lab
+// and run in order.
 func TestBGPDatapath(t *testing.T) {
 	const nodes = 3
 	e := upEnv(t, nodes, 8*time.Minute)
@@ -308,7 +308,7 @@ func TestBGPDatapath(t *testing.T) {
 	})
 }
 
-// TestL2Datapath is issue 10's acceptance in L2 mode: the one node that
+// TestL2Datapath checks the whole path in L2 mode: the one node that
 // answers ARP/NDP for a VIP balances its traffic in XDP.
 func TestL2Datapath(t *testing.T) {
 	const nodes = 3

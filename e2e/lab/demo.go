@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -91,16 +90,12 @@ func demoService() *corev1.Service {
 // hops, and requests from the client showing which Pod answered and the
 // client address it saw.
 //
-// The controller and speakers are this executable's `controller` and
-// `speaker` subcommands, so Demo is for `zerohop lab up --demo`, not for test
-// binaries. They are recorded in the state file, so Down stops them.
-func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
+// The controller and speakers are the `controller` and `speaker`
+// subcommands of the zerohop binary at exe (`zerohop-lab up --demo` passes
+// bin/zerohop). They are recorded in the state file, so Down stops them.
+func (l *Lab) Demo(ctx context.Context, w io.Writer, exe string) error {
 	if l.Kube == nil || l.APIServer() == nil {
 		return fmt.Errorf("the demo needs the lab's API server")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("the zerohop binary: %w", err)
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("\n== demo: applying objects")
@@ -259,9 +254,9 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 		p("  kubeconfig: %s", info.Kubeconfig)
 		p("  kubectl --kubeconfig %s get svc,pods,endpointslices -A", info.Kubeconfig)
 		p("  (it embeds an admin client certificate; any Kubernetes client works; without")
-		p("  one, `bin/zerohop lab status` shows the Services' VIPs, processes and BGP)")
+		p("  one, `bin/zerohop-lab status` shows the Services' VIPs, processes and BGP)")
 	}
-	p("  bin/zerohop lab status    (logs, incl. zerohop-controller.log and")
+	p("  bin/zerohop-lab status    (logs, incl. zerohop-controller.log and")
 	p("                            zerohop-speaker-zh-nodeN.log, in %s)", l.logDir())
 	p("  make lab-down             ends the lab, the controller and the speakers")
 	return nil

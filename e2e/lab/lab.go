@@ -6,8 +6,9 @@
 // would, so speakers under test see real objects.
 //
 // The same code serves tests (Up, which tears down at test end) and
-// `zerohop lab up|down|status` (Start with Detach, then Down from another
-// process using the state file under /run/zerohop-lab).
+// `zerohop-lab up|down|status` (cmd/zerohop-lab: Start with Detach, then Down
+// from another process using the state file under /run/zerohop-lab). It is
+// test and lab code: the zerohop binary never links it.
 //
 //	zh-client ── zh-router ── [zh-switch: br0] ── zh-node1 ── zh-pod-*
 //	                                          ├── zh-node2 ── zh-pod-*
@@ -72,7 +73,7 @@ type Options struct {
 	// process: Pods' echo servers and test BGP peers run as such helpers.
 	// Default: this executable with HelperArg (see HelperMain).
 	HelperCommand []string
-	// Detach lets the lab's processes outlive this process (`lab up`);
+	// Detach lets the lab's processes outlive this process (`zerohop-lab up`);
 	// otherwise they die with it.
 	Detach bool
 	// Log receives progress lines; nil discards them.
@@ -202,7 +203,7 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 		return nil, err
 	}
 	if leftovers := existingLab(opts.StateDir); len(leftovers) > 0 {
-		return nil, fmt.Errorf("lab: a lab is already up or was left behind (%s); run `zerohop lab down` (or make lab-down) first",
+		return nil, fmt.Errorf("lab: a lab is already up or was left behind (%s); run `zerohop-lab down` (or make lab-down) first",
 			strings.Join(leftovers, ", "))
 	}
 	l := &Lab{opts: opts, st: &State{Nodes: opts.Nodes}}
@@ -332,7 +333,7 @@ func (l *Lab) connect(cfg *rest.Config) error {
 	return nil
 }
 
-// Load attaches to a lab started by another process (`zerohop lab up`).
+// Load attaches to a lab started by another process (`zerohop-lab up`).
 func Load(opts Options) (*Lab, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err

@@ -16,7 +16,7 @@ import (
 // ports to the nodes get a program that passes everything, so the nodes'
 // datapath can send encapsulated frames (Cluster mode) the way it would
 // on real hardware. The links are pinned under PinDir so that they outlive
-// `lab up`, and go with it on `lab down`.
+// `zerohop-lab up`, and go with it on `zerohop-lab down`.
 func attachSwitchPass(nodes int) error {
 	if err := os.MkdirAll(PinDir, 0o700); err != nil {
 		return fmt.Errorf("xdp pass: %w", err)

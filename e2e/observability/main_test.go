@@ -1,5 +1,5 @@
 // Package observability_test checks, in the lab, that zerohop shows its own
-// work (issue 12): after traffic through a dual-stack eTP Local Service,
+// work: after traffic through a dual-stack eTP Local Service,
 // `zerohop status -o json` on each node reports per-backend flow counts
 // equal to the echo servers' own counts, and the controller's and
 // speakers' metrics endpoints parse with the Prometheus text parser and

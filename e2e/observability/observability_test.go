@@ -44,7 +44,7 @@ const (
 	nodes        = 3
 )
 
-// TestStatusAndMetrics is issue 12's acceptance: status counts equal the
+// TestStatusAndMetrics checks that status counts equal the
 // echo servers' counts exactly, and every metrics endpoint parses.
 func TestStatusAndMetrics(t *testing.T) {
 	start := time.Now()
