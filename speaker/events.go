@@ -2,17 +2,15 @@ package speaker
 
 import (
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/zerohop/zerohop/speaker/announce"
+	"github.com/zerohop/zerohop/speaker/bgp"
 )
 
 // Announce/withdraw Events tell a Service's owner, in `kubectl describe
@@ -83,7 +81,7 @@ type svcAnnouncement struct {
 }
 
 // planByService folds a plan into per-Service announcements.
-func planByService(plan announce.Plan) map[string]svcAnnouncement {
+func planByService(plan bgp.Plan) map[string]svcAnnouncement {
 	pfx := map[string]map[string]bool{}
 	peers := map[string]map[string]bool{}
 	for _, pp := range plan.Peers {
@@ -153,7 +151,7 @@ type announceEvents struct {
 // bgpEvents records Announced/Withdrawn Events for what changed since the
 // last plan, within the limits above; Events over the limits are counted
 // in zerohop_speaker_events_suppressed_total and dropped.
-func (r *reconciler) bgpEvents(plan announce.Plan, svcs []corev1.Service) {
+func (r *reconciler) bgpEvents(plan bgp.Plan, svcs []corev1.Service) {
 	e := &r.announceEv
 	next := planByService(plan)
 	e.mu.Lock()
@@ -188,67 +186,4 @@ func (r *reconciler) bgpEvents(plan announce.Plan, svcs []corev1.Service) {
 		r.rec.Eventf(svc, nil, corev1.EventTypeNormal, c.reason, "Announce",
 			"node %s %s %s to %s", r.opts.NodeName, verb, strings.Join(c.prefixes, ","), strings.Join(c.peers, ","))
 	}
-}
-
-// Metrics of the hooks in this package's other files (sessions, L2) that
-// issue 12 asks for.
-var (
-	sessionFlaps = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "zerohop_speaker_bgp_session_flaps_total",
-		Help: "Times an established BGP session to the peer went down.",
-	}, []string{"peer"})
-	l2OwnershipChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "zerohop_speaker_l2_ownership_changes_total",
-		Help: "VIPs this node took over (change=acquired) or gave up (change=released) in L2 mode.",
-	}, []string{"change"})
-	l2Announcements = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "zerohop_speaker_l2_announcements_sent_total",
-		Help: "Gratuitous ARPs (family=ipv4) and unsolicited neighbour advertisements (family=ipv6) sent for owned VIPs.",
-	}, []string{"family"})
-	eventsSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "zerohop_speaker_events_suppressed_total",
-		Help: "Announced/Withdrawn Events not recorded because of the per-Service interval or the node-wide rate limit.",
-	})
-)
-
-// eventMetrics are registered with the speaker's other metrics. The
-// fixed label values start at zero so the series exist before the first
-// change.
-func eventMetrics() []prometheus.Collector {
-	for _, c := range []string{"acquired", "released"} {
-		l2OwnershipChanges.WithLabelValues(c)
-	}
-	for _, f := range []string{"ipv4", "ipv6"} {
-		l2Announcements.WithLabelValues(f)
-	}
-	return []prometheus.Collector{sessionFlaps, l2OwnershipChanges, l2Announcements, eventsSuppressed}
-}
-
-// countL2Changes counts VIPs gained and lost between two owned sets.
-func countL2Changes(before, after []l2Owned) {
-	had := make(map[netip.Addr]bool, len(before))
-	for _, o := range before {
-		had[o.vip.ip] = true
-	}
-	has := make(map[netip.Addr]bool, len(after))
-	for _, o := range after {
-		has[o.vip.ip] = true
-		if !had[o.vip.ip] {
-			l2OwnershipChanges.WithLabelValues("acquired").Inc()
-		}
-	}
-	for ip := range had {
-		if !has[ip] {
-			l2OwnershipChanges.WithLabelValues("released").Inc()
-		}
-	}
-}
-
-// countL2Announcement is the l2 Announcer's OnAnnounce hook.
-func countL2Announcement(vip netip.Addr) {
-	f := "ipv6"
-	if vip.Is4() {
-		f = "ipv4"
-	}
-	l2Announcements.WithLabelValues(f).Inc()
 }

@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
-	"github.com/zerohop/zerohop/speaker/announce"
+	"github.com/zerohop/zerohop/speaker/bgp"
 )
 
 func TestEventLimiter(t *testing.T) {
@@ -121,9 +121,9 @@ func TestPlanByService(t *testing.T) {
 		return &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	}
 	p4, p6 := netip.MustParsePrefix("203.0.113.1/32"), netip.MustParsePrefix("2001:db8::1/128")
-	plan := announce.Plan{Peers: []announce.PeerPlan{
-		{Peer: peer("r1"), Paths: []announce.Path{{Prefix: p4, Services: []string{"ns/a", "ns/b"}}, {Prefix: p6, Services: []string{"ns/a"}}}},
-		{Peer: peer("r2"), Paths: []announce.Path{{Prefix: p4, Services: []string{"ns/a", "ns/b"}}}},
+	plan := bgp.Plan{Peers: []bgp.PeerPlan{
+		{Peer: peer("r1"), Paths: []bgp.Path{{Prefix: p4, Services: []string{"ns/a", "ns/b"}}, {Prefix: p6, Services: []string{"ns/a"}}}},
+		{Peer: peer("r2"), Paths: []bgp.Path{{Prefix: p4, Services: []string{"ns/a", "ns/b"}}}},
 	}}
 	got := planByService(plan) // prefixes sorted as strings
 	want := map[string]svcAnnouncement{
