@@ -10,7 +10,8 @@
 //   - BGP (bgp.go): speaker/bgp plans the paths of each peer and its
 //     embedded GoBGP announces them; BFD sessions follow the peers;
 //   - L2 (l2.go): speaker/l2 elects one owner per VIP among the live
-//     memberlist members and answers ARP/NDP for the VIPs this node owns;
+//     memberlist members and answers ARP/NDP for the VIPs this node owns
+//     (and re-decides between reconciles, on membership changes);
 //   - retire (datapath.go): entries nobody wants go, after the
 //     announcements above were withdrawn and a grace period passed;
 //   - status (status.go): a SpeakerStatus named after the node, and
@@ -18,7 +19,8 @@
 //
 // Each mode keeps its pure planner and its I/O in its own package
 // (speaker/bgp, speaker/l2, speaker/datapath); this package only reads the
-// cache, orders the phases and reports.
+// cache, orders the phases and reports. Every part logs through the one
+// logr.Logger of Options.Log. docs/speaker.md has the details.
 package speaker
 
 import (
