@@ -13,17 +13,17 @@ import (
 	"github.com/zerohop/zerohop/speaker/bgp"
 )
 
-// Announce/withdraw Events tell a Service's owner, in `kubectl describe
+// Announced/Withdrawn Events (BGP) tell a Service's owner, in `kubectl describe
 // service`, which nodes attract its traffic. They are news, not state
 // (SpeakerStatus is the state), so they are rate-limited twice: at most
-// one per Service per announceEventInterval, so a flapping Service costs
+// one per Service per prefixEventInterval, so a flapping Service costs
 // little, and a node-wide token bucket, so that a speaker starting with
 // 10k Services, or a pool edit that moves them all, writes a bounded
 // trickle instead of 10k Events at once.
 const (
-	announceEventInterval = 10 * time.Second
-	announceEventRate     = 10 // Events per second, node-wide
-	announceEventBurst    = 50
+	prefixEventInterval = 10 * time.Second
+	prefixEventRate     = 10 // Events per second, node-wide
+	prefixEventBurst    = 50
 )
 
 // eventLimiter admits an Event for a key when the key had none in the last
@@ -74,14 +74,14 @@ func (l *eventLimiter) allow(key string, now time.Time) bool {
 	return true
 }
 
-// svcAnnouncement is what this node's plan sends for one Service.
-type svcAnnouncement struct {
+// svcPrefixes is what this node's plan sends for one Service.
+type svcPrefixes struct {
 	prefixes []string // sorted
 	peers    []string // sorted
 }
 
 // planByService folds a plan into per-Service announcements.
-func planByService(plan bgp.Plan) map[string]svcAnnouncement {
+func planByService(plan bgp.Plan) map[string]svcPrefixes {
 	pfx := map[string]map[string]bool{}
 	peers := map[string]map[string]bool{}
 	for _, pp := range plan.Peers {
@@ -95,38 +95,38 @@ func planByService(plan bgp.Plan) map[string]svcAnnouncement {
 			}
 		}
 	}
-	out := make(map[string]svcAnnouncement, len(pfx))
+	out := make(map[string]svcPrefixes, len(pfx))
 	for s := range pfx {
-		out[s] = svcAnnouncement{prefixes: slices.Sorted(maps.Keys(pfx[s])), peers: slices.Sorted(maps.Keys(peers[s]))}
+		out[s] = svcPrefixes{prefixes: slices.Sorted(maps.Keys(pfx[s])), peers: slices.Sorted(maps.Keys(peers[s]))}
 	}
 	return out
 }
 
-// announceChange is one Event to record.
-type announceChange struct {
+// prefixChange is one Event to record.
+type prefixChange struct {
 	service  string // namespace/name
 	reason   string // "Announced" or "Withdrawn"
 	prefixes []string
 	peers    []string
 }
 
-// announceChanges compares two plans: a Service whose set of prefixes
+// prefixChanges compares two plans: a Service whose set of prefixes
 // gained members is Announced (naming the new ones), one that lost
 // members is Withdrawn (naming the lost ones). A change of peers alone is
 // not news for the Service's owner. Sorted by service, Withdrawn first.
-func announceChanges(prev, next map[string]svcAnnouncement) []announceChange {
-	var out []announceChange
+func prefixChanges(prev, next map[string]svcPrefixes) []prefixChange {
+	var out []prefixChange
 	for _, s := range slices.Sorted(maps.Keys(prev)) {
 		if lost := minus(prev[s].prefixes, next[s].prefixes); len(lost) > 0 {
-			out = append(out, announceChange{service: s, reason: "Withdrawn", prefixes: lost, peers: prev[s].peers})
+			out = append(out, prefixChange{service: s, reason: "Withdrawn", prefixes: lost, peers: prev[s].peers})
 		}
 	}
 	for _, s := range slices.Sorted(maps.Keys(next)) {
 		if gained := minus(next[s].prefixes, prev[s].prefixes); len(gained) > 0 {
-			out = append(out, announceChange{service: s, reason: "Announced", prefixes: gained, peers: next[s].peers})
+			out = append(out, prefixChange{service: s, reason: "Announced", prefixes: gained, peers: next[s].peers})
 		}
 	}
-	slices.SortStableFunc(out, func(a, b announceChange) int { return strings.Compare(a.service, b.service) })
+	slices.SortStableFunc(out, func(a, b prefixChange) int { return strings.Compare(a.service, b.service) })
 	return out
 }
 
@@ -141,10 +141,10 @@ func minus(a, b []string) []string {
 	return out
 }
 
-// announceEvents is the reconciler's memory of the last plan.
-type announceEvents struct {
+// prefixEvents is the reconciler's memory of the last plan.
+type prefixEvents struct {
 	mu   sync.Mutex
-	prev map[string]svcAnnouncement
+	prev map[string]svcPrefixes
 	lim  *eventLimiter
 }
 
@@ -152,13 +152,13 @@ type announceEvents struct {
 // last plan, within the limits above; Events over the limits are counted
 // in zerohop_speaker_events_suppressed_total and dropped.
 func (r *reconciler) bgpEvents(plan bgp.Plan, svcs []corev1.Service) {
-	e := &r.announceEv
+	e := &r.prefixEv
 	next := planByService(plan)
 	e.mu.Lock()
 	if e.lim == nil {
-		e.lim = newEventLimiter(announceEventInterval, announceEventRate, announceEventBurst)
+		e.lim = newEventLimiter(prefixEventInterval, prefixEventRate, prefixEventBurst)
 	}
-	changes := announceChanges(e.prev, next)
+	changes := prefixChanges(e.prev, next)
 	e.prev = next
 	e.mu.Unlock()
 	if len(changes) == 0 {

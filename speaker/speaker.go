@@ -302,7 +302,7 @@ type reconciler struct {
 	// dp programs the kernel datapath; nil without one (announce only).
 	dp *datapath.Programmer
 
-	announceEv announceEvents // Announced/Withdrawn Events (events.go)
+	prefixEv prefixEvents // Announced/Withdrawn Events (events.go)
 }
 
 func (r *reconciler) close(keepPaths bool) {
