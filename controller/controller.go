@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -61,6 +62,8 @@ type Options struct {
 	Burst int
 	// Workers is the number of concurrent Service reconciles.
 	Workers int
+	// Log is the process's logger. Default: controller-runtime's.
+	Log logr.Logger
 }
 
 // Controller is a running or startable controller.
@@ -104,6 +107,7 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 	skip := true
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                        Scheme(),
+		Logger:                        opts.Log,
 		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:        opts.HealthAddr,
 		LeaderElection:                opts.LeaderElection,

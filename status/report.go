@@ -24,7 +24,6 @@ import (
 
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/config/v1alpha1"
-	"github.com/zerohop/zerohop/speaker/announce"
 )
 
 // Report is the whole view.
@@ -307,7 +306,7 @@ func joinAPI(a *API, node string, now time.Time, vipOf func(netip.Addr) *VIP,
 	for i := range a.Pools {
 		poolPtrs = append(poolPtrs, &a.Pools[i])
 	}
-	pools, errs := announce.NewPools(poolPtrs)
+	pools, errs := v1alpha1.NewPoolIndex(poolPtrs)
 	for _, err := range errs {
 		notes = append(notes, err.Error())
 	}

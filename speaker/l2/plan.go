@@ -1,4 +1,9 @@
-package speaker
+package l2
+
+// The planner: which Service IPs are L2 VIPs (VIPs), and which of them
+// this node answers for, on which interfaces (Compute). It does no I/O; the
+// speaker gathers the members, interfaces and link states and hands the
+// result to the Announcer.
 
 import (
 	"fmt"
@@ -11,37 +16,35 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
-	"github.com/zerohop/zerohop/speaker/announce"
-	"github.com/zerohop/zerohop/speaker/l2"
 	"github.com/zerohop/zerohop/speaker/l2/election"
 )
 
-// l2VIP is one Service IP that some L2Advertisement selects, with the
+// VIP is one Service IP that some L2Advertisement selects, with the
 // advertisements' rules merged: when several advertisements select the
 // same pool, a node is eligible if any of them allows it, so that every
 // speaker still computes one owner per VIP.
-type l2VIP struct {
-	svc types.NamespacedName
-	ip  netip.Addr
-	// selectors are the merged node selectors; nil means every node.
-	selectors []v1alpha1.LabelSelector
-	// interfaces named by the advertisements; nil means the interface
-	// on the VIP's subnet (l2.InterfaceFor).
-	interfaces []string
-	// local, for externalTrafficPolicy Local, is the set of nodes with a
+type VIP struct {
+	Service types.NamespacedName
+	IP      netip.Addr
+	// Selectors are the merged node selectors; nil means every node.
+	Selectors []v1alpha1.LabelSelector
+	// Interfaces named by the advertisements; nil means the interface
+	// on the VIP's subnet (InterfaceFor).
+	Interfaces []string
+	// Local, for externalTrafficPolicy Local, is the set of nodes with a
 	// ready endpoint; nil for Cluster.
-	local map[string]bool
+	Local map[string]bool
 }
 
-// l2VIPs finds the L2 VIPs among the Services: IPs whose pool an
+// VIPs finds the L2 VIPs among the Services: IPs whose pool an
 // L2Advertisement selects.
-func l2VIPs(pools []*v1alpha1.IPAddressPool, advs []v1alpha1.L2Advertisement, svcs []corev1.Service,
-	slicesOf map[types.NamespacedName][]*discoveryv1.EndpointSlice) ([]l2VIP, []error) {
+func VIPs(pools []*v1alpha1.IPAddressPool, advs []v1alpha1.L2Advertisement, svcs []corev1.Service,
+	slicesOf map[types.NamespacedName][]*discoveryv1.EndpointSlice) ([]VIP, []error) {
 	if len(advs) == 0 {
 		return nil, nil
 	}
-	idx, errs := announce.NewPools(pools)
-	var out []l2VIP
+	idx, errs := v1alpha1.NewPoolIndex(pools)
+	var out []VIP
 	for i := range svcs {
 		svc := &svcs[i]
 		if svc.DeletionTimestamp != nil || svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
@@ -62,11 +65,11 @@ func l2VIPs(pools []*v1alpha1.IPAddressPool, advs []v1alpha1.L2Advertisement, sv
 			if pool == nil {
 				continue
 			}
-			v := l2VIP{svc: key, ip: ip, local: local}
+			v := VIP{Service: key, IP: ip, Local: local}
 			matched, allNodes, anyIface := false, false, false
 			for j := range advs {
 				spec := &advs[j].Spec
-				ok, err := announce.SelectsPool(spec.IPAddressPools, spec.IPAddressPoolSelectors, pool)
+				ok, err := spec.SelectsPool(pool)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("l2advertisement %s: %w", advs[j].Name, err))
 					continue
@@ -78,23 +81,23 @@ func l2VIPs(pools []*v1alpha1.IPAddressPool, advs []v1alpha1.L2Advertisement, sv
 				if len(spec.NodeSelectors) == 0 {
 					allNodes = true
 				}
-				v.selectors = append(v.selectors, spec.NodeSelectors...)
+				v.Selectors = append(v.Selectors, spec.NodeSelectors...)
 				if len(spec.Interfaces) == 0 {
 					anyIface = true
 				}
-				v.interfaces = append(v.interfaces, spec.Interfaces...)
+				v.Interfaces = append(v.Interfaces, spec.Interfaces...)
 			}
 			if !matched {
 				continue
 			}
 			if allNodes {
-				v.selectors = nil
+				v.Selectors = nil
 			}
 			if anyIface {
-				v.interfaces = nil
+				v.Interfaces = nil
 			} else {
-				slices.Sort(v.interfaces)
-				v.interfaces = slices.Compact(v.interfaces)
+				slices.Sort(v.Interfaces)
+				v.Interfaces = slices.Compact(v.Interfaces)
 			}
 			out = append(out, v)
 		}
@@ -119,48 +122,48 @@ func readyNodes(sls []*discoveryv1.EndpointSlice) map[string]bool {
 	return out
 }
 
-// l2Input is everything one L2 decision depends on.
-type l2Input struct {
-	self    string
-	nodes   []election.Node
-	vips    []l2VIP
-	members []string // live, ready memberlist members
-	// majority is false when this speaker sees no more than half of the
+// Input is everything one L2 decision depends on.
+type Input struct {
+	Self    string
+	Nodes   []election.Node
+	VIPs    []VIP
+	Members []string // live, ready memberlist members
+	// Majority is false when this speaker sees no more than half of the
 	// expected speakers: it then answers for nothing.
-	majority bool
-	ifaces   []l2.Interface
-	// linkDown lists announcing interfaces found down; any makes the
+	Majority bool
+	Ifaces   []Interface
+	// LinkDown lists announcing interfaces found down; any makes the
 	// speaker answer for nothing (and leave the election).
-	linkDown map[string]bool
+	LinkDown map[string]bool
 }
 
-// l2Owned is one VIP this node answers for.
-type l2Owned struct {
-	vip l2VIP
-	// ifaces are where it is answered.
-	ifaces []string
+// Owned is one VIP this node answers for.
+type Owned struct {
+	VIP VIP
+	// Interfaces are where it is answered.
+	Interfaces []string
 }
 
 // interfacesOf is where this node would answer for v.
-func interfacesOf(v l2VIP, ifaces []l2.Interface) []string {
-	if v.interfaces == nil {
-		if name, ok := l2.InterfaceFor(v.ip, ifaces); ok {
+func interfacesOf(v VIP, ifaces []Interface) []string {
+	if v.Interfaces == nil {
+		if name, ok := InterfaceFor(v.IP, ifaces); ok {
 			return []string{name}
 		}
 		return nil
 	}
 	var out []string
-	for _, name := range v.interfaces {
-		if slices.ContainsFunc(ifaces, func(i l2.Interface) bool { return i.Name == name }) {
+	for _, name := range v.Interfaces {
+		if slices.ContainsFunc(ifaces, func(i Interface) bool { return i.Name == name }) {
 			out = append(out, name)
 		}
 	}
 	return out
 }
 
-// announcingInterfaces is every interface this node could answer on for
+// AnnouncingInterfaces is every interface this node could answer on for
 // the VIPs, owned or not: the ones whose link state decides readiness.
-func announcingInterfaces(vips []l2VIP, ifaces []l2.Interface) []string {
+func AnnouncingInterfaces(vips []VIP, ifaces []Interface) []string {
 	set := map[string]bool{}
 	for _, v := range vips {
 		for _, n := range interfacesOf(v, ifaces) {
@@ -170,32 +173,32 @@ func announcingInterfaces(vips []l2VIP, ifaces []l2.Interface) []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
-// planL2 decides which VIPs this node answers for, by interface. Every
+// Compute decides which VIPs this node answers for, by interface. Every
 // speaker computes it from the same Services, Nodes and members, so all
 // agree on one owner per VIP without talking to the API server.
-func planL2(in l2Input) (owned []l2Owned, errs []error) {
-	if !in.majority || len(in.linkDown) > 0 {
+func Compute(in Input) (owned []Owned, errs []error) {
+	if !in.Majority || len(in.LinkDown) > 0 {
 		return nil, nil
 	}
 	alive := map[string]bool{}
-	for _, m := range in.members {
+	for _, m := range in.Members {
 		alive[m] = true
 	}
-	for _, v := range in.vips {
-		eligible, err := election.Eligible(in.nodes, v.selectors, alive, v.local)
+	for _, v := range in.VIPs {
+		eligible, err := election.Eligible(in.Nodes, v.Selectors, alive, v.Local)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("service %s: l2 %v: %w", v.svc, v.ip, err))
+			errs = append(errs, fmt.Errorf("service %s: l2 %v: %w", v.Service, v.IP, err))
 			continue
 		}
-		if election.Owner(v.ip, eligible) != in.self {
+		if election.Owner(v.IP, eligible) != in.Self {
 			continue
 		}
-		ifs := interfacesOf(v, in.ifaces)
+		ifs := interfacesOf(v, in.Ifaces)
 		if len(ifs) == 0 {
-			errs = append(errs, fmt.Errorf("service %s: l2 %v: no local interface on its subnet, and the L2Advertisement names none present", v.svc, v.ip))
+			errs = append(errs, fmt.Errorf("service %s: l2 %v: no local interface on its subnet, and the L2Advertisement names none present", v.Service, v.IP))
 			continue
 		}
-		owned = append(owned, l2Owned{vip: v, ifaces: ifs})
+		owned = append(owned, Owned{VIP: v, Interfaces: ifs})
 	}
 	return owned, errs
 }

@@ -1,9 +1,9 @@
-// Package announce decides what a speaker announces: from Services with
-// their IPs, pools, advertisements, peers, this node and its local
-// endpoints, it computes the BGP paths each peer should receive. It does no
-// I/O, so every rule is a row in a table test; the speaker feeds it objects
-// from its caches and hands the result to speaker/bgp.
-package announce
+package bgp
+
+// The planner: from Services with their IPs, pools, advertisements, peers,
+// this node and its local endpoints, Compute decides the paths each peer
+// receives. It does no I/O, so every rule is a row in a table test; the
+// speaker feeds it objects from its cache and hands the plan to the Server.
 
 import (
 	"cmp"
@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
 )
@@ -182,13 +183,13 @@ type pathAcc struct {
 // plan stands, so one typo does not withdraw every route.
 func Compute(in Input) (Plan, []error) {
 	var errs []error
-	pools, perrs := NewPools(in.Pools)
+	pools, perrs := v1alpha1.NewPoolIndex(in.Pools)
 	errs = append(errs, perrs...)
 
 	// Peers of this node.
 	var peers []*v1alpha1.BGPPeer
 	for _, p := range in.Peers {
-		ok, err := SelectsNode(p.Spec.NodeSelectors, in.Node.Labels)
+		ok, err := p.Spec.SelectsNode(in.Node.Labels)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("bgppeer %s: nodeSelectors: %w", p.Name, err))
 			continue
@@ -232,7 +233,7 @@ func Compute(in Input) (Plan, []error) {
 			}
 			for i := range adverts {
 				a := &adverts[i]
-				ok, err := SelectsPool(a.adv.Spec.IPAddressPools, a.adv.Spec.IPAddressPoolSelectors, pool)
+				ok, err := a.adv.Spec.SelectsPool(pool)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("bgpadvertisement %s: ipAddressPoolSelectors: %w", a.adv.Name, err))
 					continue
@@ -307,7 +308,7 @@ func Compute(in Input) (Plan, []error) {
 }
 
 func parseAdvert(adv *v1alpha1.BGPAdvertisement, node Node, peers []*v1alpha1.BGPPeer) (advert, bool, error) {
-	ok, err := SelectsNode(adv.Spec.NodeSelectors, node.Labels)
+	ok, err := adv.Spec.SelectsNode(node.Labels)
 	if err != nil {
 		return advert{}, false, fmt.Errorf("bgpadvertisement %s: nodeSelectors: %w", adv.Name, err)
 	}
@@ -356,4 +357,50 @@ func comparePrefix(a, b netip.Prefix) int {
 func compareLarge(a, b LargeCommunity) int {
 	return cmp.Or(cmp.Compare(a.GlobalAdmin, b.GlobalAdmin),
 		cmp.Compare(a.LocalData1, b.LocalData1), cmp.Compare(a.LocalData2, b.LocalData2))
+}
+
+// ServiceFrom summarises a Service and its EndpointSlices for node. It
+// returns false for Services that are not LoadBalancers or have no ingress
+// IP yet.
+func ServiceFrom(svc *corev1.Service, sls []*discoveryv1.EndpointSlice, node string) (Service, bool) {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return Service{}, false
+	}
+	s := Service{
+		Key:       svc.Namespace + "/" + svc.Name,
+		LocalOnly: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+	}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if a, err := netip.ParseAddr(in.IP); err == nil {
+			s.IPs = append(s.IPs, a.Unmap())
+		}
+	}
+	if len(s.IPs) == 0 {
+		return Service{}, false
+	}
+	// A dual-stack Service has one slice per family listing the same Pods:
+	// count Pods, not addresses, so that weights do not double.
+	ready := map[string]bool{}
+	local := map[string]bool{}
+	for _, sl := range sls {
+		for _, ep := range sl.Endpoints {
+			// A nil Ready means ready (discovery/v1 API contract).
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			if len(ep.Addresses) == 0 {
+				continue
+			}
+			key := "addr/" + ep.Addresses[0]
+			if ep.TargetRef != nil && ep.TargetRef.Name != "" {
+				key = "ref/" + ep.TargetRef.Namespace + "/" + ep.TargetRef.Name
+			}
+			ready[key] = true
+			if ep.NodeName != nil && *ep.NodeName == node {
+				local[key] = true
+			}
+		}
+	}
+	s.Ready, s.LocalReady = len(ready), len(local)
+	return s, true
 }
