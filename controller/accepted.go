@@ -143,7 +143,7 @@ func advertisementCondition(a *v1alpha1.BGPAdvertisement, pools []v1alpha1.IPAdd
 		Message: "every prefix it announces lies inside the pool it comes from", ObservedGeneration: a.Generation}
 	var msgs []string
 	for i := range pools {
-		ok, err := crosscheck.SelectsPool(a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors, &pools[i])
+		ok, err := a.Spec.SelectsPool(&pools[i])
 		if err != nil || !ok {
 			continue
 		}

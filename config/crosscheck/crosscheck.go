@@ -16,7 +16,6 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/controller/ipam"
@@ -50,7 +49,7 @@ func Peers(peers []*v1alpha1.BGPPeer, nodeLabels map[string]string) (inForce []*
 	slices.SortFunc(sorted, func(a, b *v1alpha1.BGPPeer) int { return Older(a, b) })
 	keeper := map[netip.Addr]string{}
 	for _, p := range sorted {
-		ok, err := selects(p.Spec.NodeSelectors, nodeLabels)
+		ok, err := p.Spec.SelectsNode(nodeLabels)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("bgppeer %s: nodeSelectors: %w", p.Name, err))
 			continue
@@ -72,22 +71,6 @@ func Peers(peers []*v1alpha1.BGPPeer, nodeLabels map[string]string) (inForce []*
 		inForce = append(inForce, p)
 	}
 	return inForce, conflicts, errs
-}
-
-func selects(selectors []v1alpha1.LabelSelector, l map[string]string) (bool, error) {
-	if len(selectors) == 0 {
-		return true, nil
-	}
-	for i := range selectors {
-		sel, err := selectors[i].AsSelector()
-		if err != nil {
-			return false, fmt.Errorf("selector %d: %w", i, err)
-		}
-		if sel.Matches(labels.Set(l)) {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // PoolRanges parses a pool's declared addresses. An entry that does not
@@ -158,15 +141,68 @@ func Aggregation(adv *v1alpha1.BGPAdvertisement, pool *v1alpha1.IPAddressPool) e
 	return nil
 }
 
+// Pools indexes pools by the addresses they declare, to find the pool of
+// an address as the controller records it.
+type Pools struct {
+	pools  []*v1alpha1.IPAddressPool // oldest first
+	ranges [][]ipam.Range            // merged, valid entries only
+	byName map[string]int
+}
+
+// NewPools indexes pools. Entries in error (PoolRanges) are reported and
+// left out; the rest of each pool still counts.
+func NewPools(pools []*v1alpha1.IPAddressPool) (*Pools, []error) {
+	idx := &Pools{byName: map[string]int{}}
+	var errs []error
+	for _, p := range pools {
+		if p.DeletionTimestamp == nil {
+			idx.pools = append(idx.pools, p)
+		}
+	}
+	slices.SortFunc(idx.pools, func(a, b *v1alpha1.IPAddressPool) int { return Older(a, b) })
+	for i, p := range idx.pools {
+		rs, perrs := PoolRanges(p)
+		errs = append(errs, perrs...)
+		idx.ranges = append(idx.ranges, ipam.Merge(rs))
+		idx.byName[p.Name] = i
+	}
+	return idx, errs
+}
+
+// Of returns the pool an address belongs to: recorded, the pool named on
+// its Service (v1alpha1.AnnotationAllocatedFrom), while that pool still
+// declares the address, else the oldest pool that declares it, else nil.
+// The controller records pools by the same rule, so both agree, and a pool
+// added later never changes how an address in service is announced.
+func (idx *Pools) Of(ip netip.Addr, recorded string) *v1alpha1.IPAddressPool {
+	if i, ok := idx.byName[recorded]; ok && declares(idx.ranges[i], ip, ip) {
+		return idx.pools[i]
+	}
+	for i, rs := range idx.ranges {
+		if declares(rs, ip, ip) {
+			return idx.pools[i]
+		}
+	}
+	return nil
+}
+
 // Within reports whether every address of prefix lies in pool's declared
 // addresses: the last check before a prefix is announced or an address is
 // answered for.
-func Within(prefix netip.Prefix, pool *v1alpha1.IPAddressPool) bool {
-	rs, _ := PoolRanges(pool)
-	first := prefix.Masked().Addr()
-	whole := ipam.Range{First: first, Last: lastOf(prefix.Masked())}
-	for _, r := range ipam.Merge(rs) {
-		if r.Contains(whole.First) && r.Contains(whole.Last) {
+func (idx *Pools) Within(prefix netip.Prefix, pool *v1alpha1.IPAddressPool) bool {
+	i, ok := idx.byName[pool.Name]
+	if !ok || idx.pools[i] != pool {
+		return false
+	}
+	p := prefix.Masked()
+	return declares(idx.ranges[i], p.Addr(), lastOf(p))
+}
+
+// declares reports whether first..last lies inside one of rs (merged, so
+// an address range inside the pool lies inside one entry).
+func declares(rs []ipam.Range, first, last netip.Addr) bool {
+	for _, r := range rs {
+		if r.Contains(first) && r.Contains(last) {
 			return true
 		}
 	}
@@ -180,41 +216,4 @@ func lastOf(p netip.Prefix) netip.Addr {
 	}
 	a, _ := netip.AddrFromSlice(b)
 	return a
-}
-
-// PoolOf returns the pool an address belongs to: the pool recorded on its
-// Service (v1alpha1.AnnotationAllocatedFrom) while that pool still declares
-// it, else the oldest pool that declares it, else nil. The controller
-// records pools by the same rule, so both agree.
-func PoolOf(ip netip.Addr, recorded string, pools []*v1alpha1.IPAddressPool) *v1alpha1.IPAddressPool {
-	host := netip.PrefixFrom(ip, ip.BitLen())
-	var oldest *v1alpha1.IPAddressPool
-	for _, p := range pools {
-		if p.DeletionTimestamp != nil || !Within(host, p) {
-			continue
-		}
-		if p.Name == recorded {
-			return p
-		}
-		if oldest == nil || Older(p, oldest) < 0 {
-			oldest = p
-		}
-	}
-	return oldest
-}
-
-// SelectsPool reports whether an advertisement with these pool names and
-// selectors covers pool: no names and no selectors cover every pool;
-// otherwise a name match or any selector match is enough.
-func SelectsPool(names []string, selectors []v1alpha1.LabelSelector, pool *v1alpha1.IPAddressPool) (bool, error) {
-	if len(names) == 0 && len(selectors) == 0 {
-		return true, nil
-	}
-	if slices.Contains(names, pool.Name) {
-		return true, nil
-	}
-	if len(selectors) == 0 {
-		return false, nil
-	}
-	return selects(selectors, pool.Labels)
 }

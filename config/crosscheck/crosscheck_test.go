@@ -123,7 +123,10 @@ func TestPoolOfAndWithin(t *testing.T) {
 	demo := pool("demo-pool", 0, "203.0.113.0/24", "2001:db8:113::/120")
 	wide := pool("aaa-wide", 10, "203.0.0.0/16", "2001:db8::/32")
 	bad := pool("bad", 20, "198.51.100.1/24", "198.51.100.128/25")
-	pools := []*v1alpha1.IPAddressPool{wide, demo, bad}
+	idx, errs := NewPools([]*v1alpha1.IPAddressPool{wide, demo, bad})
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "spec.addresses[0]") {
+		t.Fatalf("errors %v, want the bad pool's host-bits entry", errs)
+	}
 	tests := []struct {
 		ip, recorded, want string
 	}{
@@ -139,11 +142,11 @@ func TestPoolOfAndWithin(t *testing.T) {
 	}
 	for _, tc := range tests {
 		got := ""
-		if p := PoolOf(netip.MustParseAddr(tc.ip), tc.recorded, pools); p != nil {
+		if p := idx.Of(netip.MustParseAddr(tc.ip), tc.recorded); p != nil {
 			got = p.Name
 		}
 		if got != tc.want {
-			t.Errorf("PoolOf(%s, %q) = %q, want %q", tc.ip, tc.recorded, got, tc.want)
+			t.Errorf("Of(%s, %q) = %q, want %q", tc.ip, tc.recorded, got, tc.want)
 		}
 	}
 	within := []struct {
@@ -158,7 +161,7 @@ func TestPoolOfAndWithin(t *testing.T) {
 		{"2001:db8:113::/64", false},
 	}
 	for _, tc := range within {
-		if got := Within(netip.MustParsePrefix(tc.prefix), demo); got != tc.want {
+		if got := idx.Within(netip.MustParsePrefix(tc.prefix), demo); got != tc.want {
 			t.Errorf("Within(%s, demo) = %v", tc.prefix, got)
 		}
 	}
