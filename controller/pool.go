@@ -46,6 +46,7 @@ func compilePool(p *v1alpha1.IPAddressPool) *poolInfo {
 	pi.spec.Frozen = len(errs) > 0
 	if sa := p.Spec.ServiceAllocation; sa != nil {
 		pi.hasAlloc = true
+		pi.spec.Restricted = true
 		pi.spec.Priority = int(sa.Priority)
 		pi.namespaces = slices.Clone(sa.Namespaces)
 		for i := range sa.NamespaceSelectors {
@@ -147,30 +148,16 @@ func selString(ss []labels.Selector) string {
 
 type poolReconciler struct{ s *state }
 
-// Reconcile re-reads the whole pool set (pools interact through overlap
-// and priority), applies it to the allocator, and writes this pool's
-// status.
+// Reconcile brings the allocator's pool set up to date with the last pool
+// change seen (pools interact through overlap and priority, so the whole
+// set is read), and writes this pool's status.
 func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	s := r.s
 	if err := s.ensureLoaded(ctx); err != nil {
 		return ctrl.Result{}, err
 	}
-	var list v1alpha1.IPAddressPoolList
-	if err := s.client.List(ctx, &list); err != nil {
-		return ctrl.Result{}, fmt.Errorf("list pools: %w", err)
-	}
-	s.mu.Lock()
-	changed := s.applyPoolsLocked(list.Items)
-	if changed {
-		s.kick(s.kickPools)
-	}
-	s.mu.Unlock()
-	if changed {
-		// Every Service may be affected: an IP may have left every pool
-		// (condition + Event) or room may have appeared for a pending one.
-		if err := r.requeueAllServices(ctx); err != nil {
-			return ctrl.Result{}, err
-		}
+	if err := s.syncPools(ctx, s.lastPoolChange()); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	var pool v1alpha1.IPAddressPool
@@ -239,22 +226,4 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, fmt.Errorf("pool %s status: %w", pool.Name, err)
 	}
 	return ctrl.Result{}, nil
-}
-
-func (r *poolReconciler) requeueAllServices(ctx context.Context) error {
-	var list corev1.ServiceList
-	if err := r.s.client.List(ctx, &list); err != nil {
-		return fmt.Errorf("list services: %w", err)
-	}
-	go func() {
-		for i := range list.Items {
-			if list.Items[i].Spec.Type != corev1.ServiceTypeLoadBalancer {
-				continue
-			}
-			if !r.s.send(ctx, r.s.svcEvents, serviceRef(list.Items[i].Namespace+"/"+list.Items[i].Name)) {
-				return
-			}
-		}
-	}()
-	return nil
 }

@@ -559,7 +559,7 @@ func scenarios() []scenario {
 
 func TestScenarios(t *testing.T) {
 	e := newEnv(t)
-	for i, sce := range scenarios() {
+	for i, sce := range append(scenarios(), settleScenarios()...) {
 		t.Run(sce.name, func(t *testing.T) {
 			s := &sc{ns: fmt.Sprintf("zh-s%02d", i), prefix: fmt.Sprintf("s%02d-", i)}
 			e.namespace(t, s.ns, nil)

@@ -53,7 +53,7 @@ func (s *state) setup(mgr manager.Manager) error {
 	}
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("zerohop-pool").
-		For(&v1alpha1.IPAddressPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&v1alpha1.IPAddressPool{}, builder.WithPredicates(s.poolChangePredicate())).
 		WatchesRawSource(source.Channel(s.poolEvents, &handler.EnqueueRequestForObject{})).
 		Complete(&poolReconciler{s: s})
 	if err != nil {
@@ -112,7 +112,25 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		return reconcile.Result{}, nil
 	}
 	s.mu.Lock()
+	fresh := s.wantsNewLocked(request)
+	var wait time.Duration
+	if fresh {
+		wait = s.settleWaitLocked(key, time.Now())
+	}
+	s.mu.Unlock()
+	if wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
+	if fresh {
+		if err := s.syncPools(ctx, time.Now()); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	s.mu.Lock()
 	res := s.alloc.Ensure(request)
+	if res.Satisfied {
+		delete(s.firstWanted, key)
+	}
 	conflict, hadConflict := s.conflict[key]
 	delete(s.conflict, key)
 	s.mu.Unlock()
@@ -217,6 +235,7 @@ func (s *state) release(key string) []netip.Addr {
 	s.mu.Lock()
 	held := s.alloc.Release(key)
 	delete(s.conflict, key)
+	delete(s.firstWanted, key)
 	s.mu.Unlock()
 	if len(held) > 0 {
 		releases.Add(float64(len(held)))
@@ -309,13 +328,12 @@ func (r *serviceReconciler) request(ctx context.Context, svc *corev1.Service) (i
 		return req, fmt.Errorf("namespace %s: %w", svc.Namespace, err)
 	}
 	nsLabels, svcLabels := labels.Set(ns.Labels), labels.Set(svc.Labels)
-	s.mu.Lock()
-	admitted := map[string]bool{}
-	for name, pi := range s.pools {
-		admitted[name] = pi.admits(svc.Namespace, nsLabels, svcLabels)
+	// Evaluated inside Ensure, under s.mu, against the pools the
+	// allocator holds at that moment.
+	req.Allowed = func(pool string) bool {
+		pi := s.pools[pool]
+		return pi != nil && pi.admits(svc.Namespace, nsLabels, svcLabels)
 	}
-	s.mu.Unlock()
-	req.Allowed = func(pool string) bool { return admitted[pool] }
 	return req, nil
 }
 

@@ -6,6 +6,7 @@ import (
 
 // BGPAdvertisementSpec says how the addresses of some pools are announced
 // over BGP.
+// +kubebuilder:validation:XValidation:rule=`!has(self.serviceSelectors) || size(self.serviceSelectors) == 0 || (!has(self.aggregationLength) || self.aggregationLength == 32) && (!has(self.aggregationLengthV6) || self.aggregationLengthV6 == 128)`,message="serviceSelectors pick single addresses: they need aggregationLength 32 and aggregationLengthV6 128, as an aggregate carries other Services' addresses too",fieldPath=".serviceSelectors",reason=FieldValueForbidden
 type BGPAdvertisementSpec struct {
 	// AggregationLength is the prefix length announced for IPv4 addresses.
 	// Default 32: one route per address.
@@ -56,6 +57,15 @@ type BGPAdvertisementSpec struct {
 	// +listType=atomic
 	// +optional
 	NodeSelectors []LabelSelector `json:"nodeSelectors,omitempty"`
+
+	// ServiceSelectors limit the addresses announced to those of Services
+	// whose labels match one of the selectors. Empty: every Service of
+	// the selected pools. An address shared by several Services is
+	// announced only when every one of them matches.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	ServiceSelectors []LabelSelector `json:"serviceSelectors,omitempty"`
 
 	// Peers limits the BGPPeers (by name) that receive the routes. Empty:
 	// all.

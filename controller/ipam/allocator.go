@@ -18,8 +18,14 @@ type PoolSpec struct {
 	Ranges        []Range
 	AutoAssign    bool
 	AvoidBuggyIPs bool
-	// Priority orders auto-assignment: pools with a priority > 0 come first,
-	// lowest number first; pools without one (0) follow; ties go by name.
+	// Restricted pools (a serviceAllocation: they choose whom they serve)
+	// are tried before pools that serve every Service, as in MetalLB: a
+	// pool set aside for a namespace or a kind of Service is what its
+	// Services expect to get first.
+	Restricted bool
+	// Priority orders auto-assignment within the restricted and within
+	// the unrestricted pools: a priority > 0 comes first, lowest number
+	// first; pools without one (0) follow; ties go by name.
 	Priority int
 	// Frozen pools hand out nothing new (a pool with an entry in error,
 	// until it is fixed); the addresses they hold stay theirs.
@@ -260,19 +266,40 @@ func (a *Allocator) SetPools(specs []PoolSpec) {
 		}
 	}
 	slices.SortFunc(a.order, func(x, y *pool) int {
-		px, py := x.Priority, y.Priority
-		if px <= 0 {
-			px = int(^uint(0) >> 1)
-		}
-		if py <= 0 {
-			py = int(^uint(0) >> 1)
-		}
-		return cmp.Or(cmp.Compare(px, py), strings.Compare(x.Name, y.Name))
+		return cmp.Or(comparePools(x.PoolSpec, y.PoolSpec), strings.Compare(x.Name, y.Name))
 	})
 	for ip, e := range a.ips {
 		e.pool = a.rehome(ip, e.pool)
 		a.count(ip, e.pool, 1)
 	}
+}
+
+// comparePools orders pools for automatic allocation, names aside:
+// restricted before unrestricted, then by priority (none last).
+func comparePools(x, y PoolSpec) int {
+	rank := func(p PoolSpec) int {
+		if p.Restricted {
+			return 0
+		}
+		return 1
+	}
+	prio := func(p PoolSpec) int {
+		if p.Priority <= 0 {
+			return int(^uint(0) >> 1)
+		}
+		return p.Priority
+	}
+	return cmp.Or(cmp.Compare(rank(x), rank(y)), cmp.Compare(prio(x), prio(y)))
+}
+
+// Order returns the pool names in the order automatic allocation tries
+// them (before the Service's own selectors and autoAssign filter them).
+func (a *Allocator) Order() []string {
+	out := make([]string, len(a.order))
+	for i, p := range a.order {
+		out[i] = p.Name
+	}
+	return out
 }
 
 // rehome returns the pool an allocated address belongs to: the one it

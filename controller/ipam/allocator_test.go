@@ -23,6 +23,37 @@ func mustPool(t testing.TB, name string, auto bool, prio int, ranges ...string) 
 	return p
 }
 
+func restricted(p PoolSpec) PoolSpec {
+	p.Restricted = true
+	return p
+}
+
+func TestPoolOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		pools []PoolSpec
+		want  []string
+	}{
+		{"by priority, none last, ties by name", []PoolSpec{
+			{Name: "c", Priority: 0}, {Name: "b", Priority: 2}, {Name: "a", Priority: 0}, {Name: "d", Priority: 1},
+		}, []string{"d", "b", "a", "c"}},
+		{"restricted first even without priority", []PoolSpec{
+			{Name: "a", Priority: 0}, {Name: "b", Restricted: true}, {Name: "c", Restricted: true, Priority: 7},
+		}, []string{"c", "b", "a"}},
+		{"priority does not lift an unrestricted pool over a restricted one", []PoolSpec{
+			{Name: "open", Priority: 1}, {Name: "team", Restricted: true, Priority: 50},
+		}, []string{"team", "open"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := New()
+			a.SetPools(tc.pools)
+			if got := a.Order(); !slices.Equal(got, tc.want) {
+				t.Errorf("order %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func ips(ss ...string) []netip.Addr {
 	out := make([]netip.Addr, len(ss))
 	for i, s := range ss {
@@ -94,6 +125,25 @@ func TestAllocatorScenarios(t *testing.T) {
 			steps: []step{
 				{req: v4("ns/a"), want: []string{"203.0.113.0"}},
 				{req: Request{Service: "ns/b", Families: []Family{IPv4}, Pool: "manual"}, want: []string{"192.0.2.0"}},
+			},
+		},
+		{
+			// MetalLB's order: pools with a serviceAllocation that admit
+			// the Service come before pools open to every Service, whatever
+			// their names; priority orders within each group.
+			name: "restricted pools before unrestricted ones",
+			pools: []PoolSpec{
+				mustPool(t, "a-open", true, 0, "192.0.2.0/31"),
+				restricted(mustPool(t, "z-team", true, 0, "198.51.100.0/31")),
+				restricted(mustPool(t, "m-team-first", true, 3, "203.0.113.0/31")),
+			},
+			steps: []step{
+				{req: v4("ns/a"), want: []string{"203.0.113.0"}},
+				{req: v4("ns/b"), want: []string{"203.0.113.1"}},
+				{req: v4("ns/c"), want: []string{"198.51.100.0"}},
+				{req: Request{Service: "ns/d", Families: []Family{IPv4}, Allowed: func(p string) bool { return p == "a-open" }}, want: []string{"192.0.2.0"}},
+				{req: v4("ns/e"), want: []string{"198.51.100.1"}},
+				{req: v4("ns/f"), want: []string{"192.0.2.1"}},
 			},
 		},
 		{
