@@ -54,7 +54,6 @@ type guard struct {
 	outside    []string // prefixes outside every pool
 	answers    int
 	badAnswers []string
-	capErr     error
 }
 
 // hostAddrs are the lab's own addresses, which the nodes' and router's
