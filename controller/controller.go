@@ -64,6 +64,12 @@ type Options struct {
 	Workers int
 	// Log is the process's logger. Default: controller-runtime's.
 	Log logr.Logger
+	// SettleTime is how long a Service that wants a new address waits
+	// after the controller first sees it, and after the last pool change,
+	// before the address is picked (docs/controller.md, "A settled view
+	// of the pools"). 0 means DefaultSettleTime; negative means no wait
+	// (the pools are still read from the API server first).
+	SettleTime time.Duration
 }
 
 // Controller is a running or startable controller.
@@ -101,6 +107,10 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 	if opts.HealthAddr == "" {
 		opts.HealthAddr = "0"
 	}
+	if opts.SettleTime == 0 {
+		opts.SettleTime = DefaultSettleTime
+	}
+	opts.SettleTime = max(opts.SettleTime, 0)
 	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
 	registerMetrics()
 

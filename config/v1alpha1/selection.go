@@ -2,12 +2,9 @@ package v1alpha1
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 
 	"k8s.io/apimachinery/pkg/labels"
-
-	"github.com/zerohop/zerohop/controller/ipam"
 )
 
 // The selection rules below give the API's fields their meaning wherever
@@ -90,51 +87,4 @@ func (s *BGPPeerSpec) SelectsNode(nodeLabels map[string]string) (bool, error) {
 // SelectsPool reports whether the advertisement covers pool.
 func (s *L2AdvertisementSpec) SelectsPool(pool *IPAddressPool) (bool, error) {
 	return selectsPool(s.IPAddressPools, s.IPAddressPoolSelectors, pool)
-}
-
-// PoolIndex finds the pool of an address by the addresses the pools hold:
-// the address itself is the truth, even when a Service was given it by
-// hand or by an older controller.
-// +kubebuilder:object:generate=false
-type PoolIndex struct {
-	pools  []*IPAddressPool
-	ranges [][]ipam.Range
-}
-
-// NewPoolIndex indexes pools. An entry of spec.addresses that does not
-// parse is reported in errs and left out; the rest of the pool still
-// counts.
-func NewPoolIndex(pools []*IPAddressPool) (idx *PoolIndex, errs []error) {
-	idx = &PoolIndex{}
-	for _, pool := range pools {
-		var rs []ipam.Range
-		for _, a := range pool.Spec.Addresses {
-			r, err := ipam.ParseRange(string(a))
-			if err != nil {
-				errs = append(errs, fmt.Errorf("pool %s: %w", pool.Name, err))
-				continue
-			}
-			rs = append(rs, r)
-		}
-		idx.pools = append(idx.pools, pool)
-		idx.ranges = append(idx.ranges, rs)
-	}
-	return idx, errs
-}
-
-// Of returns the pool that holds ip, or nil. Pools may overlap (the
-// controller flags that); the first by name wins so the answer is stable.
-func (idx *PoolIndex) Of(ip netip.Addr) *IPAddressPool {
-	var best *IPAddressPool
-	for i, rs := range idx.ranges {
-		for _, r := range rs {
-			if r.First.Compare(ip) <= 0 && ip.Compare(r.Last) <= 0 {
-				if best == nil || idx.pools[i].Name < best.Name {
-					best = idx.pools[i]
-				}
-				break
-			}
-		}
-	}
-	return best
 }

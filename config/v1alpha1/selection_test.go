@@ -1,7 +1,6 @@
 package v1alpha1
 
 import (
-	"net/netip"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,33 +69,5 @@ func TestSelection(t *testing.T) {
 	}
 	if _, err := NewSelection([]LabelSelector{{}, {MatchExpressions: []LabelSelectorRequirement{{Key: "k", Operator: "Exists", Values: []string{"v"}}}}}); err == nil {
 		t.Error("a bad selector compiled")
-	}
-}
-
-func TestPoolIndex(t *testing.T) {
-	pool := func(name string, addrs ...Address) *IPAddressPool {
-		return &IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: IPAddressPoolSpec{Addresses: addrs}}
-	}
-	idx, errs := NewPoolIndex([]*IPAddressPool{
-		pool("b", "192.0.2.0/28", "not-a-range"),
-		pool("a", "192.0.2.8-192.0.2.20", "2001:db8::/120"),
-	})
-	if len(errs) != 1 {
-		t.Fatalf("errors %v, want one for pool b's bad entry", errs)
-	}
-	for ip, want := range map[string]string{
-		"192.0.2.1":   "b",
-		"192.0.2.9":   "a", // in both: the first by name
-		"192.0.2.20":  "a",
-		"192.0.2.21":  "",
-		"2001:db8::5": "a",
-	} {
-		got := ""
-		if p := idx.Of(netip.MustParseAddr(ip)); p != nil {
-			got = p.Name
-		}
-		if got != want {
-			t.Errorf("Of(%s) = %q, want %q", ip, got, want)
-		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/zerohop/zerohop/config/crosscheck"
 	"github.com/zerohop/zerohop/config/v1alpha1"
 )
 
@@ -26,6 +27,10 @@ type Service struct {
 	Key string
 	// IPs are the ingress IPs from the Service's status.
 	IPs []netip.Addr
+	// Pools, parallel to IPs, are the pools the controller recorded the
+	// addresses as allocated from (v1alpha1.AnnotationAllocatedFrom); ""
+	// where none is recorded.
+	Pools []string
 	// LocalOnly is externalTrafficPolicy Local: only nodes with a ready
 	// local endpoint announce.
 	LocalOnly bool
@@ -183,20 +188,15 @@ type pathAcc struct {
 // plan stands, so one typo does not withdraw every route.
 func Compute(in Input) (Plan, []error) {
 	var errs []error
-	pools, perrs := v1alpha1.NewPoolIndex(in.Pools)
+	pools, perrs := crosscheck.NewPools(in.Pools)
 	errs = append(errs, perrs...)
 
-	// Peers of this node.
-	var peers []*v1alpha1.BGPPeer
-	for _, p := range in.Peers {
-		ok, err := p.Spec.SelectsNode(in.Node.Labels)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("bgppeer %s: nodeSelectors: %w", p.Name, err))
-			continue
-		}
-		if ok {
-			peers = append(peers, p)
-		}
+	// Peers of this node: where two name one address, the older keeps it
+	// (a newcomer never takes a working session over).
+	peers, conflicts, perrs := crosscheck.Peers(in.Peers, in.Node.Labels)
+	errs = append(errs, perrs...)
+	for _, c := range conflicts {
+		errs = append(errs, c)
 	}
 	slices.SortFunc(peers, func(a, b *v1alpha1.BGPPeer) int { return cmp.Compare(a.Name, b.Name) })
 	plan := Plan{Peers: make([]PeerPlan, len(peers))}
@@ -221,22 +221,41 @@ func Compute(in Input) (Plan, []error) {
 	}
 
 	acc := make(map[string]map[netip.Prefix]*pathAcc) // peer name -> prefix
+	// covers caches, per advertisement, whether it announces a pool: it
+	// selects the pool and its aggregation stays inside it.
+	covers := make([]map[*v1alpha1.IPAddressPool]bool, len(adverts))
 	for _, svc := range in.Services {
 		if svc.LocalOnly && svc.LocalReady <= 0 || !svc.LocalOnly && svc.Ready <= 0 {
 			continue
 		}
-		for _, ip := range svc.IPs {
+		for k, ip := range svc.IPs {
 			ip = ip.Unmap()
-			pool := pools.Of(ip)
+			recorded := ""
+			if k < len(svc.Pools) {
+				recorded = svc.Pools[k]
+			}
+			pool := pools.Of(ip, recorded)
 			if pool == nil {
 				continue // not a zerohop address
 			}
 			for i := range adverts {
 				a := &adverts[i]
-				ok, err := a.adv.Spec.SelectsPool(pool)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("bgpadvertisement %s: ipAddressPoolSelectors: %w", a.adv.Name, err))
-					continue
+				if covers[i] == nil {
+					covers[i] = map[*v1alpha1.IPAddressPool]bool{}
+				}
+				ok, seen := covers[i][pool]
+				if !seen {
+					var err error
+					ok, err = a.adv.Spec.SelectsPool(pool)
+					if err != nil {
+						errs = append(errs, fmt.Errorf("bgpadvertisement %s: ipAddressPoolSelectors: %w", a.adv.Name, err))
+					} else if ok {
+						if err := crosscheck.Aggregation(a.adv, pool); err != nil {
+							errs = append(errs, err)
+							ok = false
+						}
+					}
+					covers[i][pool] = ok
 				}
 				if !ok {
 					continue
@@ -248,6 +267,12 @@ func Compute(in Input) (Plan, []error) {
 				prefix, err := ip.Prefix(bits)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("bgpadvertisement %s: %w", a.adv.Name, err))
+					continue
+				}
+				// The last check before a path is planned: nothing outside
+				// the pool it comes from is ever announced.
+				if !pools.Within(prefix, pool) {
+					errs = append(errs, fmt.Errorf("bgpadvertisement %s: %s lies outside pool %s; not announced", a.adv.Name, prefix, pool.Name))
 					continue
 				}
 				for _, peer := range a.peers {
@@ -370,9 +395,11 @@ func ServiceFrom(svc *corev1.Service, sls []*discoveryv1.EndpointSlice, node str
 		Key:       svc.Namespace + "/" + svc.Name,
 		LocalOnly: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 	}
+	from := svc.Annotations[v1alpha1.AnnotationAllocatedFrom]
 	for _, in := range svc.Status.LoadBalancer.Ingress {
 		if a, err := netip.ParseAddr(in.IP); err == nil {
 			s.IPs = append(s.IPs, a.Unmap())
+			s.Pools = append(s.Pools, v1alpha1.AllocatedFrom(from, a.Unmap()))
 		}
 	}
 	if len(s.IPs) == 0 {

@@ -15,6 +15,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/zerohop/zerohop/config/crosscheck"
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/speaker/l2/election"
 )
@@ -43,7 +44,7 @@ func VIPs(pools []*v1alpha1.IPAddressPool, advs []v1alpha1.L2Advertisement, svcs
 	if len(advs) == 0 {
 		return nil, nil
 	}
-	idx, errs := v1alpha1.NewPoolIndex(pools)
+	idx, errs := crosscheck.NewPools(pools)
 	var out []VIP
 	for i := range svcs {
 		svc := &svcs[i]
@@ -55,14 +56,18 @@ func VIPs(pools []*v1alpha1.IPAddressPool, advs []v1alpha1.L2Advertisement, svcs
 		if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
 			local = readyNodes(slicesOf[key])
 		}
+		from := svc.Annotations[v1alpha1.AnnotationAllocatedFrom]
 		for _, ing := range svc.Status.LoadBalancer.Ingress {
 			ip, err := netip.ParseAddr(ing.IP)
 			if err != nil {
 				continue
 			}
 			ip = ip.Unmap()
-			pool := idx.Of(ip)
-			if pool == nil {
+			// The pool the address was allocated from, never a pool added
+			// later that declares it too; and the last check before an
+			// address is answered for: it lies inside that pool.
+			pool := idx.Of(ip, v1alpha1.AllocatedFrom(from, ip))
+			if pool == nil || !idx.Within(netip.PrefixFrom(ip, ip.BitLen()), pool) {
 				continue
 			}
 			v := VIP{Service: key, IP: ip, Local: local}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -298,4 +299,48 @@ func TestCompute(t *testing.T) {
 			t.Errorf("%d errors for the off-link VIP, want 1 (from its owner)", nerr)
 		}
 	})
+}
+
+// TestVIPsFollowRecordedPool: an address is answered by the advertisements
+// of the pool it was allocated from, never those of a pool added later
+// that declares it too.
+func TestVIPsFollowRecordedPool(t *testing.T) {
+	at := func(p *v1alpha1.IPAddressPool, minutes int) *v1alpha1.IPAddressPool {
+		p.CreationTimestamp = metav1.NewTime(time.Date(2026, 1, 1, 0, minutes, 0, 0, time.UTC))
+		return p
+	}
+	pools := []*v1alpha1.IPAddressPool{
+		at(pool("served", nil, "198.51.100.200-198.51.100.250"), 0),
+		at(pool("aaa-later", nil, "198.51.100.0/24"), 5),
+	}
+	onlyLater := []v1alpha1.L2Advertisement{{Spec: v1alpha1.L2AdvertisementSpec{IPAddressPools: []string{"aaa-later"}}}}
+	record := func(s corev1.Service, pool string) corev1.Service {
+		s.Annotations = map[string]string{v1alpha1.AnnotationAllocatedFrom: pool}
+		return s
+	}
+	tests := []struct {
+		name string
+		svc  corev1.Service
+		want []string
+	}{
+		{"recorded for the older pool", record(lbService("web", false, "198.51.100.200"), "served"), nil},
+		{"no record: the older pool", lbService("web", false, "198.51.100.201"), nil},
+		{"recorded for the later pool", record(lbService("web", false, "198.51.100.202"), "aaa-later"), []string{"198.51.100.202"}},
+		{"only the later pool declares it", lbService("web", false, "198.51.100.10"), []string{"198.51.100.10"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			vips, errs := VIPs(pools, onlyLater, []corev1.Service{tc.svc}, nil)
+			if len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			var got []string
+			for _, v := range vips {
+				got = append(got, v.IP.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("answered %v, want %v", got, tc.want)
+			}
+		})
+	}
 }
