@@ -19,10 +19,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/internal/kubescheme"
+	"github.com/zerohop/zerohop/internal/metricsauth"
 )
 
 // Names used on Services.
@@ -49,7 +49,12 @@ type Options struct {
 	// spec.loadBalancerClass too.
 	DefaultClass bool
 	// MetricsAddr is the Prometheus endpoint address; "0" disables it.
-	MetricsAddr string
+	// It serves HTTPS, and only to a bearer token allowed to GET /metrics
+	// (internal/metricsauth), unless MetricsPlainHTTP.
+	MetricsAddr      string
+	MetricsPlainHTTP bool
+	// MetricsCertDir holds tls.crt and tls.key; empty: self-signed.
+	MetricsCertDir string
 	// HealthAddr serves /healthz and /readyz; "0" or "" disables it.
 	HealthAddr string
 	// LeaderElection turns on the Lease-based election; only the leader
@@ -113,12 +118,16 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 	opts.SettleTime = max(opts.SettleTime, 0)
 	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
 	registerMetrics()
+	metricsOpts, err := metricsauth.Serving{Addr: opts.MetricsAddr, PlainHTTP: opts.MetricsPlainHTTP, CertDir: opts.MetricsCertDir}.Options()
+	if err != nil {
+		return nil, err
+	}
 
 	skip := true
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                        Scheme(),
 		Logger:                        opts.Log,
-		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        opts.HealthAddr,
 		LeaderElection:                opts.LeaderElection,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,

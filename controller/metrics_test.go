@@ -68,7 +68,7 @@ func TestMetrics(t *testing.T) {
 	const ns = "zh-metrics"
 	e.namespace(t, ns, nil)
 	addr := freeLoopbackAddr(t)
-	stop := e.startController(t, controller.Options{MetricsAddr: addr})
+	stop := e.startController(t, controller.Options{MetricsAddr: addr, MetricsPlainHTTP: true})
 	defer stop()
 
 	// The counters are process-wide (controller-runtime's registry) and
