@@ -158,4 +158,3 @@ func TestServingOptions(t *testing.T) {
 		})
 	}
 }
-
