@@ -167,6 +167,9 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 	if st, ok := opts.Datapath.(datapathStats); ok {
 		registerXDPMetrics(st)
 	}
+	if opts.Datapath != nil {
+		registerDatapathStatusMetrics()
+	}
 	metricsOpts, err := metricsauth.Serving{Addr: opts.MetricsAddr, PlainHTTP: opts.MetricsPlainHTTP, CertDir: opts.MetricsCertDir}.Options()
 	if err != nil {
 		return nil, err
@@ -310,6 +313,9 @@ type reconciler struct {
 	l2 l2State
 	// dp programs the kernel datapath; nil without one (announce only).
 	dp *datapath.Programmer
+	// dpStatus is the last Program round's outcome per Service, for
+	// SpeakerStatus (datapath_status.go); nil without a datapath.
+	dpStatus *v1alpha1.DatapathStatus
 
 	prefixEv prefixEvents // Announced/Withdrawn Events (events.go)
 }
