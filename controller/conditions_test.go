@@ -215,10 +215,12 @@ func TestConditionRateLimit(t *testing.T) {
 	now := time.Unix(1000, 0)
 	interval := 5 * time.Second
 	r := &conditionsReconciler{
-		perSvc:    map[string]*bucket{},
-		newBucket: func() *bucket { return &bucket{rate: 1 / interval.Seconds(), burst: conditionBurst, tokens: conditionBurst} },
-		global:    &bucket{rate: 0.1, burst: 4, tokens: 4},
-		now:       func() time.Time { return now },
+		perSvc: map[string]*bucket{},
+		newBucket: func() *bucket {
+			return &bucket{rate: 1 / interval.Seconds(), burst: conditionBurst, tokens: conditionBurst}
+		},
+		global: &bucket{rate: 0.1, burst: 4, tokens: 4},
+		now:    func() time.Time { return now },
 	}
 	for i := range conditionBurst {
 		if w := r.admit("a/x"); w != 0 {

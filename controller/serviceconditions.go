@@ -74,12 +74,12 @@ func registerConditionMetrics() {
 type conditionsReconciler struct {
 	s *state
 
-	mu     sync.Mutex
+	mu        sync.Mutex
 	perSvc    map[string]*bucket
 	newBucket func() *bucket
 	global    *bucket
-	vips   map[string][]netip.Addr // service -> VIP series exported
-	now    func() time.Time
+	vips      map[string][]netip.Addr // service -> VIP series exported
+	now       func() time.Time
 }
 
 func (s *state) setupConditions(mgr manager.Manager) error {
