@@ -262,9 +262,14 @@ func (r *conditionsReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	conditionWrites.Inc()
 	// kubectl describe service shows Events, not conditions: each change
 	// is told there too, at the rate of the writes.
+	// A condition first set False is no news (a new Service before the
+	// speakers report): only a change, or a first True, is told.
 	for _, c := range changed {
 		typ := corev1.EventTypeNormal
 		if c.Status != metav1.ConditionTrue {
+			if !slices.ContainsFunc(orig.Status.Conditions, func(o metav1.Condition) bool { return o.Type == c.Type }) {
+				continue
+			}
 			typ = corev1.EventTypeWarning
 		}
 		r.s.rec.Eventf(&svc, nil, typ, c.Reason, "Report", "%s", c.Message)
