@@ -272,9 +272,16 @@ func (r *conditionsReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 			}
 			typ = corev1.EventTypeWarning
 		}
-		r.s.rec.Eventf(&svc, nil, typ, c.Reason, "Report", "%s", c.Message)
+		r.s.rec.Eventf(&svc, nil, typ, eventReasons[c.Type], "Report", "%s: %s", c.Reason, c.Message)
 	}
 	return reconcile.Result{}, nil
+}
+
+// eventReasons are the reasons of the Events that tell a condition's
+// change; the speakers' own per-node Events are Announced and Withdrawn.
+var eventReasons = map[string]string{
+	ConditionAnnounced:          "Announcement",
+	ConditionDatapathProgrammed: "Datapath",
 }
 
 // setOrRemove sets want (or removes the type when want is nil) and

@@ -53,12 +53,13 @@ func TestServiceConditions(t *testing.T) {
 	})
 	e.waitCondition(t, ns, "web", controller.ConditionAnnounced, metav1.ConditionTrue, "192.0.2.80 by c1 (BGP to r1), c2 (BGP to r1)")
 	e.waitCondition(t, ns, "web", controller.ConditionDatapathProgrammed, metav1.ConditionFalse, "programmed on 2 of 3 nodes; c3: datapath: map full")
-	e.waitEvent(t, ns, "web", controller.ReasonNotProgrammed, "programmed on 2 of 3 nodes")
+	e.waitEvent(t, ns, "web", "Datapath", "NotProgrammed: programmed on 2 of 3 nodes; c3: datapath: map full")
 
 	// c3 is not Ready: its report no longer counts.
 	e.node(t, "c3", false)
 	e.waitCondition(t, ns, "web", controller.ConditionDatapathProgrammed, metav1.ConditionTrue, "programmed on 2 of 2 nodes")
-	e.waitEvent(t, ns, "web", controller.ReasonProgrammed, "programmed on 2 of 2 nodes")
+	e.waitEvent(t, ns, "web", "Datapath", "Programmed: programmed on 2 of 2 nodes")
+	e.waitEvent(t, ns, "web", "Announcement", "Announced: 192.0.2.80 by c1 (BGP to r1), c2 (BGP to r1)")
 
 	// c1's peer flaps 40 times in two seconds; count the condition
 	// writes (the controller runs in this process, its registry too).
