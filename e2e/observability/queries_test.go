@@ -375,10 +375,10 @@ func TestNamesIn(t *testing.T) {
 	// And the check itself: a renamed metric, a missing label.
 	e := exported{"zerohop_xdp_flows_total": {typ: dto.MetricType_COUNTER, labels: map[string]bool{"vip": true, "port": true}}}
 	for expr, want := range map[string]string{
-		`sum by (vip) (rate(zerohop_xdp_flows_total[5m]))`:          "",
-		`sum by (vip) (rate(zerohop_xdp_flow_total[5m]))`:           "metric zerohop_xdp_flow_total",
-		`sum by (pool) (rate(zerohop_xdp_flows_total[5m]))`:         "grouping label pool",
-		`rate(zerohop_xdp_flows_total{proto="tcp"}[5m])`:            "label proto on zerohop_xdp_flows_total",
+		`sum by (vip) (rate(zerohop_xdp_flows_total[5m]))`:           "",
+		`sum by (vip) (rate(zerohop_xdp_flow_total[5m]))`:            "metric zerohop_xdp_flow_total",
+		`sum by (pool) (rate(zerohop_xdp_flows_total[5m]))`:          "grouping label pool",
+		`rate(zerohop_xdp_flows_total{proto="tcp"}[5m])`:             "label proto on zerohop_xdp_flows_total",
 		`sum by (node) (rate(zerohop_xdp_flows_total{pod="x"}[5m]))`: "",
 	} {
 		if got := strings.Join(e.check(expr), ";"); got != want {
