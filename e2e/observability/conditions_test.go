@@ -152,8 +152,8 @@ type transition struct {
 	typ, status, reason, m string
 }
 
-// nodeCutConditions cuts node 1's uplink (BFD takes its sessions down
-// within a second) and brings it back, and checks the Service's
+// nodeCutConditions cuts node 1 off its uplink (BFD takes its sessions
+// down within a second) and brings it back, and checks the Service's
 // conditions through it: Announced names both nodes, then node 2 alone
 // with node 1's paths not accepted, then both again; the address and the
 // datapath (3 of 3) stay. It prints the conditions and the Events as
@@ -209,8 +209,23 @@ func nodeCutConditions(t *testing.T, ctx context.Context, l *lab.Lab, c client.C
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	// The cut drops everything on node 1's uplink in its namespace's
+	// netfilter (after XDP, which passes BGP and BFD on): the router
+	// loses the node as a cable pull would, but the link stays up, so the
+	// node keeps its routes (a link down would flush its IPv6 default
+	// route, which the lab does not put back).
 	link := func(state string) {
-		if out, err := exec.CommandContext(ctx, "ip", "-n", lab.NodeName(1), "link", "set", "eth0", state).CombinedOutput(); err != nil {
+		script := "delete table inet zh-cut\n"
+		if state == "down" {
+			script = `table inet zh-cut {
+	chain in { type filter hook input priority -300; iifname "eth0" drop; }
+	chain out { type filter hook output priority -300; oifname "eth0" drop; }
+}
+`
+		}
+		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", lab.NodeName(1), "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("node 1 uplink %s: %v: %s", state, err, out)
 		}
 	}
