@@ -262,12 +262,16 @@ func (r *conditionsReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	conditionWrites.Inc()
 	// kubectl describe service shows Events, not conditions: each change
 	// is told there too, at the rate of the writes.
-	// A condition first set False is no news (a new Service before the
-	// speakers report): only a change, or a first True, is told.
+	// What is news: a condition that turns True or False or changes its
+	// reason, and a True one whose nodes or peers changed. A condition
+	// first set False (a new Service before the speakers report) and a
+	// False one whose details shift (a session going from idle to
+	// active) are not.
 	for _, c := range changed {
+		prev := meta.FindStatusCondition(orig.Status.Conditions, c.Type)
 		typ := corev1.EventTypeNormal
 		if c.Status != metav1.ConditionTrue {
-			if !slices.ContainsFunc(orig.Status.Conditions, func(o metav1.Condition) bool { return o.Type == c.Type }) {
+			if prev == nil || (prev.Status == c.Status && prev.Reason == c.Reason) {
 				continue
 			}
 			typ = corev1.EventTypeWarning

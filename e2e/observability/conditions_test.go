@@ -259,6 +259,20 @@ func nodeCutConditions(t *testing.T, ctx context.Context, l *lab.Lab, c client.C
 	t.Logf("uplink cut: Announced shows node 1 not accepted after %s; uplink back: both nodes after %s (lab timings, shared CPU)",
 		cut.Round(time.Millisecond), back.Round(time.Millisecond))
 
+	// What kubectl describe shows: an Announcement Event for the cut and
+	// one for the return, in that order.
+	lab.Eventually(t, 10*time.Second, "Announcement Events for the cut and the return", func() (bool, string) {
+		var notes []string
+		for _, e := range serviceEvents(t, ctx, l) {
+			if e.Reason == "Announcement" && !e.EventTime.Time.Before(start.Add(-time.Second)) {
+				notes = append(notes, e.Note)
+			}
+		}
+		i := slices.IndexFunc(notes, func(n string) bool { return strings.Contains(n, "sent but not accepted from zh-node1") })
+		ok := i >= 0 && slices.ContainsFunc(notes[i+1:], func(n string) bool { return n == "Announced: "+both })
+		return ok, strings.Join(notes, "\n")
+	})
+
 	var b strings.Builder
 	fmt.Fprintf(&b, "conditions of default/%s as they changed (status.conditions):\n", svcName)
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
@@ -292,17 +306,7 @@ func serviceConditions(t *testing.T, ctx context.Context, c client.Client) map[s
 // installed, what kubectl itself prints.
 func describeEvents(t *testing.T, ctx context.Context, l *lab.Lab) string {
 	t.Helper()
-	evs, err := l.Kube.EventsV1().Events("default").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mine []eventsv1.Event
-	for _, e := range evs.Items {
-		if e.Regarding.Kind == "Service" && e.Regarding.Name == svcName {
-			mine = append(mine, e)
-		}
-	}
-	slices.SortFunc(mine, func(a, b eventsv1.Event) int { return a.EventTime.Compare(b.EventTime.Time) })
+	mine := serviceEvents(t, ctx, l)
 	var b bytes.Buffer
 	b.WriteString("Events (as kubectl describe service shows them):\n")
 	tw := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
@@ -321,4 +325,21 @@ func describeEvents(t *testing.T, ctx context.Context, l *lab.Lab) string {
 		fmt.Fprintf(&b, "\nkubectl describe service default/%s (%s, err %v):\n%s", svcName, kubectl, err, out)
 	}
 	return b.String()
+}
+
+// serviceEvents lists the Service's Events, oldest first.
+func serviceEvents(t *testing.T, ctx context.Context, l *lab.Lab) []eventsv1.Event {
+	t.Helper()
+	evs, err := l.Kube.EventsV1().Events("default").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []eventsv1.Event
+	for _, e := range evs.Items {
+		if e.Regarding.Kind == "Service" && e.Regarding.Name == svcName {
+			mine = append(mine, e)
+		}
+	}
+	slices.SortFunc(mine, func(a, b eventsv1.Event) int { return a.EventTime.Compare(b.EventTime.Time) })
+	return mine
 }
