@@ -78,10 +78,11 @@ func (v serviceView) announcedCondition() (metav1.Condition, map[netip.Addr]int)
 		for _, s := range sp.st.Sessions {
 			states[s.Peer] = s.State
 		}
-		for _, a := range sp.st.Announcements {
-			if a.Service != v.name {
-				continue
-			}
+		// The speaker writes its announcements sorted by Service.
+		if i, ok := slices.BinarySearchFunc(sp.st.Announcements, v.name, func(a v1alpha1.ServiceAnnouncement, n string) int {
+			return cmp.Compare(a.Service, n)
+		}); ok {
+			a := sp.st.Announcements[i]
 			an := announcer{node: sp.node}
 			for _, p := range a.Peers {
 				if states[p] == "established" {
@@ -191,7 +192,7 @@ func (v serviceView) datapathCondition() (c metav1.Condition, ok bool) {
 		}
 		total++
 		d := sp.st.Datapath
-		if slices.Contains(d.Programmed, v.name) {
+		if _, ok := slices.BinarySearch(d.Programmed, v.name); ok { // sorted by the speaker
 			programmed++
 			continue
 		}

@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -260,5 +262,45 @@ func TestConditionRateLimit(t *testing.T) {
 	}
 	if max := conditionBurst + int(time.Minute/interval); writes > max || writes < max-1 {
 		t.Fatalf("%d writes in a minute of flapping, want about %d", writes, max)
+	}
+}
+
+// TestAffected: a SpeakerStatus update enqueues the Services whose part
+// of it changed, and all the node announces when a session changed.
+func TestAffected(t *testing.T) {
+	base := func() *v1alpha1.SpeakerStatusStatus {
+		return &v1alpha1.SpeakerStatusStatus{
+			Sessions: []v1alpha1.BGPSessionStatus{{Peer: "r1", State: "established"}},
+			Announcements: []v1alpha1.ServiceAnnouncement{
+				{Service: "a/one", Prefixes: []string{"192.0.2.1/32"}, Peers: []string{"r1"}},
+				{Service: "a/two", Prefixes: []string{"192.0.2.2/32"}, Peers: []string{"r1"}},
+			},
+			L2:       []v1alpha1.L2Ownership{{IP: "192.0.2.9", Service: "a/l2", Interfaces: []string{"eth0"}}},
+			Datapath: &v1alpha1.DatapathStatus{Programmed: []string{"a/one", "a/three", "a/two"}},
+		}
+	}
+	tests := []struct {
+		name string
+		mut  func(*v1alpha1.SpeakerStatusStatus)
+		want []string
+	}{
+		{"nothing", func(*v1alpha1.SpeakerStatusStatus) {}, nil},
+		{"a session", func(s *v1alpha1.SpeakerStatusStatus) { s.Sessions[0].State = "active" }, []string{"a/one", "a/two"}},
+		{"one announcement", func(s *v1alpha1.SpeakerStatusStatus) { s.Announcements = s.Announcements[:1] }, []string{"a/two"}},
+		{"an L2 owner", func(s *v1alpha1.SpeakerStatusStatus) { s.L2 = nil }, []string{"a/l2"}},
+		{"the datapath of one", func(s *v1alpha1.SpeakerStatusStatus) {
+			s.Datapath = &v1alpha1.DatapathStatus{Programmed: []string{"a/one", "a/two"},
+				Failed: []v1alpha1.DatapathFailure{{Service: "a/three", Reason: "map full"}}}
+		}, []string{"a/three"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := base()
+			tc.mut(n)
+			got := slices.Sorted(maps.Keys(affected(base(), n)))
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("affected %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

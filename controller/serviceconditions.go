@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -154,39 +156,86 @@ func (r *conditionsReconciler) speakerHandler() handler.EventHandler {
 				all(ctx, q)
 				return
 			}
-			names := map[string]bool{}
-			named(&o.Status, names)
-			named(&n.Status, names)
-			add(q, names)
+			add(q, affected(&o.Status, &n.Status))
 		},
 	}
 }
 
-// named adds the Services a SpeakerStatus mentions.
-func named(st *v1alpha1.SpeakerStatusStatus, into map[string]bool) {
-	for _, a := range st.Announcements {
-		into[a.Service] = true
-	}
-	for _, o := range st.L2 {
-		into[o.Service] = true
-	}
-	if d := st.Datapath; d != nil {
-		for _, s := range d.Programmed {
-			into[s] = true
+// affected returns the Services whose conditions a SpeakerStatus update
+// may change: those whose announcement, L2 ownership or datapath state
+// differs, and, when a session changed, every Service the node announces.
+// A speaker rewrites its status for any change; most touch few Services,
+// and the cost of an update must not grow with all of them.
+func affected(o, n *v1alpha1.SpeakerStatusStatus) map[string]bool {
+	out := map[string]bool{}
+	sessions := !equality.Semantic.DeepEqual(o.Sessions, n.Sessions)
+	anns := map[string]*v1alpha1.ServiceAnnouncement{}
+	for i := range o.Announcements {
+		anns[o.Announcements[i].Service] = &o.Announcements[i]
+		if sessions {
+			out[o.Announcements[i].Service] = true
 		}
-		for _, f := range d.Failed {
-			into[f.Service] = true
-		}
 	}
+	for i := range n.Announcements {
+		a := &n.Announcements[i]
+		if prev, ok := anns[a.Service]; !ok || sessions || !equality.Semantic.DeepEqual(prev, a) {
+			out[a.Service] = true
+		}
+		delete(anns, a.Service)
+	}
+	for s := range anns {
+		out[s] = true // no longer announced
+	}
+	l2 := map[string]string{}
+	for _, x := range o.L2 {
+		l2[x.IP] = x.Service + "|" + strings.Join(x.Interfaces, ",")
+	}
+	for _, x := range n.L2 {
+		if l2[x.IP] != x.Service+"|"+strings.Join(x.Interfaces, ",") {
+			out[x.Service] = true
+		}
+		delete(l2, x.IP)
+	}
+	for _, v := range l2 {
+		svc, _, _ := strings.Cut(v, "|")
+		out[svc] = true
+	}
+	var od, nd v1alpha1.DatapathStatus
+	if o.Datapath != nil {
+		od = *o.Datapath
+	}
+	if n.Datapath != nil {
+		nd = *n.Datapath
+	}
+	state := map[string]string{}
+	for _, s := range od.Programmed {
+		state[s] = "ok"
+	}
+	for _, f := range od.Failed {
+		state[f.Service] = "failed: " + f.Reason
+	}
+	seen := map[string]string{}
+	for _, s := range nd.Programmed {
+		seen[s] = "ok"
+	}
+	for _, f := range nd.Failed {
+		seen[f.Service] = "failed: " + f.Reason
+	}
+	for s, st := range seen {
+		if state[s] != st {
+			out[s] = true
+		}
+		delete(state, s)
+	}
+	for s := range state {
+		out[s] = true
+	}
+	return out
 }
 
 func cutKey(k string) (string, string, bool) {
-	for i := 0; i < len(k); i++ {
-		if k[i] == '/' {
-			return k[:i], k[i+1:], i > 0 && i < len(k)-1
-		}
-	}
-	return "", "", false
+	ns, name, ok := strings.Cut(k, "/")
+	return ns, name, ok && ns != "" && name != ""
 }
 
 // allServices lists every Service that holds a zerohop address.
@@ -310,12 +359,13 @@ func setOrRemove(conds *[]metav1.Condition, typ string, want *metav1.Condition, 
 // view reads the speakers' reports and the nodes' readiness from the
 // cache.
 func (r *conditionsReconciler) view(ctx context.Context, key string, ips []netip.Addr) (serviceView, error) {
+	// Read-only: no copy of every node's report per Service.
 	var sps v1alpha1.SpeakerStatusList
-	if err := r.s.client.List(ctx, &sps); err != nil {
+	if err := r.s.client.List(ctx, &sps, client.UnsafeDisableDeepCopy); err != nil {
 		return serviceView{}, fmt.Errorf("list speakerstatuses: %w", err)
 	}
 	var nodes corev1.NodeList
-	if err := r.s.client.List(ctx, &nodes); err != nil {
+	if err := r.s.client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return serviceView{}, fmt.Errorf("list nodes: %w", err)
 	}
 	ready := map[string]bool{}
