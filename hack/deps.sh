@@ -19,7 +19,7 @@ KUBERNETES_VERSION=$(awk '/^require k8s.io\/kubernetes /{print $3}' tools/apiser
 
 say() { printf 'deps: %s\n' "$*"; }
 
-debian_packages=(clang-19 llvm-19 bpftool libbpf-dev xdp-tools frr etcd-server
+debian_packages=(clang-19 llvm-19 bpftool xdp-tools frr etcd-server
 	iproute2 iputils-ping tcpdump ca-certificates git make gcc libc6-dev iptables nftables)
 missing=()
 for p in "${debian_packages[@]}"; do
