@@ -21,7 +21,7 @@ say() { printf 'deps: %s\n' "$*"; }
 
 # prometheus: for its promtool, which checks and unit-tests the chart's
 # alerts (test-chart); its service is kept off like FRR's and etcd's.
-debian_packages=(clang-19 llvm-19 bpftool libbpf-dev xdp-tools frr etcd-server
+debian_packages=(clang-19 llvm-19 bpftool xdp-tools frr etcd-server
 	iproute2 iputils-ping tcpdump ca-certificates git make gcc libc6-dev iptables nftables prometheus)
 missing=()
 for p in "${debian_packages[@]}"; do
