@@ -19,8 +19,10 @@ KUBERNETES_VERSION=$(awk '/^require k8s.io\/kubernetes /{print $3}' tools/apiser
 
 say() { printf 'deps: %s\n' "$*"; }
 
+# prometheus: for its promtool, which checks and unit-tests the chart's
+# alerts (test-chart); its service is kept off like FRR's and etcd's.
 debian_packages=(clang-19 llvm-19 bpftool xdp-tools frr etcd-server
-	iproute2 iputils-ping tcpdump ca-certificates git make gcc libc6-dev iptables nftables)
+	iproute2 iputils-ping tcpdump ca-certificates git make gcc libc6-dev iptables nftables prometheus)
 missing=()
 for p in "${debian_packages[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -34,7 +36,7 @@ if ((${#missing[@]})); then
 		exit 1
 	fi
 	apt-get update -qq
-	# The frr and etcd-server packages would start their system services;
+	# The frr, etcd-server and prometheus packages would start their system services;
 	# the tests run their own instances, so keep the system ones off.
 	policy=/usr/sbin/policy-rc.d
 	had_policy=false
