@@ -62,6 +62,9 @@ type Options struct {
 	LeaderElection          bool
 	LeaderElectionNamespace string
 	LeaderElectionID        string
+	// LeaseDuration, RenewDeadline and RetryPeriod time the election; 0
+	// takes the defaults below.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// QPS and Burst bound the client; defaults suit 10k Services.
 	QPS   float32
 	Burst int
@@ -80,6 +83,21 @@ type Options struct {
 	// written (serviceconditions.go); 0 means DefaultConditionInterval.
 	ConditionInterval time.Duration
 }
+
+// The election's timings. A leader that stops cleanly releases the Lease,
+// and a standby, which tries every RetryPeriod (client-go adds up to 120%
+// jitter), leads within 1.1 s. A leader that dies keeps the Lease until it
+// expires, LeaseDuration after its last renewal: a standby leads 7.5–9.1 s
+// after the crash. Allocation pauses that long; announcements and traffic
+// do not depend on the controller. controller-runtime's defaults (15 s,
+// 10 s, 2 s) made a crash cost up to 19 s and a clean stop up to 4.4 s.
+// The cost: the leader renews twice a second, a standby reads the Lease
+// about once a second.
+const (
+	DefaultLeaseDuration = 8 * time.Second
+	DefaultRenewDeadline = 5 * time.Second
+	DefaultRetryPeriod   = 500 * time.Millisecond
+)
 
 // Controller is a running or startable controller.
 type Controller struct {
@@ -116,6 +134,15 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 	if opts.HealthAddr == "" {
 		opts.HealthAddr = "0"
 	}
+	if opts.LeaseDuration == 0 {
+		opts.LeaseDuration = DefaultLeaseDuration
+	}
+	if opts.RenewDeadline == 0 {
+		opts.RenewDeadline = DefaultRenewDeadline
+	}
+	if opts.RetryPeriod == 0 {
+		opts.RetryPeriod = DefaultRetryPeriod
+	}
 	if opts.SettleTime == 0 {
 		opts.SettleTime = DefaultSettleTime
 	}
@@ -139,7 +166,13 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 		LeaderElection:                opts.LeaderElection,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionID:              opts.LeaderElectionID,
+		// A leader that stops cleanly (SIGTERM: a rolling update, a
+		// drain) gives the Lease up, so a standby leads within one
+		// RetryPeriod; a leader that dies keeps it for LeaseDuration.
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &opts.LeaseDuration,
+		RenewDeadline:                 &opts.RenewDeadline,
+		RetryPeriod:                   &opts.RetryPeriod,
 		// The cache holds every Service; managed fields are most of an
 		// object's bytes and never read here.
 		// Nodes are cached for their readiness alone.
