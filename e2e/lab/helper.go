@@ -29,11 +29,12 @@ func HelperMain() {
 }
 
 // RunHelper runs one lab helper role in this process, which the lab has
-// started inside a namespace: "echo" (a Pod's echo server) or "bgp-peer"
-// (a test GoBGP peer driven over stdin). It returns when the helper ends.
+// started inside a namespace: "echo" (a Pod's echo server), "bgp-peer"
+// (a test GoBGP peer driven over stdin) or "kubelet" (a node's kubelet
+// stand-in, in the root namespace). It returns when the helper ends.
 func RunHelper(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("helper: missing role (echo, bgp-peer)")
+		return fmt.Errorf("helper: missing role (echo, bgp-peer, kubelet)")
 	}
 	switch args[0] {
 	case "echo":
@@ -50,6 +51,8 @@ func RunHelper(args []string) error {
 		return echo.Serve(ctx, echo.Config{Name: *name, TCPPort: *tcp, UDPPort: *udp, HTTPPort: *httpPort})
 	case "bgp-peer":
 		return runPeerHelper(args[1:], os.Stdin, os.Stdout)
+	case "kubelet":
+		return runKubelet(args[1:])
 	default:
 		return fmt.Errorf("helper: unknown role %q", args[0])
 	}
