@@ -101,7 +101,7 @@ func (w *podWorker) update(pod *corev1.Pod) {
 	}
 }
 
-func (w *podWorker) forget()   { w.goneMu.Do(func() { close(w.gone) }) }
+func (w *podWorker) forget()       { w.goneMu.Do(func() { close(w.gone) }) }
 func (w *podWorker) nodeShutdown() { w.stopMu.Do(func() { close(w.stop) }) }
 
 func (w *podWorker) logf(format string, args ...any) {
