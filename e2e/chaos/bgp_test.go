@@ -862,7 +862,7 @@ func TestChaosBGP(t *testing.T) {
 				}
 			}
 			switch {
-			case down && f.kind == "long-probe" && f.pod == "web-2":
+			case down && f.kind == "long-probe" && l.Workload(f.pod) == "web-2":
 				lostOnDead++
 			case down && f.kind == "long-probe":
 				rehashed++

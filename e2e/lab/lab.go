@@ -838,3 +838,12 @@ func (l *Lab) PodByName(name string) (Pod, bool) {
 func sortBy[T any](s []T, key func(T) string) {
 	sort.Slice(s, func(a, b int) bool { return key(s[a]) < key(s[b]) })
 }
+
+// Workload returns the workload (AddPod's name) whose Pod answered as pod,
+// or pod itself when it is no lab workload's.
+func (l *Lab) Workload(pod string) string {
+	if p, ok := l.PodByName(pod); ok {
+		return p.Workload
+	}
+	return pod
+}
