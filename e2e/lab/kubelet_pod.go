@@ -69,16 +69,15 @@ type container struct {
 	waiting  string // reason while not running (ContainerCreating, CrashLoopBackOff, ErrImageNeverPull)
 	message  string
 
-	ready       bool
-	everReady   bool
-	probeOK     int32
-	probeFail   int32
-	nextProbe   time.Time
-	backoff     time.Duration
-	restartAt   time.Time
-	preStopEnd  time.Time
-	termSent    bool
-	terminating bool
+	ready      bool
+	everReady  bool
+	probeOK    int32
+	probeFail  int32
+	nextProbe  time.Time
+	backoff    time.Duration
+	restartAt  time.Time
+	preStopEnd time.Time
+	termSent   bool
 }
 
 func newPodWorker(k *kubelet, pod *corev1.Pod) *podWorker {
