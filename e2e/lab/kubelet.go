@@ -160,6 +160,9 @@ type kubelet struct {
 	mu       sync.Mutex
 	st       kubeletState
 	workers  map[types.UID]*podWorker
+	// finished holds the Pods whose worker ended, so that an event that
+	// comes after (the Pod's last status, say) does not start them again.
+	finished map[types.UID]bool
 	stopping bool // node shutdown under way: no new Pods
 	wg       sync.WaitGroup
 }
@@ -197,7 +200,7 @@ func runKubelet(args []string) error {
 		return err
 	}
 	k := &kubelet{node: *node, name: NodeName(*node), cs: cs, stateDir: *stateDir,
-		logDir: filepath.Join(*stateDir, "logs"), helper: helper, workers: map[types.UID]*podWorker{},
+		logDir: filepath.Join(*stateDir, "logs"), helper: helper, workers: map[types.UID]*podWorker{}, finished: map[types.UID]bool{},
 		log: log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -380,7 +383,7 @@ func (k *kubelet) podChanged(ctx context.Context, obj any) {
 	defer k.mu.Unlock()
 	w := k.workers[pod.UID]
 	if w == nil {
-		if k.stopping || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		if k.stopping || k.finished[pod.UID] || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			return
 		}
 		w = newPodWorker(k, pod)
@@ -391,6 +394,7 @@ func (k *kubelet) podChanged(ctx context.Context, obj any) {
 			w.run(ctx)
 			k.mu.Lock()
 			delete(k.workers, pod.UID)
+			k.finished[pod.UID] = true
 			k.mu.Unlock()
 		}()
 	}
