@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/zerohop/zerohop/e2e/echo"
 )
@@ -43,11 +44,19 @@ func RunHelper(args []string) error {
 		tcp := fs.Int("tcp", echo.DefaultTCPPort, "TCP port")
 		udp := fs.Int("udp", echo.DefaultUDPPort, "UDP port")
 		httpPort := fs.Int("http", echo.DefaultHTTPPort, "HTTP port")
+		termDelay := fs.Duration("term-delay", 0, "keep serving this long after SIGTERM (a slow shutdown)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-		defer stop()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		go func() {
+			<-sigs
+			time.Sleep(*termDelay)
+			cancel()
+		}()
 		return echo.Serve(ctx, echo.Config{Name: *name, TCPPort: *tcp, UDPPort: *udp, HTTPPort: *httpPort})
 	case "bgp-peer":
 		return runPeerHelper(args[1:], os.Stdin, os.Stdout)

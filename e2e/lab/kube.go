@@ -74,8 +74,9 @@ func ensureNamespace(ctx context.Context, cs kubernetes.Interface, name string) 
 }
 
 // EchoContainer is the echo server as a container: it answers with its
-// Pod's name (from the Downward API) and is ready once its TCP port
-// accepts.
+// Pod's name (from the Downward API) and is ready once it answers HTTP on
+// its count path, which (unlike a TCP probe) the counts it reports leave
+// out, so tests can compare them with what clients saw.
 func EchoContainer() corev1.Container {
 	return corev1.Container{
 		Name: "echo", Image: EchoImage,
@@ -88,7 +89,8 @@ func EchoContainer() corev1.Container {
 			{Name: "http", ContainerPort: echo.DefaultHTTPPort, Protocol: corev1.ProtocolTCP},
 		},
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("tcp")}},
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: echo.CountPath, Port: intstr.FromString("http")}},
 			PeriodSeconds: 1, FailureThreshold: 1,
 		},
 	}

@@ -2,11 +2,13 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -365,4 +367,111 @@ func TestDownSweepsCrashLeftovers(t *testing.T) {
 	if left := Leftovers(stateDir, []Proc{p}); len(left) > 0 {
 		t.Errorf("left after Down: %v", left)
 	}
+}
+
+// TestKubelet checks the kubelet stand-in's Pod lifecycle on its own: a
+// TCP readiness probe, a container restart after its process dies, and
+// graceful termination (preStop sleep, SIGTERM, SIGKILL at the grace
+// deadline).
+func TestKubelet(t *testing.T) {
+	l := Up(t, Options{Nodes: 1, Log: testWriter{t}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := ensureNamespace(ctx, l.Kube, "kl"); err != nil {
+		t.Fatal(err)
+	}
+	c := EchoContainer()
+	// The workloads' probe is HTTP; this one is TCP.
+	c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("tcp")}},
+		PeriodSeconds: 1, FailureThreshold: 1}
+	// A slow shutdown: it keeps serving 60 s after SIGTERM, so only the
+	// SIGKILL at the 3 s grace deadline ends it.
+	c.Args = append(c.Args, "-term-delay", "60s")
+	c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 1}}}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "slow", Namespace: "kl"},
+		Spec: corev1.PodSpec{NodeName: NodeName(1), AutomountServiceAccountToken: ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To(int64(3)), Containers: []corev1.Container{c}},
+	}
+	if _, err := l.Kube.CoreV1().Pods("kl").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	get := func() *corev1.Pod {
+		p, err := l.Kube.CoreV1().Pods("kl").Get(ctx, "slow", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	eventually(t, 20*time.Second, "Ready by its TCP probe", func() error {
+		if p := get(); podCondition(p, corev1.PodReady) != corev1.ConditionTrue {
+			return fmt.Errorf("conditions %s", conditionSummary(p))
+		}
+		return nil
+	})
+	p := get()
+	addr := netip.AddrPortFrom(netip.MustParseAddr(p.Status.PodIP), echo.DefaultTCPPort).String()
+	ask := func() error {
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		defer rcancel()
+		rep, err := echo.Request(rctx, DialerIn(NodeName(1)), "tcp", addr)
+		if err == nil && rep.Pod != "slow" {
+			err = fmt.Errorf("answered by %q", rep.Pod)
+		}
+		return err
+	}
+
+	t.Run("restart", func(t *testing.T) {
+		var pid int
+		if _, err := fmt.Sscanf(p.Status.ContainerStatuses[0].ContainerID, "zerohop-lab://%d", &pid); err != nil {
+			t.Fatalf("container ID %q: %v", p.Status.ContainerStatuses[0].ContainerID, err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "restarted and Ready again", func() error {
+			p := get()
+			cs := p.Status.ContainerStatuses[0]
+			if cs.RestartCount != 1 || !cs.Ready || cs.LastTerminationState.Terminated == nil {
+				return fmt.Errorf("status %+v", cs)
+			}
+			if code := cs.LastTerminationState.Terminated.ExitCode; code != 128+9 {
+				return fmt.Errorf("last exit code %d, want 137 (SIGKILL)", code)
+			}
+			return nil
+		})
+		if err := ask(); err != nil {
+			t.Fatalf("after the restart: %v", err)
+		}
+	})
+
+	t.Run("graceful termination", func(t *testing.T) {
+		t0 := time.Now()
+		if err := l.Kube.CoreV1().Pods("kl").Delete(ctx, "slow", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if err := ask(); err != nil {
+			t.Errorf("during the preStop sleep: %v", err)
+		}
+		time.Sleep(time.Second)
+		if err := ask(); err != nil {
+			t.Errorf("after SIGTERM, within its slow shutdown: %v", err)
+		}
+		eventually(t, 20*time.Second, "Pod gone", func() error {
+			_, err := l.Kube.CoreV1().Pods("kl").Get(ctx, "slow", metav1.GetOptions{})
+			if err == nil {
+				return errors.New("still there")
+			}
+			return nil
+		})
+		took := time.Since(t0)
+		t.Logf("deleted with a 3 s grace period, 1 s preStop sleep and a process ignoring SIGTERM for 60 s: gone after %s", took.Round(10*time.Millisecond))
+		if took < 3*time.Second || took > 6*time.Second {
+			t.Errorf("gone after %s, want SIGKILL at the 3 s grace deadline", took)
+		}
+		if nsExists(PodNetNS("kl", "slow")) {
+			t.Error("the Pod's namespace is still there")
+		}
+	})
 }
