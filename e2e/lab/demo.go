@@ -178,7 +178,8 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer, exe string) error {
 	} else {
 		p("  client → router (ECMP over the announcing nodes) → node's XDP program on")
 		p("  %s rewrites the VIP to a Pod chosen by Maglev → Pod; the reply's source is", UplinkIf)
-		p("  rewritten back to the VIP by tc on the way out. No NodePort, no kube-proxy.")
+		p("  rewritten back to the VIP by tc on the way out. No NodePort, no kube-proxy rule")
+		p("  on the way, though kube-proxy (%s) runs on every node.", l.opts.KubeProxy)
 	}
 	for _, v := range vips {
 		if !announced[v] {
@@ -195,6 +196,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer, exe string) error {
 	}
 	if len(announced) > 0 {
 		l.demoCounters(p)
+		l.demoKubeProxyCounters(ctx, p, vips)
 	}
 	c4, c6 := ClientAddrs()
 	p("  (the client is %s / %s; a Pod seeing that address means the source was preserved)", c4, c6)

@@ -219,3 +219,38 @@ func (l *Lab) printPods(ctx context.Context, p func(string, ...any)) {
 			podCondition(&o, corev1.PodReady))
 	}
 }
+
+// demoKubeProxyCounters prints, in iptables mode, kube-proxy's packet
+// counters on its rules for the VIPs on each node: zero, since XDP rewrote
+// the client's packets before netfilter saw them.
+func (l *Lab) demoKubeProxyCounters(ctx context.Context, p func(string, ...any), vips []netip.Addr) {
+	switch l.opts.KubeProxy {
+	case KubeProxyNone:
+		return
+	case KubeProxyNFTables:
+		p("  kube-proxy (nftables) keeps no rule counters; `make test-cluster` counts at netfilter's first hook instead")
+		return
+	}
+	var parts []string
+	for i := 1; i <= l.opts.Nodes; i++ {
+		out, err := run(ctx, "ip", "netns", "exec", NodeName(i), "sh", "-c", "iptables-save -c -t nat; ip6tables-save -c -t nat")
+		if err != nil {
+			parts = append(parts, fmt.Sprintf("%s: %v", NodeName(i), err))
+			continue
+		}
+		n, rules := 0, 0
+		for _, line := range strings.Split(string(out), "\n") {
+			for _, v := range vips {
+				if strings.Contains(line, "-A KUBE-SERVICES -d "+v.String()+"/") {
+					rules++
+					var pk int
+					_, _ = fmt.Sscanf(line, "[%d:", &pk)
+					n += pk
+				}
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %d packets on %d rules", NodeName(i), n, rules))
+	}
+	p("  kube-proxy (iptables) rules for the VIPs: %s", strings.Join(parts, ", "))
+	p("  (XDP rewrote the client's packets before netfilter; kube-proxy serves the VIP to Pods and nodes)")
+}
