@@ -625,7 +625,7 @@ func (w *podWorker) everStarted() bool {
 // readinessGates, which others set, stay as they are.
 func (w *podWorker) report(ctx context.Context) {
 	st := w.status()
-	if w.lastStatus != nil && reflect.DeepEqual(*w.lastStatus, st) {
+	if w.lastStatus != nil && reflect.DeepEqual(*w.lastStatus, st) && !w.overwritten(st) {
 		return
 	}
 	out := st.DeepCopy()
@@ -652,6 +652,18 @@ func (w *podWorker) report(ctx context.Context) {
 	case ctx.Err() == nil:
 		w.logf("status: %v", err)
 	}
+}
+
+// overwritten reports whether someone else changed a condition this
+// stand-in owns (the node lifecycle controller marks a Pod not ready when
+// it loses the node's heartbeat): kubelet then says again what it sees.
+func (w *podWorker) overwritten(st corev1.PodStatus) bool {
+	for _, c := range st.Conditions {
+		if got := podCondition(w.pod, c.Type); got != "" && got != c.Status {
+			return true
+		}
+	}
+	return false
 }
 
 // patchDisruption marks the Pod as disrupted by the node's shutdown, as
