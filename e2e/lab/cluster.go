@@ -23,9 +23,10 @@ import (
 
 const (
 	// NodeMonitorGracePeriod is how long the node lifecycle controller
-	// waits for a node's Lease before it marks the node NotReady
-	// (kube-controller-manager's default is 50 s). Ten renewals by the
-	// stand-in: a failover test waits about this long, not a minute.
+	// waits for a node's Lease before it marks the node NotReady, unless
+	// Options say otherwise (kube-controller-manager's default is 50 s).
+	// Ten renewals by the stand-in: a failover test waits about this long,
+	// not a minute.
 	NodeMonitorGracePeriod = 10 * time.Second
 	// nodeMonitorPeriod is how often the controller checks.
 	nodeMonitorPeriod = time.Second
@@ -67,7 +68,7 @@ func (l *Lab) startCluster(ctx context.Context, s *apiserver.Server) error {
 			"--service-account-private-key-file=" + s.ServiceAccountKeyFile(), "--root-ca-file=" + s.CAFile(),
 			"--use-service-account-credentials=false", "--allocate-node-cidrs=false",
 			"--node-monitor-period=" + nodeMonitorPeriod.String(),
-			"--node-monitor-grace-period=" + NodeMonitorGracePeriod.String(),
+			"--node-monitor-grace-period=" + l.opts.NodeMonitorGracePeriod.String(),
 			"--kube-api-qps=200", "--kube-api-burst=400", "--v=1"}},
 		{name: "kube-scheduler", argv: []string{bin("kube-scheduler"),
 			"--kubeconfig=" + kc, "--leader-elect=false", "--secure-port=0", "--kube-api-qps=200", "--kube-api-burst=400"}},

@@ -73,6 +73,9 @@ type Options struct {
 	// KubeProxy runs kube-proxy on every node in this mode (KubeProxyIPTables
 	// or KubeProxyNFTables); default KubeProxyNone.
 	KubeProxy string
+	// NodeMonitorGracePeriod is kube-controller-manager's
+	// --node-monitor-grace-period; default NodeMonitorGracePeriod.
+	NodeMonitorGracePeriod time.Duration
 	// StateDir holds the state file, logs and configs; default
 	// /run/zerohop-lab.
 	StateDir string
@@ -105,6 +108,9 @@ func (o *Options) defaults() error {
 	}
 	if o.StateDir == "" {
 		o.StateDir = DefaultStateDir
+	}
+	if o.NodeMonitorGracePeriod == 0 {
+		o.NodeMonitorGracePeriod = NodeMonitorGracePeriod
 	}
 	switch o.KubeProxy {
 	case "":
