@@ -131,7 +131,10 @@ func (w *podWorker) run(ctx context.Context) {
 		case pod := <-w.updates:
 			w.pod = pod
 			if pod.DeletionTimestamp != nil {
-				d := pod.DeletionTimestamp.Time
+				// The grace period counts from now, as kubelet's does
+				// (the deletion timestamp has only whole seconds); a
+				// later, shorter deletion brings the deadline forward.
+				d := time.Now().Add(time.Duration(ptr.Deref(pod.DeletionGracePeriodSeconds, 30)) * time.Second)
 				if !w.terminating || d.Before(w.deadline) {
 					w.beginTermination(d)
 				}
