@@ -157,9 +157,9 @@ type kubelet struct {
 	helper   []string
 	log      *log.Logger
 
-	mu       sync.Mutex
-	st       kubeletState
-	workers  map[types.UID]*podWorker
+	mu      sync.Mutex
+	st      kubeletState
+	workers map[types.UID]*podWorker
 	// finished holds the Pods whose worker ended, so that an event that
 	// comes after (the Pod's last status, say) does not start them again.
 	finished map[types.UID]bool
