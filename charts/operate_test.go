@@ -78,7 +78,7 @@ func TestComponentsRunWithChartRBAC(t *testing.T) {
 	// What a user and kubelet would have made.
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "zh-rbac-node"},
-		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeAddr}}},
 	}
 	must(t, admin.Create(ctx, node))
 	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
@@ -92,11 +92,11 @@ func TestComponentsRunWithChartRBAC(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "public"},
 		Spec:       v1alpha1.IPAddressPoolSpec{Addresses: []v1alpha1.Address{"192.0.2.0/28"}},
 	}))
-	// The peer is a closed port on loopback: the session never comes up,
+	// The peer is a closed port in the tests' namespace: the session never comes up,
 	// but the speaker reads everything it reads in normal operation.
 	must(t, admin.Create(ctx, &v1alpha1.BGPPeer{
 		ObjectMeta: metav1.ObjectMeta{Name: "router"},
-		Spec: v1alpha1.BGPPeerSpec{MyASN: 64512, PeerASN: 64500, PeerAddress: "127.0.0.1", PeerPort: 1,
+		Spec: v1alpha1.BGPPeerSpec{MyASN: 64512, PeerASN: 64500, PeerAddress: peerAddr, PeerPort: 1,
 			PasswordSecret: &v1alpha1.SecretReference{Name: "bgp-password"}},
 	}))
 	must(t, admin.Create(ctx, &v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "public"}}))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -61,6 +62,14 @@ type Options struct {
 	Burst int
 	// Workers is the number of concurrent Service reconciles.
 	Workers int
+	// Log is the process's logger. Default: controller-runtime's.
+	Log logr.Logger
+	// SettleTime is how long a Service that wants a new address waits
+	// after the controller first sees it, and after the last pool change,
+	// before the address is picked (docs/controller.md, "A settled view
+	// of the pools"). 0 means DefaultSettleTime; negative means no wait
+	// (the pools are still read from the API server first).
+	SettleTime time.Duration
 }
 
 // Controller is a running or startable controller.
@@ -98,12 +107,17 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 	if opts.HealthAddr == "" {
 		opts.HealthAddr = "0"
 	}
+	if opts.SettleTime == 0 {
+		opts.SettleTime = DefaultSettleTime
+	}
+	opts.SettleTime = max(opts.SettleTime, 0)
 	cfg.QPS, cfg.Burst = opts.QPS, opts.Burst
 	registerMetrics()
 
 	skip := true
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                        Scheme(),
+		Logger:                        opts.Log,
 		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress:        opts.HealthAddr,
 		LeaderElection:                opts.LeaderElection,

@@ -339,3 +339,39 @@ func (e *env) deleteAllServices(t testing.TB, ns string) {
 }
 
 func clientKey(name string) types.NamespacedName { return types.NamespacedName{Name: name} }
+
+// create makes a cluster-scoped object for one scenario and deletes it at
+// the end.
+func create(t testing.TB, e *env, obj client.Object) {
+	t.Helper()
+	if err := e.cli.Create(context.Background(), obj); err != nil {
+		t.Fatalf("create %s: %v", obj.GetName(), err)
+	}
+	t.Cleanup(func() { _ = e.cli.Delete(context.Background(), obj) })
+}
+
+// waitAccepted waits until the object's Accepted condition has status and
+// returns the condition.
+func (e *env) waitAccepted(t testing.TB, obj client.Object, name string, status metav1.ConditionStatus) metav1.Condition {
+	t.Helper()
+	var got metav1.Condition
+	eventually(t, waitFor, func() string {
+		if err := e.cli.Get(context.Background(), client.ObjectKey{Name: name}, obj); err != nil {
+			return err.Error()
+		}
+		var conds []metav1.Condition
+		switch o := obj.(type) {
+		case *v1alpha1.BGPPeer:
+			conds = o.Status.Conditions
+		case *v1alpha1.BGPAdvertisement:
+			conds = o.Status.Conditions
+		}
+		c := meta.FindStatusCondition(conds, v1alpha1.ConditionAccepted)
+		if c == nil || c.Status != status {
+			return fmt.Sprintf("%s conditions %+v, want Accepted=%s", name, conds, status)
+		}
+		got = *c
+		return ""
+	})
+	return got
+}

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/zerohop/zerohop/config/crosscheck"
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/controller/ipam"
 )
@@ -32,23 +33,20 @@ func compilePool(p *v1alpha1.IPAddressPool) *poolInfo {
 		Name:          p.Name,
 		AutoAssign:    p.Spec.AutoAssign == nil || *p.Spec.AutoAssign,
 		AvoidBuggyIPs: p.Spec.AvoidBuggyIPs,
+		Since:         p.CreationTimestamp.Time,
 	}}
-	var ranges []ipam.Range
-	for _, a := range p.Spec.Addresses {
-		r, err := ipam.ParseRange(string(a))
-		if err != nil {
-			pi.parseErrs = append(pi.parseErrs, err.Error())
-			continue
-		}
-		ranges = append(ranges, r)
+	ranges, errs := crosscheck.PoolRanges(p)
+	for _, err := range errs {
+		pi.parseErrs = append(pi.parseErrs, err.Error())
 	}
-	// A pool with a bad entry hands out nothing: a half-applied pool
-	// would allocate from addresses the user may be about to correct.
-	if len(pi.parseErrs) == 0 {
-		pi.spec.Ranges = ranges
-	}
+	pi.spec.Ranges = ranges
+	// A pool with a bad entry hands out nothing new: a half-applied pool
+	// would allocate from addresses the user may be about to correct. Its
+	// good entries still hold the addresses in service.
+	pi.spec.Frozen = len(errs) > 0
 	if sa := p.Spec.ServiceAllocation; sa != nil {
 		pi.hasAlloc = true
+		pi.spec.Restricted = true
 		pi.spec.Priority = int(sa.Priority)
 		pi.namespaces = slices.Clone(sa.Namespaces)
 		for i := range sa.NamespaceSelectors {
@@ -150,30 +148,16 @@ func selString(ss []labels.Selector) string {
 
 type poolReconciler struct{ s *state }
 
-// Reconcile re-reads the whole pool set (pools interact through overlap
-// and priority), applies it to the allocator, and writes this pool's
-// status.
+// Reconcile brings the allocator's pool set up to date with the last pool
+// change seen (pools interact through overlap and priority, so the whole
+// set is read), and writes this pool's status.
 func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	s := r.s
 	if err := s.ensureLoaded(ctx); err != nil {
 		return ctrl.Result{}, err
 	}
-	var list v1alpha1.IPAddressPoolList
-	if err := s.client.List(ctx, &list); err != nil {
-		return ctrl.Result{}, fmt.Errorf("list pools: %w", err)
-	}
-	s.mu.Lock()
-	changed := s.applyPoolsLocked(list.Items)
-	if changed {
-		s.kick(s.kickPools)
-	}
-	s.mu.Unlock()
-	if changed {
-		// Every Service may be affected: an IP may have left every pool
-		// (condition + Event) or room may have appeared for a pending one.
-		if err := r.requeueAllServices(ctx); err != nil {
-			return ctrl.Result{}, err
-		}
+	if err := s.syncPools(ctx, s.lastPoolChange()); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	var pool v1alpha1.IPAddressPool
@@ -186,7 +170,7 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	}
 	s.mu.Lock()
 	stats, _ := s.alloc.Stats(pool.Name)
-	overlaps := s.alloc.Overlaps()[pool.Name]
+	conflicts := s.alloc.Conflicts()[pool.Name]
 	pi := s.pools[pool.Name]
 	s.mu.Unlock()
 	if pi == nil {
@@ -203,21 +187,27 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		Message: "every address entry parsed", ObservedGeneration: pool.Generation}
 	if len(pi.parseErrs) > 0 {
 		valid.Status, valid.Reason = metav1.ConditionFalse, "InvalidAddresses"
-		valid.Message = "pool not used for new allocations: " + strings.Join(pi.parseErrs, "; ")
+		valid.Message = "the pool hands out no new address until fixed (the addresses it holds in its good entries stay): " + strings.Join(pi.parseErrs, "; ")
 	}
 	meta.SetStatusCondition(&want.Conditions, valid)
-	ov := metav1.Condition{Type: PoolConditionOverlapping, Status: metav1.ConditionFalse, Reason: "NoOverlap",
-		Message: "no other pool shares addresses with this one", ObservedGeneration: pool.Generation}
-	if len(overlaps) > 0 {
-		ov.Status, ov.Reason = metav1.ConditionTrue, "OverlapsOtherPools"
-		ov.Message = fmt.Sprintf("shares addresses with pool %s; each IP is still given to one Service (or one sharing group) only, and counts in every pool that contains it", strings.Join(overlaps, ", "))
+	ov := metav1.Condition{Type: PoolConditionOverlapping, Status: metav1.ConditionFalse, Reason: "NoConflict",
+		Message: "no older pool declares any of these addresses", ObservedGeneration: pool.Generation}
+	if len(conflicts) > 0 {
+		var parts []string
+		for _, c := range conflicts {
+			parts = append(parts, fmt.Sprintf("%s (pool %s)", c.Range, c.With))
+		}
+		ov.Status, ov.Reason = metav1.ConditionTrue, "AddressesOfOlderPool"
+		ov.Message = "not handed out by this pool: " + strings.Join(parts, ", ") +
+			"; an older pool keeps the addresses it declares, so a pool added later never takes addresses in service"
 	}
-	wasOverlapping := meta.IsStatusConditionTrue(pool.Status.Conditions, PoolConditionOverlapping)
+	was := meta.FindStatusCondition(pool.Status.Conditions, PoolConditionOverlapping)
 	meta.SetStatusCondition(&want.Conditions, ov)
-	if len(overlaps) > 0 && (!wasOverlapping || meta.FindStatusCondition(pool.Status.Conditions, PoolConditionOverlapping).Message != ov.Message) {
+	if len(conflicts) > 0 && (was == nil || was.Status != metav1.ConditionTrue || was.Message != ov.Message) {
 		s.rec.Eventf(&pool, nil, corev1.EventTypeWarning, "Overlapping", "Validate", "%s", ov.Message)
 	}
-	if len(pi.parseErrs) > 0 && meta.IsStatusConditionTrue(pool.Status.Conditions, PoolConditionValid) {
+	if wasValid := meta.FindStatusCondition(pool.Status.Conditions, PoolConditionValid); len(pi.parseErrs) > 0 &&
+		(wasValid == nil || wasValid.Status != metav1.ConditionFalse || wasValid.Message != valid.Message) {
 		s.rec.Eventf(&pool, nil, corev1.EventTypeWarning, "InvalidAddresses", "Validate", "%s", valid.Message)
 	}
 	if reflect.DeepEqual(*want, pool.Status) {
@@ -236,22 +226,4 @@ func (r *poolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, fmt.Errorf("pool %s status: %w", pool.Name, err)
 	}
 	return ctrl.Result{}, nil
-}
-
-func (r *poolReconciler) requeueAllServices(ctx context.Context) error {
-	var list corev1.ServiceList
-	if err := r.s.client.List(ctx, &list); err != nil {
-		return fmt.Errorf("list services: %w", err)
-	}
-	go func() {
-		for i := range list.Items {
-			if list.Items[i].Spec.Type != corev1.ServiceTypeLoadBalancer {
-				continue
-			}
-			if !r.s.send(ctx, r.s.svcEvents, serviceRef(list.Items[i].Namespace+"/"+list.Items[i].Name)) {
-				return
-			}
-		}
-	}()
-	return nil
 }

@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/controller"
@@ -370,33 +372,45 @@ func scenarios() []scenario {
 				return ""
 			})
 		}},
-		{name: "overlapping pools are reported and never double-allocate", run: func(t *testing.T, e *env, s *sc) {
-			e.pool(t, s.pool("a"), []string{"192.0.2.0/30"}, alloc(v1alpha1.ServiceAllocation{Priority: 1}))
-			e.pool(t, s.pool("b"), []string{"192.0.2.2-192.0.2.5"}, alloc(v1alpha1.ServiceAllocation{Priority: 2}))
-			for _, name := range []string{s.pool("a"), s.pool("b")} {
-				e.waitPool(t, name, func(p *v1alpha1.IPAddressPool) string {
-					c := poolCondition(p, controller.PoolConditionOverlapping)
-					if c == nil || c.Status != metav1.ConditionTrue {
-						return fmt.Sprintf("conditions %+v", p.Status.Conditions)
-					}
-					return ""
-				})
-			}
-			e.waitEvent(t, "default", s.pool("a"), "Overlapping", s.pool("b"))
-			// s0..s3 alternate between the pools: four distinct IPs.
-			for i := range 4 {
-				pool := s.pool("a")
-				if i%2 == 1 {
-					pool = s.pool("b")
+		{name: "a pool added later keeps out of an older pool's addresses", run: func(t *testing.T, e *env, s *sc) {
+			e.pool(t, s.pool("a"), []string{"192.0.2.0/30"}, alloc(v1alpha1.ServiceAllocation{Priority: 2}))
+			e.waitPool(t, s.pool("a"), func(p *v1alpha1.IPAddressPool) string {
+				if p.Status.AvailableIPv4 != 4 {
+					return fmt.Sprintf("pool a status %+v", p.Status)
 				}
-				e.svc(t, s.ns, fmt.Sprintf("s%d", i), annotate(controller.AnnotationPool, pool))
+				return ""
+			})
+			// b comes later and declares two of a's addresses; tried first
+			// by priority, it must still never hand those out.
+			time.Sleep(1100 * time.Millisecond) // creation timestamps have 1 s resolution
+			e.pool(t, s.pool("b"), []string{"192.0.2.2-192.0.2.5"}, alloc(v1alpha1.ServiceAllocation{Priority: 1}))
+			e.waitPool(t, s.pool("b"), func(p *v1alpha1.IPAddressPool) string {
+				c := poolCondition(p, controller.PoolConditionOverlapping)
+				if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "192.0.2.2-192.0.2.3") || !strings.Contains(c.Message, s.pool("a")) {
+					return fmt.Sprintf("conditions %+v", p.Status.Conditions)
+				}
+				if p.Status.AvailableIPv4 != 2 {
+					return fmt.Sprintf("pool b status %+v", p.Status)
+				}
+				return ""
+			})
+			e.waitPool(t, s.pool("a"), func(p *v1alpha1.IPAddressPool) string {
+				if c := poolCondition(p, controller.PoolConditionOverlapping); c == nil || c.Status != metav1.ConditionFalse {
+					return fmt.Sprintf("older pool's conditions %+v", p.Status.Conditions)
+				}
+				return ""
+			})
+			e.waitEvent(t, "default", s.pool("b"), "Overlapping", s.pool("a"))
+			for i := range 4 {
+				e.svc(t, s.ns, fmt.Sprintf("s%d", i))
 			}
 			got := map[string]string{}
 			eventually(t, waitFor, func() string {
 				clear(got)
 				for i := range 4 {
 					name := fmt.Sprintf("s%d", i)
-					ips := ingressIPs(e.getSvc(t, s.ns, name))
+					svc := e.getSvc(t, s.ns, name)
+					ips := ingressIPs(svc)
 					if len(ips) != 1 {
 						return fmt.Sprintf("%s has %v", name, ips)
 					}
@@ -404,21 +418,28 @@ func scenarios() []scenario {
 						t.Fatalf("%s given to %s and %s", ips[0], prev, name)
 					}
 					got[ips[0]] = name
+					want := s.pool("a")
+					if ips[0] == "192.0.2.4" || ips[0] == "192.0.2.5" {
+						want = s.pool("b")
+					}
+					if from := svc.Annotations[v1alpha1.AnnotationAllocatedFrom]; from != want {
+						return fmt.Sprintf("%s (%s) records pool %q, want %q", name, ips[0], from, want)
+					}
 				}
 				return ""
 			})
-			// Pool a's four addresses are now all held (two through b):
-			// a is exhausted although it handed out only two itself.
-			e.svc(t, s.ns, "more-a", annotate(controller.AnnotationPool, s.pool("a")))
-			e.waitEvent(t, s.ns, "more-a", "PoolExhausted", s.pool("a"))
 			e.svc(t, s.ns, "more-b", annotate(controller.AnnotationPool, s.pool("b")))
-			e.waitIPs(t, s.ns, "more-b", "192.0.2.4")
-			e.waitPool(t, s.pool("a"), func(p *v1alpha1.IPAddressPool) string {
-				if p.Status.AssignedIPv4 != 4 || p.Status.AvailableIPv4 != 0 {
-					return fmt.Sprintf("pool a status %+v", p.Status)
-				}
-				return ""
-			})
+			e.waitEvent(t, s.ns, "more-b", "PoolExhausted", s.pool("b"))
+			// b handed out its two own addresses; a, tried after b, two of
+			// its four and keeps the other two.
+			for name, free := range map[string]int64{s.pool("a"): 2, s.pool("b"): 0} {
+				e.waitPool(t, name, func(p *v1alpha1.IPAddressPool) string {
+					if p.Status.AssignedIPv4 != 2 || p.Status.AvailableIPv4 != free {
+						return fmt.Sprintf("pool %s status %+v", name, p.Status)
+					}
+					return ""
+				})
+			}
 		}},
 		{name: "invalid pool entry: Valid condition false, pool unused", run: func(t *testing.T, e *env, s *sc) {
 			e.pool(t, s.pool("bad"), []string{"192.0.2.1/24"})
@@ -431,6 +452,78 @@ func scenarios() []scenario {
 			})
 			e.svc(t, s.ns, "web")
 			e.waitEvent(t, s.ns, "web", "NoPool")
+		}},
+		{name: "a range spanning loopback makes the pool invalid, naming the entry", run: func(t *testing.T, e *env, s *sc) {
+			e.pool(t, s.pool("span"), []string{"203.0.113.0/30", "126.255.255.250-128.0.0.5"})
+			e.waitPool(t, s.pool("span"), func(p *v1alpha1.IPAddressPool) string {
+				c := poolCondition(p, controller.PoolConditionValid)
+				if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "spec.addresses[1]") || !strings.Contains(c.Message, "loopback") {
+					return fmt.Sprintf("conditions %+v", p.Status.Conditions)
+				}
+				return ""
+			})
+			e.waitEvent(t, "default", s.pool("span"), "InvalidAddresses", "spec.addresses[1]")
+		}},
+		{name: "PreferDualStack from a single-family pool is served as asked, with no warning", run: func(t *testing.T, e *env, s *sc) {
+			e.pool(t, s.pool("v4"), []string{"192.0.2.0/30"})
+			e.svc(t, s.ns, "prefer", dual(corev1.IPFamilyPolicyPreferDualStack, corev1.IPv4Protocol, corev1.IPv6Protocol))
+			e.waitIPs(t, s.ns, "prefer", "192.0.2.0")
+			// Status writes and resyncs reconcile the Service again; none
+			// of them may warn about the family no pool has.
+			e.update(t, s.ns, "prefer", func(svc *corev1.Service) { svc.Labels = map[string]string{"touched": "yes"} })
+			e.holdIPs(t, time.Second, s.ns, "prefer", "192.0.2.0")
+			for _, ev := range e.events(t, s.ns, "prefer") {
+				if ev.Type != corev1.EventTypeNormal || ev.Reason != "IPAllocated" {
+					t.Fatalf("unexpected event on a Service served as asked: %s %s: %s", ev.Type, ev.Reason, ev.Note)
+				}
+			}
+		}},
+		{name: "a later BGPPeer with an address in use is refused where both apply, naming the older one", run: func(t *testing.T, e *env, s *sc) {
+			for name, rack := range map[string]string{"n1": "a", "n2": "b"} {
+				n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: s.pool(name), Labels: map[string]string{"rack": rack}}}
+				create(t, e, n)
+			}
+			keeper := s.pool("zz-router")
+			create(t, e, &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: keeper},
+				Spec: v1alpha1.BGPPeerSpec{MyASN: 64513, PeerASN: 64512, PeerAddress: "198.51.100.201"}})
+			e.waitAccepted(t, &v1alpha1.BGPPeer{}, keeper, metav1.ConditionTrue)
+			time.Sleep(1100 * time.Millisecond) // creation timestamps have 1 s resolution
+			dup := s.pool("aa-dup")
+			create(t, e, &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: dup},
+				Spec: v1alpha1.BGPPeerSpec{MyASN: 64999, PeerASN: 64512, PeerAddress: "198.51.100.201",
+					NodeSelectors: []v1alpha1.LabelSelector{{MatchLabels: map[string]string{"rack": "a"}}}}})
+			c := e.waitAccepted(t, &v1alpha1.BGPPeer{}, dup, metav1.ConditionFalse)
+			if c.Reason != controller.ReasonAddressInUse || !strings.Contains(c.Message, keeper) || !strings.Contains(c.Message, s.pool("n1")) || strings.Contains(c.Message, s.pool("n2")) {
+				t.Fatalf("condition %+v", c)
+			}
+			e.waitEvent(t, "default", dup, controller.ReasonAddressInUse, keeper)
+			e.waitAccepted(t, &v1alpha1.BGPPeer{}, keeper, metav1.ConditionTrue)
+		}},
+		{name: "an aggregation wider than its pool is refused until fixed", run: func(t *testing.T, e *env, s *sc) {
+			e.pool(t, s.pool("demo"), []string{"203.0.113.0/24", "2001:db8:113::/120"})
+			name := s.pool("agg")
+			l := int32(16)
+			adv := &v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{s.pool("demo")}, AggregationLength: &l}}
+			create(t, e, adv)
+			c := e.waitAccepted(t, &v1alpha1.BGPAdvertisement{}, name, metav1.ConditionFalse)
+			if c.Reason != controller.ReasonAggregationOutsidePool || !strings.Contains(c.Message, "spec.aggregationLength 16") || !strings.Contains(c.Message, "use 24 or more") {
+				t.Fatalf("condition %+v", c)
+			}
+			e.waitEvent(t, "default", name, controller.ReasonAggregationOutsidePool, s.pool("demo"))
+			err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				var a v1alpha1.BGPAdvertisement
+				if err := e.cli.Get(context.Background(), client.ObjectKey{Name: name}, &a); err != nil {
+					return err
+				}
+				l := int32(24)
+				a.Spec.AggregationLength = &l
+				return e.cli.Update(context.Background(), &a)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.waitAccepted(t, &v1alpha1.BGPAdvertisement{}, name, metav1.ConditionTrue)
 		}},
 		{name: "requested IPv6 on a single-stack IPv4 Service is refused", run: func(t *testing.T, e *env, s *sc) {
 			e.pool(t, s.pool("ds"), []string{"192.0.2.0/30", "2001:db8::/126"})
@@ -466,7 +559,7 @@ func scenarios() []scenario {
 
 func TestScenarios(t *testing.T) {
 	e := newEnv(t)
-	for i, sce := range scenarios() {
+	for i, sce := range append(scenarios(), settleScenarios()...) {
 		t.Run(sce.name, func(t *testing.T) {
 			s := &sc{ns: fmt.Sprintf("zh-s%02d", i), prefix: fmt.Sprintf("s%02d-", i)}
 			e.namespace(t, s.ns, nil)

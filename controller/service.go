@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -52,13 +53,13 @@ func (s *state) setup(mgr manager.Manager) error {
 	}
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("zerohop-pool").
-		For(&v1alpha1.IPAddressPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&v1alpha1.IPAddressPool{}, builder.WithPredicates(s.poolChangePredicate())).
 		WatchesRawSource(source.Channel(s.poolEvents, &handler.EnqueueRequestForObject{})).
 		Complete(&poolReconciler{s: s})
 	if err != nil {
 		return fmt.Errorf("pool controller: %w", err)
 	}
-	return nil
+	return s.setupAccepted(mgr)
 }
 
 func isLB(o client.Object) bool {
@@ -111,7 +112,25 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		return reconcile.Result{}, nil
 	}
 	s.mu.Lock()
+	fresh := s.wantsNewLocked(request)
+	var wait time.Duration
+	if fresh {
+		wait = s.settleWaitLocked(key, time.Now())
+	}
+	s.mu.Unlock()
+	if wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
+	}
+	if fresh {
+		if err := s.syncPools(ctx, time.Now()); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	s.mu.Lock()
 	res := s.alloc.Ensure(request)
+	if res.Satisfied {
+		delete(s.firstWanted, key)
+	}
 	conflict, hadConflict := s.conflict[key]
 	delete(s.conflict, key)
 	s.mu.Unlock()
@@ -147,6 +166,11 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		s.kick(s.kickPools)
 	}
 
+	// The pools first, so that a speaker that sees an address in the
+	// status also sees where it came from.
+	if err := r.recordPools(ctx, &svc, v1alpha1.FormatAllocatedFrom(res.IPs, res.Pools)); err != nil {
+		return reconcile.Result{}, err
+	}
 	// Status: exactly the IPs held, and the outside-pool condition.
 	orig := svc.DeepCopy()
 	var ingress []corev1.LoadBalancerIngress
@@ -186,11 +210,35 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	return reconcile.Result{}, nil
 }
 
+// recordPools sets the annotation that records which pool each address
+// came from (v1alpha1.AnnotationAllocatedFrom); "" removes it.
+func (r *serviceReconciler) recordPools(ctx context.Context, svc *corev1.Service, value string) error {
+	if svc.Annotations[v1alpha1.AnnotationAllocatedFrom] == value {
+		return nil
+	}
+	var v any = value
+	if value == "" {
+		v = nil
+	}
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{v1alpha1.AnnotationAllocatedFrom: v}}})
+	if err != nil {
+		return err
+	}
+	if err := r.s.client.Patch(ctx, svc, client.RawPatch(types.MergePatchType, body), client.FieldOwner(FieldOwner)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("service %s/%s: record pool: %w", svc.Namespace, svc.Name, err)
+	}
+	return nil
+}
+
 // release frees a deleted Service's IPs.
 func (s *state) release(key string) []netip.Addr {
 	s.mu.Lock()
 	held := s.alloc.Release(key)
 	delete(s.conflict, key)
+	delete(s.firstWanted, key)
 	s.mu.Unlock()
 	if len(held) > 0 {
 		releases.Add(float64(len(held)))
@@ -205,6 +253,9 @@ func (s *state) release(key string) []netip.Addr {
 func (r *serviceReconciler) stopServing(ctx context.Context, svc *corev1.Service, key string) error {
 	s := r.s
 	held := s.release(key)
+	if err := r.recordPools(ctx, svc, ""); err != nil {
+		return err
+	}
 	if len(held) == 0 {
 		return nil
 	}
@@ -280,13 +331,12 @@ func (r *serviceReconciler) request(ctx context.Context, svc *corev1.Service) (i
 		return req, fmt.Errorf("namespace %s: %w", svc.Namespace, err)
 	}
 	nsLabels, svcLabels := labels.Set(ns.Labels), labels.Set(svc.Labels)
-	s.mu.Lock()
-	admitted := map[string]bool{}
-	for name, pi := range s.pools {
-		admitted[name] = pi.admits(svc.Namespace, nsLabels, svcLabels)
+	// Evaluated inside Ensure, under s.mu, against the pools the
+	// allocator holds at that moment.
+	req.Allowed = func(pool string) bool {
+		pi := s.pools[pool]
+		return pi != nil && pi.admits(svc.Namespace, nsLabels, svcLabels)
 	}
-	s.mu.Unlock()
-	req.Allowed = func(pool string) bool { return admitted[pool] }
 	return req, nil
 }
 

@@ -45,6 +45,17 @@ type state struct {
 	loaded   bool
 	pools    map[string]*poolInfo // by name, as last applied
 	conflict map[string]string    // Service -> why its old IP was not restored
+	// firstWanted is when the controller first saw a Service want a new
+	// address (settle.go); cleared once it has all it wants.
+	firstWanted map[string]time.Time
+
+	// The settled view of the pools (settle.go). Lock order: mu, then
+	// syncMu.
+	settle       time.Duration
+	syncMu       sync.Mutex
+	syncing      chan struct{} // closed when the list in flight is applied
+	syncedFrom   time.Time     // start of the last applied quorum list
+	poolChangeAt time.Time     // last pool change seen by the watch
 
 	svcEvents  chan event.GenericEvent
 	poolEvents chan event.GenericEvent
@@ -66,19 +77,21 @@ type poolInfo struct {
 
 func newState(mgr manager.Manager, opts Options) *state {
 	return &state{
-		opts:       opts,
-		client:     mgr.GetClient(),
-		reader:     mgr.GetAPIReader(),
-		rec:        mgr.GetEventRecorder(FieldOwner),
-		log:        mgr.GetLogger().WithName("zerohop-controller"),
-		alloc:      ipam.New(),
-		pools:      map[string]*poolInfo{},
-		conflict:   map[string]string{},
-		svcEvents:  make(chan event.GenericEvent, 1024),
-		poolEvents: make(chan event.GenericEvent, 256),
-		kickSvc:    make(chan struct{}, 1),
-		kickPools:  make(chan struct{}, 1),
-		elected:    mgr.Elected(),
+		opts:        opts,
+		client:      mgr.GetClient(),
+		reader:      mgr.GetAPIReader(),
+		rec:         mgr.GetEventRecorder(FieldOwner),
+		log:         mgr.GetLogger().WithName("zerohop-controller"),
+		alloc:       ipam.New(),
+		pools:       map[string]*poolInfo{},
+		conflict:    map[string]string{},
+		firstWanted: map[string]time.Time{},
+		settle:      opts.SettleTime,
+		svcEvents:   make(chan event.GenericEvent, 1024),
+		poolEvents:  make(chan event.GenericEvent, 256),
+		kickSvc:     make(chan struct{}, 1),
+		kickPools:   make(chan struct{}, 1),
+		elected:     mgr.Elected(),
 	}
 }
 
@@ -119,6 +132,9 @@ func (s *state) ensureLoaded(ctx context.Context) error {
 		return fmt.Errorf("load pools: %w", err)
 	}
 	s.applyPoolsLocked(pools.Items)
+	s.syncMu.Lock()
+	s.syncedFrom = start
+	s.syncMu.Unlock()
 
 	var svcs []corev1.Service
 	cont := ""
@@ -149,13 +165,17 @@ func (s *state) ensureLoaded(ctx context.Context) error {
 	for i := range svcs {
 		svc := &svcs[i]
 		key := svc.Namespace + "/" + svc.Name
-		var held []netip.Addr
+		var (
+			held  []netip.Addr
+			homes []string
+		)
 		for _, ing := range svc.Status.LoadBalancer.Ingress {
 			if ip, err := netip.ParseAddr(ing.IP); err == nil {
 				held = append(held, ip.Unmap())
+				homes = append(homes, v1alpha1.AllocatedFrom(svc.Annotations[v1alpha1.AnnotationAllocatedFrom], ip.Unmap()))
 			}
 		}
-		if err := s.alloc.Restore(key, held, sharingOf(svc)); err != nil {
+		if err := s.alloc.Restore(key, held, homes, sharingOf(svc)); err != nil {
 			s.conflict[key] = err.Error()
 			s.log.Info("not restoring a conflicting allocation", "service", key, "reason", err.Error())
 			continue

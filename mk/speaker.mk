@@ -1,10 +1,10 @@
-# speaker/: the announcement planner (pure table tests), the embedded GoBGP
-# wrapper (peers with FRR's bgpd in two network namespaces: needs root and
-# frr, which `make deps` installs; CI runs as root) and the speaker manager
-# against a real API server. test-bgp runs real speakers in the lab against
+# speaker/: the BGP planner (pure table tests) and the embedded GoBGP
+# wrapper in speaker/bgp (peers with FRR's bgpd in two network namespaces:
+# needs root and frr, which `make deps` installs; CI runs as root), and the
+# speaker manager against a real API server. test-bgp runs real speakers in the lab against
 # its FRR router (e2e/bgp; root). See docs/speaker.md.
 
-SPEAKER_PKGS := ./speaker/ ./speaker/announce/ ./speaker/bgp/
+SPEAKER_PKGS := ./speaker/ ./speaker/bgp/
 
 .PHONY: test-speaker test-bgp bench-bgp
 
@@ -22,4 +22,4 @@ bench-bgp:
 
 TEST_TARGETS += test-speaker test-bgp
 # These packages run in the targets above, not in test-go.
-TEST_EXCLUDE_PKGS += /speaker$$ /speaker/announce$$ /speaker/bgp$$ /e2e/bgp$$
+TEST_EXCLUDE_PKGS += /speaker$$ /speaker/bgp$$ /e2e/bgp$$

@@ -138,7 +138,7 @@ func TestSpeakerDatapathOrdering(t *testing.T) {
 	e.create(&v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "pool"},
 		Spec: v1alpha1.IPAddressPoolSpec{Addresses: []v1alpha1.Address{"203.0.113.0/28"}}})
 	e.create(&v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "r1"},
-		Spec: v1alpha1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, PeerAddress: "127.0.0.1", PeerPort: 1}})
+		Spec: v1alpha1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, PeerAddress: peerAddr, PeerPort: 1}})
 	e.create(&v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "all"}})
 
 	vip := netip.MustParseAddr("203.0.113.1")

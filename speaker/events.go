@@ -2,30 +2,28 @@ package speaker
 
 import (
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/zerohop/zerohop/speaker/announce"
+	"github.com/zerohop/zerohop/speaker/bgp"
 )
 
-// Announce/withdraw Events tell a Service's owner, in `kubectl describe
+// Announced/Withdrawn Events (BGP) tell a Service's owner, in `kubectl describe
 // service`, which nodes attract its traffic. They are news, not state
 // (SpeakerStatus is the state), so they are rate-limited twice: at most
-// one per Service per announceEventInterval, so a flapping Service costs
+// one per Service per prefixEventInterval, so a flapping Service costs
 // little, and a node-wide token bucket, so that a speaker starting with
 // 10k Services, or a pool edit that moves them all, writes a bounded
 // trickle instead of 10k Events at once.
 const (
-	announceEventInterval = 10 * time.Second
-	announceEventRate     = 10 // Events per second, node-wide
-	announceEventBurst    = 50
+	prefixEventInterval = 10 * time.Second
+	prefixEventRate     = 10 // Events per second, node-wide
+	prefixEventBurst    = 50
 )
 
 // eventLimiter admits an Event for a key when the key had none in the last
@@ -76,14 +74,14 @@ func (l *eventLimiter) allow(key string, now time.Time) bool {
 	return true
 }
 
-// svcAnnouncement is what this node's plan sends for one Service.
-type svcAnnouncement struct {
+// svcPrefixes is what this node's plan sends for one Service.
+type svcPrefixes struct {
 	prefixes []string // sorted
 	peers    []string // sorted
 }
 
 // planByService folds a plan into per-Service announcements.
-func planByService(plan announce.Plan) map[string]svcAnnouncement {
+func planByService(plan bgp.Plan) map[string]svcPrefixes {
 	pfx := map[string]map[string]bool{}
 	peers := map[string]map[string]bool{}
 	for _, pp := range plan.Peers {
@@ -97,38 +95,38 @@ func planByService(plan announce.Plan) map[string]svcAnnouncement {
 			}
 		}
 	}
-	out := make(map[string]svcAnnouncement, len(pfx))
+	out := make(map[string]svcPrefixes, len(pfx))
 	for s := range pfx {
-		out[s] = svcAnnouncement{prefixes: slices.Sorted(maps.Keys(pfx[s])), peers: slices.Sorted(maps.Keys(peers[s]))}
+		out[s] = svcPrefixes{prefixes: slices.Sorted(maps.Keys(pfx[s])), peers: slices.Sorted(maps.Keys(peers[s]))}
 	}
 	return out
 }
 
-// announceChange is one Event to record.
-type announceChange struct {
+// prefixChange is one Event to record.
+type prefixChange struct {
 	service  string // namespace/name
 	reason   string // "Announced" or "Withdrawn"
 	prefixes []string
 	peers    []string
 }
 
-// announceChanges compares two plans: a Service whose set of prefixes
+// prefixChanges compares two plans: a Service whose set of prefixes
 // gained members is Announced (naming the new ones), one that lost
 // members is Withdrawn (naming the lost ones). A change of peers alone is
 // not news for the Service's owner. Sorted by service, Withdrawn first.
-func announceChanges(prev, next map[string]svcAnnouncement) []announceChange {
-	var out []announceChange
+func prefixChanges(prev, next map[string]svcPrefixes) []prefixChange {
+	var out []prefixChange
 	for _, s := range slices.Sorted(maps.Keys(prev)) {
 		if lost := minus(prev[s].prefixes, next[s].prefixes); len(lost) > 0 {
-			out = append(out, announceChange{service: s, reason: "Withdrawn", prefixes: lost, peers: prev[s].peers})
+			out = append(out, prefixChange{service: s, reason: "Withdrawn", prefixes: lost, peers: prev[s].peers})
 		}
 	}
 	for _, s := range slices.Sorted(maps.Keys(next)) {
 		if gained := minus(next[s].prefixes, prev[s].prefixes); len(gained) > 0 {
-			out = append(out, announceChange{service: s, reason: "Announced", prefixes: gained, peers: next[s].peers})
+			out = append(out, prefixChange{service: s, reason: "Announced", prefixes: gained, peers: next[s].peers})
 		}
 	}
-	slices.SortStableFunc(out, func(a, b announceChange) int { return strings.Compare(a.service, b.service) })
+	slices.SortStableFunc(out, func(a, b prefixChange) int { return strings.Compare(a.service, b.service) })
 	return out
 }
 
@@ -143,24 +141,24 @@ func minus(a, b []string) []string {
 	return out
 }
 
-// announceEvents is the reconciler's memory of the last plan.
-type announceEvents struct {
+// prefixEvents is the reconciler's memory of the last plan.
+type prefixEvents struct {
 	mu   sync.Mutex
-	prev map[string]svcAnnouncement
+	prev map[string]svcPrefixes
 	lim  *eventLimiter
 }
 
 // bgpEvents records Announced/Withdrawn Events for what changed since the
 // last plan, within the limits above; Events over the limits are counted
 // in zerohop_speaker_events_suppressed_total and dropped.
-func (r *reconciler) bgpEvents(plan announce.Plan, svcs []corev1.Service) {
-	e := &r.announceEv
+func (r *reconciler) bgpEvents(plan bgp.Plan, svcs []corev1.Service) {
+	e := &r.prefixEv
 	next := planByService(plan)
 	e.mu.Lock()
 	if e.lim == nil {
-		e.lim = newEventLimiter(announceEventInterval, announceEventRate, announceEventBurst)
+		e.lim = newEventLimiter(prefixEventInterval, prefixEventRate, prefixEventBurst)
 	}
-	changes := announceChanges(e.prev, next)
+	changes := prefixChanges(e.prev, next)
 	e.prev = next
 	e.mu.Unlock()
 	if len(changes) == 0 {
@@ -188,67 +186,4 @@ func (r *reconciler) bgpEvents(plan announce.Plan, svcs []corev1.Service) {
 		r.rec.Eventf(svc, nil, corev1.EventTypeNormal, c.reason, "Announce",
 			"node %s %s %s to %s", r.opts.NodeName, verb, strings.Join(c.prefixes, ","), strings.Join(c.peers, ","))
 	}
-}
-
-// Metrics of the hooks in this package's other files (sessions, L2) that
-// issue 12 asks for.
-var (
-	sessionFlaps = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "zerohop_speaker_bgp_session_flaps_total",
-		Help: "Times an established BGP session to the peer went down.",
-	}, []string{"peer"})
-	l2OwnershipChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "zerohop_speaker_l2_ownership_changes_total",
-		Help: "VIPs this node took over (change=acquired) or gave up (change=released) in L2 mode.",
-	}, []string{"change"})
-	l2Announcements = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "zerohop_speaker_l2_announcements_sent_total",
-		Help: "Gratuitous ARPs (family=ipv4) and unsolicited neighbour advertisements (family=ipv6) sent for owned VIPs.",
-	}, []string{"family"})
-	eventsSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "zerohop_speaker_events_suppressed_total",
-		Help: "Announced/Withdrawn Events not recorded because of the per-Service interval or the node-wide rate limit.",
-	})
-)
-
-// eventMetrics are registered with the speaker's other metrics. The
-// fixed label values start at zero so the series exist before the first
-// change.
-func eventMetrics() []prometheus.Collector {
-	for _, c := range []string{"acquired", "released"} {
-		l2OwnershipChanges.WithLabelValues(c)
-	}
-	for _, f := range []string{"ipv4", "ipv6"} {
-		l2Announcements.WithLabelValues(f)
-	}
-	return []prometheus.Collector{sessionFlaps, l2OwnershipChanges, l2Announcements, eventsSuppressed}
-}
-
-// countL2Changes counts VIPs gained and lost between two owned sets.
-func countL2Changes(before, after []l2Owned) {
-	had := make(map[netip.Addr]bool, len(before))
-	for _, o := range before {
-		had[o.vip.ip] = true
-	}
-	has := make(map[netip.Addr]bool, len(after))
-	for _, o := range after {
-		has[o.vip.ip] = true
-		if !had[o.vip.ip] {
-			l2OwnershipChanges.WithLabelValues("acquired").Inc()
-		}
-	}
-	for ip := range had {
-		if !has[ip] {
-			l2OwnershipChanges.WithLabelValues("released").Inc()
-		}
-	}
-}
-
-// countL2Announcement is the l2 Announcer's OnAnnounce hook.
-func countL2Announcement(vip netip.Addr) {
-	f := "ipv6"
-	if vip.Is4() {
-		f = "ipv4"
-	}
-	l2Announcements.WithLabelValues(f).Inc()
 }

@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
-	"github.com/zerohop/zerohop/speaker/announce"
+	"github.com/zerohop/zerohop/speaker/bgp"
 )
 
 func TestEventLimiter(t *testing.T) {
@@ -61,7 +61,7 @@ func TestEventLimiter(t *testing.T) {
 // TestEventLimiterBoundsMassChange: 10k Services changing at once over
 // one minute get burst + rate*60 Events, not 10k.
 func TestEventLimiterBoundsMassChange(t *testing.T) {
-	l := newEventLimiter(announceEventInterval, announceEventRate, announceEventBurst)
+	l := newEventLimiter(prefixEventInterval, prefixEventRate, prefixEventBurst)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	allowed := 0
 	for i := range 10000 {
@@ -70,7 +70,7 @@ func TestEventLimiterBoundsMassChange(t *testing.T) {
 			allowed++
 		}
 	}
-	want := announceEventBurst + announceEventRate*60
+	want := prefixEventBurst + prefixEventRate*60
 	if allowed > want || allowed < want-1 {
 		t.Fatalf("allowed %d Events for 10000 changes in 60s, want %d", allowed, want)
 	}
@@ -79,38 +79,38 @@ func TestEventLimiterBoundsMassChange(t *testing.T) {
 	}
 }
 
-func TestAnnounceChanges(t *testing.T) {
-	a := func(prefixes, peers []string) svcAnnouncement {
-		return svcAnnouncement{prefixes: prefixes, peers: peers}
+func TestPrefixChanges(t *testing.T) {
+	a := func(prefixes, peers []string) svcPrefixes {
+		return svcPrefixes{prefixes: prefixes, peers: peers}
 	}
 	v4, v6 := "203.0.113.1/32", "2001:db8::1/128"
 	peers := []string{"r1", "r2"}
 	tests := []struct {
 		name       string
-		prev, next map[string]svcAnnouncement
-		want       []announceChange
+		prev, next map[string]svcPrefixes
+		want       []prefixChange
 	}{
-		{"nothing changes", map[string]svcAnnouncement{"ns/a": a([]string{v4}, peers)},
-			map[string]svcAnnouncement{"ns/a": a([]string{v4}, peers)}, nil},
-		{"new service", nil, map[string]svcAnnouncement{"ns/a": a([]string{v4, v6}, peers)},
-			[]announceChange{{"ns/a", "Announced", []string{v4, v6}, peers}}},
-		{"service gone", map[string]svcAnnouncement{"ns/a": a([]string{v4}, peers)}, nil,
-			[]announceChange{{"ns/a", "Withdrawn", []string{v4}, peers}}},
-		{"one family added, names only the new prefix", map[string]svcAnnouncement{"ns/a": a([]string{v4}, peers)},
-			map[string]svcAnnouncement{"ns/a": a([]string{v4, v6}, peers)},
-			[]announceChange{{"ns/a", "Announced", []string{v6}, peers}}},
-		{"prefix swapped: withdrawn first", map[string]svcAnnouncement{"ns/a": a([]string{v4}, peers)},
-			map[string]svcAnnouncement{"ns/a": a([]string{v6}, []string{"r2"})},
-			[]announceChange{{"ns/a", "Withdrawn", []string{v4}, peers}, {"ns/a", "Announced", []string{v6}, []string{"r2"}}}},
-		{"peers alone change: no event", map[string]svcAnnouncement{"ns/a": a([]string{v4}, peers)},
-			map[string]svcAnnouncement{"ns/a": a([]string{v4}, []string{"r1"})}, nil},
-		{"sorted by service", nil, map[string]svcAnnouncement{"ns/b": a([]string{v6}, peers), "ns/a": a([]string{v4}, peers)},
-			[]announceChange{{"ns/a", "Announced", []string{v4}, peers}, {"ns/b", "Announced", []string{v6}, peers}}},
+		{"nothing changes", map[string]svcPrefixes{"ns/a": a([]string{v4}, peers)},
+			map[string]svcPrefixes{"ns/a": a([]string{v4}, peers)}, nil},
+		{"new service", nil, map[string]svcPrefixes{"ns/a": a([]string{v4, v6}, peers)},
+			[]prefixChange{{"ns/a", "Announced", []string{v4, v6}, peers}}},
+		{"service gone", map[string]svcPrefixes{"ns/a": a([]string{v4}, peers)}, nil,
+			[]prefixChange{{"ns/a", "Withdrawn", []string{v4}, peers}}},
+		{"one family added, names only the new prefix", map[string]svcPrefixes{"ns/a": a([]string{v4}, peers)},
+			map[string]svcPrefixes{"ns/a": a([]string{v4, v6}, peers)},
+			[]prefixChange{{"ns/a", "Announced", []string{v6}, peers}}},
+		{"prefix swapped: withdrawn first", map[string]svcPrefixes{"ns/a": a([]string{v4}, peers)},
+			map[string]svcPrefixes{"ns/a": a([]string{v6}, []string{"r2"})},
+			[]prefixChange{{"ns/a", "Withdrawn", []string{v4}, peers}, {"ns/a", "Announced", []string{v6}, []string{"r2"}}}},
+		{"peers alone change: no event", map[string]svcPrefixes{"ns/a": a([]string{v4}, peers)},
+			map[string]svcPrefixes{"ns/a": a([]string{v4}, []string{"r1"})}, nil},
+		{"sorted by service", nil, map[string]svcPrefixes{"ns/b": a([]string{v6}, peers), "ns/a": a([]string{v4}, peers)},
+			[]prefixChange{{"ns/a", "Announced", []string{v4}, peers}, {"ns/b", "Announced", []string{v6}, peers}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := announceChanges(tc.prev, tc.next); !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("announceChanges =\n%+v\nwant\n%+v", got, tc.want)
+			if got := prefixChanges(tc.prev, tc.next); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("prefixChanges =\n%+v\nwant\n%+v", got, tc.want)
 			}
 		})
 	}
@@ -121,12 +121,12 @@ func TestPlanByService(t *testing.T) {
 		return &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	}
 	p4, p6 := netip.MustParsePrefix("203.0.113.1/32"), netip.MustParsePrefix("2001:db8::1/128")
-	plan := announce.Plan{Peers: []announce.PeerPlan{
-		{Peer: peer("r1"), Paths: []announce.Path{{Prefix: p4, Services: []string{"ns/a", "ns/b"}}, {Prefix: p6, Services: []string{"ns/a"}}}},
-		{Peer: peer("r2"), Paths: []announce.Path{{Prefix: p4, Services: []string{"ns/a", "ns/b"}}}},
+	plan := bgp.Plan{Peers: []bgp.PeerPlan{
+		{Peer: peer("r1"), Paths: []bgp.Path{{Prefix: p4, Services: []string{"ns/a", "ns/b"}}, {Prefix: p6, Services: []string{"ns/a"}}}},
+		{Peer: peer("r2"), Paths: []bgp.Path{{Prefix: p4, Services: []string{"ns/a", "ns/b"}}}},
 	}}
 	got := planByService(plan) // prefixes sorted as strings
-	want := map[string]svcAnnouncement{
+	want := map[string]svcPrefixes{
 		"ns/a": {prefixes: []string{p6.String(), p4.String()}, peers: []string{"r1", "r2"}},
 		"ns/b": {prefixes: []string{p4.String()}, peers: []string{"r1", "r2"}},
 	}

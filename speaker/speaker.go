@@ -1,9 +1,26 @@
-// Package speaker is zerohop's node agent: it watches Services,
-// EndpointSlices, this Node and zerohop's BGP objects, asks the pure
-// planner in speaker/announce what to announce, and drives the embedded
-// GoBGP server in speaker/bgp. It reports sessions and announcements in a
-// SpeakerStatus object named after the node, and Events on BGPPeers when
-// sessions go up or down.
+// Package speaker is zerohop's node agent. It watches Services,
+// EndpointSlices, Nodes, zerohop's pools, BGP and L2 objects and the
+// password Secrets in its namespace, and every event leads to the same one
+// reconcile (reconcile.go), a short sequence of phases over one consistent
+// read of the cache (snapshot.go):
+//
+//   - datapath (datapath.go): speaker/datapath translates every Service
+//     into entries of the XDP datapath and writes the new and changed ones;
+//     a VIP whose entries are not all in place is not announced;
+//   - BGP (bgp.go): speaker/bgp plans the paths of each peer and its
+//     embedded GoBGP announces them; BFD sessions follow the peers;
+//   - L2 (l2.go): speaker/l2 elects one owner per VIP among the live
+//     memberlist members and answers ARP/NDP for the VIPs this node owns
+//     (and re-decides between reconciles, on membership changes);
+//   - retire (datapath.go): entries nobody wants go, after the
+//     announcements above were withdrawn and a grace period passed;
+//   - status (status.go): a SpeakerStatus named after the node, and
+//     Events (events.go).
+//
+// Each mode keeps its pure planner and its I/O in its own package
+// (speaker/bgp, speaker/l2, speaker/datapath); this package only reads the
+// cache, orders the phases and reports. Every part logs through the one
+// logr.Logger of Options.Log. docs/speaker.md has the details.
 package speaker
 
 import (
@@ -35,6 +52,7 @@ import (
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/internal/kubescheme"
 	"github.com/zerohop/zerohop/speaker/bgp"
+	"github.com/zerohop/zerohop/speaker/datapath"
 )
 
 // FieldOwner names the speaker's writes.
@@ -47,6 +65,10 @@ type Options struct {
 	// Namespace is the speaker's namespace: password Secrets without a
 	// namespace are looked up here, and only here are they watched.
 	Namespace string
+	// Log is the process's logger; every part of the speaker (the
+	// manager, GoBGP, the L2 responder, memberlist) logs through it.
+	// Default: controller-runtime's.
+	Log logr.Logger
 	// RouterID overrides the BGP router ID; default: the routerID of a
 	// selected BGPPeer, else the node's first IPv4 InternalIP.
 	RouterID netip.Addr
@@ -74,7 +96,8 @@ type Options struct {
 	Burst            int
 	// Datapath, when set, is programmed with every LoadBalancer Service,
 	// and a VIP is announced only once its entries are in place.
-	Datapath Datapath
+	// *bpf.Datapath is the real one.
+	Datapath datapath.Kernel
 	// Uplinks are the interfaces the datapath attaches to; default: those
 	// of the default routes plus those L2Advertisements name.
 	Uplinks []string
@@ -82,7 +105,7 @@ type Options struct {
 	// 0 disables clamping.
 	PathMTU int
 	// WithdrawGrace is how long an entry outlives its announcement;
-	// default DefaultWithdrawGrace.
+	// default datapath.DefaultWithdrawGrace.
 	WithdrawGrace time.Duration
 	// OwnerDaemonSet names the speaker's DaemonSet in Namespace. When it
 	// is gone at shutdown, the speaker is being uninstalled (helm
@@ -93,26 +116,9 @@ type Options struct {
 	OwnerDaemonSet string
 	// NoNeighbours leaves the kernel's neighbour table alone; by default
 	// the speaker keeps managed entries for the next hops to the other
-	// nodes, which Cluster mode's encapsulation needs (neighbors.go).
+	// nodes, which Cluster mode's encapsulation needs
+	// (speaker/datapath/neighbours.go).
 	NoNeighbours bool
-}
-
-// BFD is the hook for speaker/bfd, which this package does not implement:
-// the speaker tells it which sessions to run, and it reports a session
-// going down, on which the speaker resets the BGP session so that paths
-// move within BFD's detection time rather than the hold time.
-type BFD interface {
-	// SetSessions replaces the set of BFD sessions.
-	SetSessions(sessions []BFDSession) error
-	// Subscribe registers fn to be called when a session changes state.
-	Subscribe(fn func(peer netip.Addr, up bool))
-}
-
-// BFDSession is one BFD session the speaker wants.
-type BFDSession struct {
-	Peer    netip.Addr
-	Local   netip.Addr // invalid: chosen by the routing table
-	Profile v1alpha1.BFDProfileSpec
 }
 
 // Speaker is a startable speaker.
@@ -145,9 +151,6 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 	if opts.MemberlistPort == 0 {
 		opts.MemberlistPort = DefaultMemberlistPort
 	}
-	if opts.WithdrawGrace == 0 {
-		opts.WithdrawGrace = DefaultWithdrawGrace
-	}
 	if opts.StatusInterval == 0 {
 		opts.StatusInterval = time.Second
 	}
@@ -162,6 +165,7 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 	skip := true
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                 Scheme(),
+		Logger:                 opts.Log,
 		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress: opts.HealthAddr,
 		PprofBindAddress:       opts.PprofAddr,
@@ -184,15 +188,24 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, fmt.Errorf("healthz: %w", err)
 	}
+	// The manager's logger is opts.Log, or controller-runtime's without it.
+	opts.Log = mgr.GetLogger()
 	r := &reconciler{
 		opts:   opts,
 		client: mgr.GetClient(),
 		reader: mgr.GetAPIReader(),
 		rec:    mgr.GetEventRecorder(FieldOwner),
-		log:    ctrl.Log.WithName("speaker").WithValues("node", opts.NodeName),
+		log:    opts.Log.WithName("speaker").WithValues("node", opts.NodeName),
 		kick:   make(chan struct{}, 1),
 	}
-	r.dp.manageNeigh = !opts.NoNeighbours
+	if opts.Datapath != nil {
+		r.dp = datapath.NewProgrammer(datapath.Options{
+			Kernel: opts.Datapath, NodeName: opts.NodeName, Uplinks: opts.Uplinks,
+			PathMTU: opts.PathMTU, WithdrawGrace: opts.WithdrawGrace,
+			ManageNeighbours: !opts.NoNeighbours, Log: r.log,
+			OnWrite: countDatapathWrite, OnSize: countDatapathEntries,
+		})
+	}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "all"}}}
 	})
@@ -266,7 +279,7 @@ func (s *Speaker) ownerGone() bool {
 func (s *Speaker) BGP() *bgp.Server {
 	s.r.mu.Lock()
 	defer s.r.mu.Unlock()
-	return s.r.bgp
+	return s.r.bgp.server
 }
 
 // reconciler holds the speaker's state. Every event enqueues the same key,
@@ -278,54 +291,32 @@ type reconciler struct {
 	reader client.Reader
 	rec    eventRecorder
 	log    logr.Logger
+	kick   chan struct{} // wakes the status loop
 
-	mu    sync.Mutex
-	bgp   *bgp.Server
-	peers map[netip.Addr]string // address -> BGPPeer name
-	up    map[netip.Addr]bool   // sessions last seen established
-	bfdUp map[netip.Addr]bool   // BFD sessions' last state, by peer
-	// bfdPeers are the peers with a BFD session (a bfdProfile).
-	bfdPeers map[netip.Addr]bool
-	status   v1alpha1.SpeakerStatusStatus
-	dirty    bool
-	kick     chan struct{}
+	mu     sync.Mutex // guards status, dirty and bgp
+	status v1alpha1.SpeakerStatusStatus
+	dirty  bool
+	bgp    bgpState
 
 	l2 l2State
-	dp dpState
+	// dp programs the kernel datapath; nil without one (announce only).
+	dp *datapath.Programmer
 
-	announceEv announceEvents // Announced/Withdrawn Events (events.go)
+	prefixEv prefixEvents // Announced/Withdrawn Events (events.go)
 }
 
 func (r *reconciler) close(keepPaths bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.bgp != nil {
-		r.bgp.Close(keepPaths)
+	if r.bgp.server != nil {
+		r.bgp.server.Close(keepPaths)
 	}
 }
 
-func (r *reconciler) bfdChanged(peer netip.Addr, up bool) {
-	r.mu.Lock()
-	if r.bfdUp == nil {
-		r.bfdUp = map[netip.Addr]bool{}
-	}
-	r.bfdUp[peer] = up
-	r.dirty = true
-	r.mu.Unlock()
+// wake tells the status loop to look, without waiting.
+func (r *reconciler) wake() {
 	select {
 	case r.kick <- struct{}{}:
 	default:
-	}
-	if up {
-		return
-	}
-	r.mu.Lock()
-	s := r.bgp
-	r.mu.Unlock()
-	if s == nil {
-		return
-	}
-	if err := s.ResetSession(context.Background(), peer, "BFD down"); err != nil {
-		r.log.Error(err, "reset BGP session after BFD down", "peer", peer)
 	}
 }

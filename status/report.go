@@ -23,8 +23,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/config/crosscheck"
 	"github.com/zerohop/zerohop/config/v1alpha1"
-	"github.com/zerohop/zerohop/speaker/announce"
 )
 
 // Report is the whole view.
@@ -307,7 +307,7 @@ func joinAPI(a *API, node string, now time.Time, vipOf func(netip.Addr) *VIP,
 	for i := range a.Pools {
 		poolPtrs = append(poolPtrs, &a.Pools[i])
 	}
-	pools, errs := announce.NewPools(poolPtrs)
+	pools, errs := crosscheck.NewPools(poolPtrs)
 	for _, err := range errs {
 		notes = append(notes, err.Error())
 	}
@@ -388,7 +388,7 @@ func joinAPI(a *API, node string, now time.Time, vipOf func(netip.Addr) *VIP,
 			} else {
 				v.Service = name
 			}
-			if p := pools.Of(ip); p != nil {
+			if p := pools.Of(ip, v1alpha1.AllocatedFrom(svc.Annotations[v1alpha1.AnnotationAllocatedFrom], ip)); p != nil {
 				v.Pool = p.Name
 			} else if p := svc.Annotations["zerohop.io/address-pool"]; p != "" {
 				v.Pool = p
@@ -425,7 +425,7 @@ func joinAPI(a *API, node string, now time.Time, vipOf func(netip.Addr) *VIP,
 			v.AnnouncedBy = mergeAnnouncer(v.AnnouncedBy, an)
 		}
 		v.Mode = "L2"
-		if p := pools.Of(ip); p != nil {
+		if p := pools.Of(ip, ""); p != nil {
 			v.Pool = p.Name
 		}
 	}

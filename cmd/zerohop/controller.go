@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2/textlogger"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/zerohop/zerohop/controller"
@@ -19,7 +18,7 @@ func newControllerCommand() *cobra.Command {
 	var (
 		kubeconfig string
 		opts       controller.Options
-		debug      bool
+		logs       logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -30,11 +29,7 @@ from IPAddressPool objects. It is leader-elected; only the leader allocates.
 See docs/controller.md for the allocation and sharing rules.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			verbosity := 0
-			if debug {
-				verbosity = 4
-			}
-			ctrl.SetLogger(textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(verbosity))))
+			opts.Log = setupLogging(os.Stderr, logs.verbosity())
 			cfg, err := restConfig(kubeconfig)
 			if err != nil {
 				return err
@@ -57,7 +52,7 @@ See docs/controller.md for the allocation and sharing rules.`,
 	f.Float32Var(&opts.QPS, "kube-api-qps", 500, "API requests per second")
 	f.IntVar(&opts.Burst, "kube-api-burst", 1000, "API request burst")
 	f.IntVar(&opts.Workers, "workers", 16, "concurrent Service reconciles")
-	f.BoolVar(&debug, "debug", false, "verbose logging")
+	logs.add(f)
 	return cmd
 }
 

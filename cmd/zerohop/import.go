@@ -30,9 +30,12 @@ func newImportMetalLBCommand() *cobra.Command {
 		Short: "Convert MetalLB metallb.io objects and Service annotations into zerohop objects",
 		Long: `Reads MetalLB manifests (multi-document YAML or a kubectl List; "-" is
 stdin): IPAddressPool, L2Advertisement, BGPAdvertisement, BGPPeer (v1beta1
-and v1beta2), BFDProfile, Community, and Services with MetalLB annotations.
+and v1beta2), BFDProfile, Community, Services with MetalLB annotations, and
+the Secrets BGPPeers name as passwordSecret (copied to --secret-namespace).
 Writes the zerohop objects as YAML on stdout and, on stderr, a report that
-lists per source object every field that was not translated and why.
+lists per source object every field that was not translated and why, and
+the order in which zerohop tries the pools. It narrows or leaves out,
+never widens: an object it cannot express exactly is not written.
 
 Exits non-zero only when the input is not well-formed (the message names
 the document, object and field); untranslated fields are warnings.
@@ -67,6 +70,6 @@ See docs/import-metallb.md.`,
 	f := cmd.Flags()
 	f.StringVarP(&format, "output", "o", "text", "report format on stderr: text or json")
 	f.BoolVar(&opts.PinIPs, "pin-ips", false, "request each LoadBalancer Service's current IPs (from its status) with zerohop.io/loadBalancerIPs, so it keeps them")
-	f.StringVar(&opts.SecretNamespace, "secret-namespace", "zerohop-system", "namespace of the Secrets made from BGPPeers' plain passwords (the speaker's)")
+	f.StringVar(&opts.SecretNamespace, "secret-namespace", "zerohop-system", "the speaker's namespace: where the Secrets made from BGPPeers' plain passwords, and copies of their passwordSecrets, go")
 	return cmd
 }

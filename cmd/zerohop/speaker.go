@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -14,13 +13,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/klog/v2/textlogger"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/speaker"
 	"github.com/zerohop/zerohop/speaker/bfd"
+	"github.com/zerohop/zerohop/speaker/datapath"
 )
 
 func init() { subcommands = append(subcommands, newSpeakerCommand) }
@@ -30,7 +29,7 @@ func newSpeakerCommand() *cobra.Command {
 		kubeconfig string
 		routerID   string
 		opts       speaker.Options
-		debug      bool
+		logs       logFlags
 		withBFD    bool
 		dpOpts     bpf.Options
 		withDP     bool
@@ -51,11 +50,8 @@ for it (docs/l2.md). It reports sessions and
 announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			verbosity := 0
-			if debug {
-				verbosity = 4
-			}
-			ctrl.SetLogger(textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(verbosity))))
+			log := setupLogging(os.Stderr, logs.verbosity())
+			opts.Log = log
 			if cleanup {
 				return cleanupDatapath(dpOpts)
 			}
@@ -77,7 +73,7 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 				return err
 			}
 			if withBFD {
-				m, err := bfd.NewManager(bfd.ManagerOptions{Registerer: metrics.Registry, Logger: slog.Default()})
+				m, err := bfd.NewManager(bfd.ManagerOptions{Registerer: metrics.Registry, Log: log.WithName("bfd")})
 				if err != nil {
 					return fmt.Errorf("bfd (--bfd=false runs without it): %w", err)
 				}
@@ -114,12 +110,12 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 					return fmt.Errorf("xdp datapath (--datapath=false runs announce-only): %w", err)
 				}
 				// Close keeps the pins: the programs go on forwarding
-				// while the next speaker starts (docs/speaker-datapath.md).
-				// On uninstall they go.
+				// while the next speaker starts (docs/datapath.md, "How
+				// the speaker programs it"). On uninstall they go.
 				defer func() {
 					if uninstalled {
 						if err := dp.Remove(); err != nil {
-							fmt.Fprintf(os.Stderr, "uninstall: %v\n", err)
+							log.Error(err, "uninstall: remove the datapath")
 						}
 						return
 					}
@@ -176,7 +172,7 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 	f.Uint32Var(&dpOpts.MaglevSize, "maglev-table-size", bpf.DefaultMaglevSize, "slots per Service in its Maglev table: a prime from 251 to 131071, the same on every node, at least 100 times a Service's largest backend count for even spread; kernel memory is 4 bytes per slot per Service port (twice while a table is replaced); changing it needs `--cleanup` first")
 	f.BoolVar(&dpOpts.ReplaceXDP, "xdp-replace", false, "replace an XDP program another tool attached to an uplink (default: refuse and say which)")
 	f.BoolVar(&cleanup, "cleanup", false, "detach the datapath from every interface, remove its pinned objects under --bpf-pin-root, and exit (run on uninstall)")
-	f.BoolVar(&debug, "debug", false, "verbose logging")
+	logs.add(f)
 	return cmd
 }
 
@@ -232,7 +228,7 @@ func cleanupDatapath(opts bpf.Options) error {
 // interfaces with a default route when none are named; 0 if none is found.
 func uplinkMTU(names []string) int {
 	if len(names) == 0 {
-		names, _ = speaker.DefaultRouteInterfaces()
+		names, _ = datapath.DefaultRouteInterfaces()
 	}
 	mtu := 0
 	for _, n := range names {

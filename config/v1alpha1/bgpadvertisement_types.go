@@ -6,6 +6,7 @@ import (
 
 // BGPAdvertisementSpec says how the addresses of some pools are announced
 // over BGP.
+// +kubebuilder:validation:XValidation:rule=`!has(self.serviceSelectors) || size(self.serviceSelectors) == 0 || (!has(self.aggregationLength) || self.aggregationLength == 32) && (!has(self.aggregationLengthV6) || self.aggregationLengthV6 == 128)`,message="serviceSelectors pick single addresses: they need aggregationLength 32 and aggregationLengthV6 128, as an aggregate carries other Services' addresses too",fieldPath=".serviceSelectors",reason=FieldValueForbidden
 type BGPAdvertisementSpec struct {
 	// AggregationLength is the prefix length announced for IPv4 addresses.
 	// Default 32: one route per address.
@@ -57,6 +58,15 @@ type BGPAdvertisementSpec struct {
 	// +optional
 	NodeSelectors []LabelSelector `json:"nodeSelectors,omitempty"`
 
+	// ServiceSelectors limit the addresses announced to those of Services
+	// whose labels match one of the selectors. Empty: every Service of
+	// the selected pools. An address shared by several Services is
+	// announced only when every one of them matches.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	ServiceSelectors []LabelSelector `json:"serviceSelectors,omitempty"`
+
 	// Peers limits the BGPPeers (by name) that receive the routes. Empty:
 	// all.
 	// +kubebuilder:validation:MaxItems=256
@@ -74,14 +84,17 @@ type BGPAdvertisementSpec struct {
 
 // BGPAdvertisement announces pools' addresses over BGP.
 // +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,categories=zerohop
 // +kubebuilder:printcolumn:name="Pools",type=string,JSONPath=`.spec.ipAddressPools`
 // +kubebuilder:printcolumn:name="Peers",type=string,JSONPath=`.spec.peers`
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 type BGPAdvertisement struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec BGPAdvertisementSpec `json:"spec,omitempty"`
+	Spec   BGPAdvertisementSpec `json:"spec,omitempty"`
+	Status ObjectStatus         `json:"status,omitempty"`
 }
 
 // BGPAdvertisementList is a list of BGPAdvertisement.

@@ -33,13 +33,19 @@ type IPAddressPoolSpec struct {
 }
 
 // Address is one pool entry: a CIDR, or a range "start-end" whose ends are
-// of one family with start <= end. The schema checks the order of IPv4
+// of one family with start <= end. Addresses that can never be LoadBalancer
+// IPs (unspecified, loopback, link-local, multicast, broadcast, IPv4-mapped)
+// are refused: the schema checks a CIDR's network address and an IPv4
+// CIDR's width, and range ends; the controller refuses the rest (a range or
+// an IPv6 CIDR that only spans such a block), marking the pool invalid. The schema checks the order of IPv4
 // ranges; the order of IPv6 ranges is checked by the controller, which
 // marks the pool invalid (a CEL rule for it is over the API server's cost
 // budget).
 // +kubebuilder:validation:MinLength=1
 // +kubebuilder:validation:MaxLength=90
-// +kubebuilder:validation:XValidation:rule=`self.contains('-') || isCIDR(self)`,message="must be a CIDR (192.0.2.0/24, 2001:db8::/64) or a range start-end"
+// +kubebuilder:validation:XValidation:rule=`self.contains('-') || isCIDR(self)`,message="must be a CIDR (192.0.2.0/24, 2001:db8::/64) or a range start-end; IPv4-mapped IPv6 addresses are not allowed"
+// +kubebuilder:validation:XValidation:rule=`self.contains('-') || !isCIDR(self) || cidr(self).ip().isGlobalUnicast() && (cidr(self).ip().family() == 6 || cidr(self).prefixLength() >= 8)`,message="must not include unspecified, loopback, link-local, multicast or broadcast addresses: a LoadBalancer IP must be routable unicast"
+// +kubebuilder:validation:XValidation:rule=`!self.contains('-') || size(self.split('-')) != 2 || !isIP(self.split('-')[0].trim()) || !isIP(self.split('-')[1].trim()) || ip(self.split('-')[0].trim()).isGlobalUnicast() && ip(self.split('-')[1].trim()).isGlobalUnicast()`,message="range ends must not be unspecified, loopback, link-local, multicast or broadcast addresses: a LoadBalancer IP must be routable unicast"
 // +kubebuilder:validation:XValidation:rule=`!self.contains('-') || size(self.split('-')) == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()) && ip(self.split('-')[0].trim()).family() == ip(self.split('-')[1].trim()).family()`,message="a range must be two IP addresses of one family joined by '-'"
 // +kubebuilder:validation:XValidation:rule=`!self.contains('-') || size(self.split('-')) != 2 || !isIP(self.split('-')[0].trim()) || !isIP(self.split('-')[1].trim()) || ip(self.split('-')[0].trim()).family() != 4 || ip(self.split('-')[1].trim()).family() != 4 || int(self.split('-')[0].trim().split('.')[0]) < int(self.split('-')[1].trim().split('.')[0]) || int(self.split('-')[0].trim().split('.')[0]) == int(self.split('-')[1].trim().split('.')[0]) && (int(self.split('-')[0].trim().split('.')[1]) < int(self.split('-')[1].trim().split('.')[1]) || int(self.split('-')[0].trim().split('.')[1]) == int(self.split('-')[1].trim().split('.')[1]) && (int(self.split('-')[0].trim().split('.')[2]) < int(self.split('-')[1].trim().split('.')[2]) || int(self.split('-')[0].trim().split('.')[2]) == int(self.split('-')[1].trim().split('.')[2]) && int(self.split('-')[0].trim().split('.')[3]) <= int(self.split('-')[1].trim().split('.')[3])))`,message="range start must not be above range end"
 type Address string

@@ -7,17 +7,41 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // PoolSpec is an IPAddressPool reduced to what allocation needs.
 type PoolSpec struct {
-	Name          string
+	Name string
+	// Ranges are the addresses the pool declares; they may overlap each
+	// other and other pools' ranges.
 	Ranges        []Range
 	AutoAssign    bool
 	AvoidBuggyIPs bool
-	// Priority orders auto-assignment: pools with a priority > 0 come first,
-	// lowest number first; pools without one (0) follow; ties go by name.
+	// Restricted pools (a serviceAllocation: they choose whom they serve)
+	// are tried before pools that serve every Service, as in MetalLB: a
+	// pool set aside for a namespace or a kind of Service is what its
+	// Services expect to get first.
+	Restricted bool
+	// Priority orders auto-assignment within the restricted and within
+	// the unrestricted pools: a priority > 0 comes first, lowest number
+	// first; pools without one (0) follow; ties go by name.
 	Priority int
+	// Frozen pools hand out nothing new (a pool with an entry in error,
+	// until it is fixed); the addresses they hold stay theirs.
+	Frozen bool
+	// Since is when the pool came into service (its creation time). Where
+	// pools declare the same addresses, the older pool keeps them: a pool
+	// added later never takes addresses from one already serving.
+	Since time.Time
+}
+
+// Conflict is a part of a pool's declared addresses that an older pool
+// declares too; the younger pool does not allocate from it.
+type Conflict struct {
+	Range Range
+	// With is the older pool.
+	With string
 }
 
 // Request is one Service's wish, rebuilt from the Service on every
@@ -76,8 +100,10 @@ type Assignment struct {
 
 // Result is what Ensure did.
 type Result struct {
-	// IPs held after the call, in the order of Request.Families.
+	// IPs held after the call, in the order of Request.Families, and the
+	// pool each was allocated from ("" for an address outside every pool).
 	IPs       []netip.Addr
+	Pools     []string
 	Allocated []Assignment
 	Released  []netip.Addr
 	Notes     []Note
@@ -89,19 +115,27 @@ type Result struct {
 
 type pool struct {
 	PoolSpec
-	// per family: addresses usable for allocation, allocated inside the
-	// ranges (all, and the usable ones).
-	usable       map[Family]*big.Int
-	size         map[Family]*big.Int
-	assignedAll  map[Family]int64
-	assignedUsed map[Family]int64
-	// cursor per range: where the next free-address scan starts, so that
-	// allocating n addresses costs O(n) rather than O(n²).
+	// declared are the pool's ranges, merged; alloc are the declared
+	// ranges less those an older pool declares: the only addresses this
+	// pool hands out.
+	declared  []Range
+	alloc     []Range
+	conflicts []Conflict
+	// per family: addresses usable for allocation, how many of them are
+	// held (by any Service, whatever pool it records), and how many held
+	// addresses record this pool.
+	usable   map[Family]*big.Int
+	size     map[Family]*big.Int
+	assigned map[Family]int64
+	taken    map[Family]int64
+	// cursor per alloc range: where the next free-address scan starts, so
+	// that allocating n addresses costs O(n) rather than O(n²).
 	cursor []netip.Addr
 }
 
-func (p *pool) contains(a netip.Addr) bool {
-	for _, r := range p.Ranges {
+// declares reports whether a lies in the pool's declared ranges.
+func (p *pool) declares(a netip.Addr) bool {
+	for _, r := range p.declared {
 		if r.Contains(a) {
 			return true
 		}
@@ -109,8 +143,17 @@ func (p *pool) contains(a netip.Addr) bool {
 	return false
 }
 
-func (p *pool) usableIP(a netip.Addr) bool {
-	return p.contains(a) && (!p.AvoidBuggyIPs || !isBuggy(a))
+// allocates reports whether the pool may hand out a.
+func (p *pool) allocates(a netip.Addr) bool {
+	if p.AvoidBuggyIPs && isBuggy(a) {
+		return false
+	}
+	for _, r := range p.alloc {
+		if r.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *pool) hasFamily(f Family) bool {
@@ -121,7 +164,7 @@ func (p *pool) available(f Family) *big.Int {
 	if p.usable[f] == nil {
 		return new(big.Int)
 	}
-	return new(big.Int).Sub(p.usable[f], big.NewInt(p.assignedUsed[f]))
+	return new(big.Int).Sub(p.usable[f], big.NewInt(p.taken[f]))
 }
 
 type holder struct {
@@ -131,6 +174,9 @@ type holder struct {
 type ipEntry struct {
 	key     string // sharing key of all holders ("" = exclusive)
 	holders map[string]*holder
+	// pool is the pool the address was allocated from ("" when no pool
+	// declares it any more): it decides how the address is announced.
+	pool string
 }
 
 type svcState struct {
@@ -143,6 +189,7 @@ type svcState struct {
 type Allocator struct {
 	pools     map[string]*pool
 	order     []*pool // auto-assignment order
+	seniority []*pool // oldest first
 	ips       map[netip.Addr]*ipEntry
 	svcs      map[string]*svcState
 	byKey     map[string]map[netip.Addr]struct{}
@@ -162,21 +209,46 @@ func New() *Allocator {
 
 // SetPools replaces the pool set. Allocations are never dropped here: an
 // IP that no pool contains any more stays with its Service and is reported
-// by Ensure as outside (see docs/controller.md, "pool edits").
+// by Ensure as outside (see docs/controller.md, "pool edits"). Where pools
+// declare the same addresses, the oldest keeps them (Conflicts).
 func (a *Allocator) SetPools(specs []PoolSpec) {
 	old := a.pools
 	a.pools = make(map[string]*pool, len(specs))
 	a.order = a.order[:0]
+	a.seniority = a.seniority[:0]
 	for _, s := range specs {
 		p := &pool{
-			PoolSpec:     s,
-			usable:       map[Family]*big.Int{},
-			size:         map[Family]*big.Int{},
-			assignedAll:  map[Family]int64{},
-			assignedUsed: map[Family]int64{},
+			PoolSpec: s,
+			declared: Merge(s.Ranges),
+			usable:   map[Family]*big.Int{},
+			size:     map[Family]*big.Int{},
+			assigned: map[Family]int64{},
+			taken:    map[Family]int64{},
 		}
 		p.Ranges = slices.Clone(s.Ranges)
-		for _, r := range p.Ranges {
+		a.pools[s.Name] = p
+		a.order = append(a.order, p)
+		a.seniority = append(a.seniority, p)
+	}
+	slices.SortFunc(a.seniority, func(x, y *pool) int {
+		return cmp.Or(x.Since.Compare(y.Since), strings.Compare(x.Name, y.Name))
+	})
+	var older []Range
+	for i, p := range a.seniority {
+		if !p.Frozen {
+			p.alloc = Subtract(p.declared, older)
+		}
+		for _, q := range a.seniority[:i] {
+			for _, r := range p.declared {
+				for _, t := range q.declared {
+					if in, ok := r.Intersect(t); ok {
+						p.conflicts = append(p.conflicts, Conflict{Range: in, With: q.Name})
+					}
+				}
+			}
+		}
+		older = append(older, p.declared...)
+		for _, r := range p.alloc {
 			total, buggy := r.size()
 			f := r.Family()
 			if p.size[f] == nil {
@@ -184,42 +256,78 @@ func (a *Allocator) SetPools(specs []PoolSpec) {
 			}
 			p.size[f].Add(p.size[f], total)
 			p.usable[f].Add(p.usable[f], total)
-			if s.AvoidBuggyIPs {
+			if p.AvoidBuggyIPs {
 				p.usable[f].Sub(p.usable[f], buggy)
 			}
 		}
-		p.cursor = make([]netip.Addr, len(p.Ranges))
-		if o := old[s.Name]; o != nil && slices.Equal(o.Ranges, p.Ranges) {
+		p.cursor = make([]netip.Addr, len(p.alloc))
+		if o := old[p.Name]; o != nil && slices.Equal(o.alloc, p.alloc) {
 			copy(p.cursor, o.cursor)
 		}
-		a.pools[s.Name] = p
-		a.order = append(a.order, p)
 	}
 	slices.SortFunc(a.order, func(x, y *pool) int {
-		px, py := x.Priority, y.Priority
-		if px <= 0 {
-			px = int(^uint(0) >> 1)
-		}
-		if py <= 0 {
-			py = int(^uint(0) >> 1)
-		}
-		return cmp.Or(cmp.Compare(px, py), strings.Compare(x.Name, y.Name))
+		return cmp.Or(comparePools(x.PoolSpec, y.PoolSpec), strings.Compare(x.Name, y.Name))
 	})
-	for ip := range a.ips {
-		a.count(ip, 1)
+	for ip, e := range a.ips {
+		e.pool = a.rehome(ip, e.pool)
+		a.count(ip, e.pool, 1)
 	}
 }
 
-// count adds d to the assigned counters of every pool holding ip.
-func (a *Allocator) count(ip netip.Addr, d int64) {
-	f := FamilyOf(ip)
-	for _, p := range a.pools {
-		if !p.contains(ip) {
-			continue
+// comparePools orders pools for automatic allocation, names aside:
+// restricted before unrestricted, then by priority (none last).
+func comparePools(x, y PoolSpec) int {
+	rank := func(p PoolSpec) int {
+		if p.Restricted {
+			return 0
 		}
-		p.assignedAll[f] += d
-		if p.usableIP(ip) {
-			p.assignedUsed[f] += d
+		return 1
+	}
+	prio := func(p PoolSpec) int {
+		if p.Priority <= 0 {
+			return int(^uint(0) >> 1)
+		}
+		return p.Priority
+	}
+	return cmp.Or(cmp.Compare(rank(x), rank(y)), cmp.Compare(prio(x), prio(y)))
+}
+
+// Order returns the pool names in the order automatic allocation tries
+// them (before the Service's own selectors and autoAssign filter them).
+func (a *Allocator) Order() []string {
+	out := make([]string, len(a.order))
+	for i, p := range a.order {
+		out[i] = p.Name
+	}
+	return out
+}
+
+// rehome returns the pool an allocated address belongs to: the one it
+// recorded while that pool still declares it, else the oldest pool that
+// declares it, else "" (outside every pool).
+func (a *Allocator) rehome(ip netip.Addr, recorded string) string {
+	if p := a.pools[recorded]; p != nil && p.declares(ip) {
+		return recorded
+	}
+	for _, p := range a.seniority {
+		if p.declares(ip) {
+			return p.Name
+		}
+	}
+	return ""
+}
+
+// count adds d to the counters that ip, recorded for pool home, moves:
+// the home pool's assigned count, and the taken count of the pool that
+// would hand ip out.
+func (a *Allocator) count(ip netip.Addr, home string, d int64) {
+	f := FamilyOf(ip)
+	if p := a.pools[home]; p != nil {
+		p.assigned[f] += d
+	}
+	for _, p := range a.seniority {
+		if p.allocates(ip) {
+			p.taken[f] += d
 		}
 	}
 }
@@ -238,59 +346,38 @@ func (a *Allocator) Stats(name string) (PoolStats, bool) {
 	}
 	st := PoolStats{Assigned: map[Family]int64{}, Available: map[Family]int64{}}
 	for _, f := range []Family{IPv4, IPv6} {
-		st.Assigned[f] = p.assignedAll[f]
+		st.Assigned[f] = p.assigned[f]
 		st.Available[f] = clampInt64(p.available(f))
 	}
 	return st, true
 }
 
-// Overlaps returns, for every pool that shares addresses with another
-// pool, the sorted names of those other pools.
-func (a *Allocator) Overlaps() map[string][]string {
-	out := map[string][]string{}
-	for i, p := range a.order {
-		for _, q := range a.order[i+1:] {
-			if poolsOverlap(p, q) {
-				out[p.Name] = append(out[p.Name], q.Name)
-				out[q.Name] = append(out[q.Name], p.Name)
-			}
+// Conflicts returns, for every pool that declares addresses an older pool
+// declares too, those parts and the older pool: the younger pool does not
+// hand them out.
+func (a *Allocator) Conflicts() map[string][]Conflict {
+	out := map[string][]Conflict{}
+	for _, p := range a.seniority {
+		if len(p.conflicts) > 0 {
+			out[p.Name] = slices.Clone(p.conflicts)
 		}
-	}
-	for k := range out {
-		slices.Sort(out[k])
 	}
 	return out
 }
 
-func poolsOverlap(p, q *pool) bool {
-	for _, r := range p.Ranges {
-		for _, s := range q.Ranges {
-			if r.Overlaps(s) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// InPool reports whether any pool contains ip.
+// InPool reports whether any pool declares ip.
 func (a *Allocator) InPool(ip netip.Addr) bool {
-	for _, p := range a.pools {
-		if p.contains(ip) {
-			return true
-		}
-	}
-	return false
+	return a.rehome(ip, "") != ""
 }
 
-// PoolOf returns the first pool, in auto-assignment order, containing ip.
+// PoolOf returns the pool ip belongs to: the pool it was allocated from
+// while it is held and that pool still declares it, else the oldest pool
+// that declares it, else "".
 func (a *Allocator) PoolOf(ip netip.Addr) string {
-	for _, p := range a.order {
-		if p.contains(ip) {
-			return p.Name
-		}
+	if e := a.ips[ip]; e != nil {
+		return e.pool
 	}
-	return ""
+	return a.rehome(ip, "")
 }
 
 // IPs returns the addresses held by service.
@@ -330,11 +417,16 @@ func (a *Allocator) Unsatisfied() []string {
 // controller starts, without consulting pools: what is assigned stays
 // assigned. It refuses an IP already held by a Service it cannot share
 // with; the caller restores Services oldest first, so the older one wins.
-func (a *Allocator) Restore(service string, ips []netip.Addr, sh Sharing) error {
+//
+// pools, parallel to ips, are the pools the addresses were recorded as
+// allocated from ("" or missing: unknown); a recorded pool that no longer
+// declares its address gives way to the oldest pool that does.
+func (a *Allocator) Restore(service string, ips []netip.Addr, pools []string, sh Sharing) error {
 	sh = normalise(sh)
 	var keep []netip.Addr
+	var homes []string
 	seen := map[Family]bool{}
-	for _, ip := range ips {
+	for i, ip := range ips {
 		f := FamilyOf(ip)
 		if seen[f] {
 			continue
@@ -344,12 +436,17 @@ func (a *Allocator) Restore(service string, ips []netip.Addr, sh Sharing) error 
 		}
 		seen[f] = true
 		keep = append(keep, ip)
+		recorded := ""
+		if i < len(pools) {
+			recorded = pools[i]
+		}
+		homes = append(homes, a.rehome(ip, recorded))
 	}
 	a.Release(service)
 	st := &svcState{sharing: sh}
 	a.svcs[service] = st
-	for _, ip := range keep {
-		a.hold(service, st, ip)
+	for i, ip := range keep {
+		a.hold(service, st, ip, homes[i])
 	}
 	return nil
 }
@@ -380,13 +477,15 @@ func sortedHolders(e *ipEntry) []string {
 	return out
 }
 
-func (a *Allocator) hold(service string, st *svcState, ip netip.Addr) {
+// hold gives ip to service; home is the pool it comes from, used only when
+// ip was free (a shared address keeps the pool it was allocated from).
+func (a *Allocator) hold(service string, st *svcState, ip netip.Addr, home string) {
 	st.ips = append(st.ips, ip)
 	e := a.ips[ip]
 	if e == nil {
-		e = &ipEntry{key: st.sharing.Key, holders: map[string]*holder{}}
+		e = &ipEntry{key: st.sharing.Key, holders: map[string]*holder{}, pool: home}
 		a.ips[ip] = e
-		a.count(ip, 1)
+		a.count(ip, home, 1)
 		if e.key != "" {
 			if a.byKey[e.key] == nil {
 				a.byKey[e.key] = map[netip.Addr]struct{}{}
@@ -407,7 +506,7 @@ func (a *Allocator) drop(service string, st *svcState, ip netip.Addr) {
 	delete(e.holders, service)
 	if len(e.holders) == 0 {
 		delete(a.ips, ip)
-		a.count(ip, -1)
+		a.count(ip, e.pool, -1)
 		if e.key != "" {
 			delete(a.byKey[e.key], ip)
 			if len(a.byKey[e.key]) == 0 {
@@ -509,18 +608,23 @@ func (a *Allocator) Ensure(req Request) Result {
 	for _, f := range req.Families {
 		old, had := heldOf(st, f)
 		if had && a.keepable(old, f, req, requested) {
-			if !a.InPool(old) {
+			if a.ips[old].pool == "" {
 				res.Outside = append(res.Outside, old)
 			}
 			continue
 		}
 		ip, asg, notes := a.pick(f, req, requested)
+		if !ip.IsValid() && preferred(req, f) {
+			// PreferDualStack served with the families the pools have is
+			// served as asked: no pool lacking the second family is news.
+			notes = slices.DeleteFunc(notes, func(n Note) bool { return n.Reason == ReasonNoPool })
+		}
 		res.Notes = append(res.Notes, notes...)
 		if !ip.IsValid() {
 			if had {
 				res.Notes = append(res.Notes, Note{Reason: ReasonKeptOldIP,
 					Message: fmt.Sprintf("keeping %s until the requested change can be satisfied", old)})
-				if !a.InPool(old) {
+				if a.ips[old].pool == "" {
 					res.Outside = append(res.Outside, old)
 				}
 			}
@@ -531,7 +635,7 @@ func (a *Allocator) Ensure(req Request) Result {
 			res.Released = append(res.Released, old)
 		}
 		asg.SharedWith = a.Holders(ip)
-		a.hold(req.Service, st, ip)
+		a.hold(req.Service, st, ip, asg.Pool)
 		fresh = append(fresh, ip)
 		res.Allocated = append(res.Allocated, asg)
 	}
@@ -566,6 +670,7 @@ func (a *Allocator) Ensure(req Request) Result {
 	for _, f := range req.Families {
 		if ip, ok := heldOf(st, f); ok {
 			res.IPs = append(res.IPs, ip)
+			res.Pools = append(res.Pools, a.ips[ip].pool)
 		}
 	}
 	if len(st.ips) == 0 && res.Satisfied {
@@ -574,12 +679,18 @@ func (a *Allocator) Ensure(req Request) Result {
 	return res
 }
 
+// preferred reports whether f is a family req would like but does not
+// need: the second family of PreferDualStack.
+func preferred(req Request, f Family) bool {
+	return !req.RequireAll && len(req.Families) > 1 && f != req.Families[0] && len(req.RequestedIPs) == 0
+}
+
 // rewind puts a range's cursor back on ip when ip was the last address
 // handed out from it, so an all-or-nothing request that failed leaves
 // allocation order as it found it.
 func (a *Allocator) rewind(ip netip.Addr) {
 	for _, p := range a.pools {
-		for i, r := range p.Ranges {
+		for i, r := range p.alloc {
 			if !r.Contains(ip) {
 				continue
 			}
@@ -628,7 +739,7 @@ func (a *Allocator) keepable(old netip.Addr, f Family, req Request, requested ma
 	}
 	if req.Pool != "" && a.InPool(old) {
 		p := a.pools[req.Pool]
-		return p != nil && p.contains(old)
+		return p != nil && p.declares(old)
 	}
 	return true
 }
@@ -682,7 +793,7 @@ func (a *Allocator) pick(f Family, req Request, requested map[Family]netip.Addr)
 		slices.SortFunc(shared, netip.Addr.Compare)
 		for _, p := range cands {
 			for _, ip := range shared {
-				if !p.contains(ip) {
+				if a.ips[ip].pool != p.Name {
 					continue
 				}
 				if err := a.shareCheck(req.Service, ip, req.Sharing); err != nil {
@@ -712,8 +823,17 @@ func (a *Allocator) pickRequested(want netip.Addr, req Request) (netip.Addr, Ass
 	}
 	var in []string
 	var home *pool
+	if e := a.ips[want]; e != nil {
+		// Joining a shared address: it stays with the pool it came from.
+		if p := a.pools[e.pool]; p != nil && (req.Pool == "" || req.Pool == p.Name) && a.allowed(req, p.Name) {
+			if err := a.shareCheck(req.Service, want, req.Sharing); err != nil {
+				return refuse(ReasonIPInUse, "%v", err)
+			}
+			return want, Assignment{IP: want, Pool: p.Name}, nil
+		}
+	}
 	for _, p := range a.order {
-		if !p.usableIP(want) {
+		if !p.allocates(want) {
 			continue
 		}
 		in = append(in, p.Name)
@@ -741,7 +861,7 @@ func (a *Allocator) free(p *pool, f Family) (netip.Addr, bool) {
 	if p.available(f).Sign() <= 0 {
 		return netip.Addr{}, false
 	}
-	for i, r := range p.Ranges {
+	for i, r := range p.alloc {
 		if r.Family() != f {
 			continue
 		}

@@ -1,10 +1,13 @@
 package ipam
 
 import (
+	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustPool(t testing.TB, name string, auto bool, prio int, ranges ...string) PoolSpec {
@@ -18,6 +21,37 @@ func mustPool(t testing.TB, name string, auto bool, prio int, ranges ...string) 
 		p.Ranges = append(p.Ranges, r)
 	}
 	return p
+}
+
+func restricted(p PoolSpec) PoolSpec {
+	p.Restricted = true
+	return p
+}
+
+func TestPoolOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		pools []PoolSpec
+		want  []string
+	}{
+		{"by priority, none last, ties by name", []PoolSpec{
+			{Name: "c", Priority: 0}, {Name: "b", Priority: 2}, {Name: "a", Priority: 0}, {Name: "d", Priority: 1},
+		}, []string{"d", "b", "a", "c"}},
+		{"restricted first even without priority", []PoolSpec{
+			{Name: "a", Priority: 0}, {Name: "b", Restricted: true}, {Name: "c", Restricted: true, Priority: 7},
+		}, []string{"c", "b", "a"}},
+		{"priority does not lift an unrestricted pool over a restricted one", []PoolSpec{
+			{Name: "open", Priority: 1}, {Name: "team", Restricted: true, Priority: 50},
+		}, []string{"team", "open"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := New()
+			a.SetPools(tc.pools)
+			if got := a.Order(); !slices.Equal(got, tc.want) {
+				t.Errorf("order %v, want %v", got, tc.want)
+			}
+		})
+	}
 }
 
 func ips(ss ...string) []netip.Addr {
@@ -91,6 +125,25 @@ func TestAllocatorScenarios(t *testing.T) {
 			steps: []step{
 				{req: v4("ns/a"), want: []string{"203.0.113.0"}},
 				{req: Request{Service: "ns/b", Families: []Family{IPv4}, Pool: "manual"}, want: []string{"192.0.2.0"}},
+			},
+		},
+		{
+			// MetalLB's order: pools with a serviceAllocation that admit
+			// the Service come before pools open to every Service, whatever
+			// their names; priority orders within each group.
+			name: "restricted pools before unrestricted ones",
+			pools: []PoolSpec{
+				mustPool(t, "a-open", true, 0, "192.0.2.0/31"),
+				restricted(mustPool(t, "z-team", true, 0, "198.51.100.0/31")),
+				restricted(mustPool(t, "m-team-first", true, 3, "203.0.113.0/31")),
+			},
+			steps: []step{
+				{req: v4("ns/a"), want: []string{"203.0.113.0"}},
+				{req: v4("ns/b"), want: []string{"203.0.113.1"}},
+				{req: v4("ns/c"), want: []string{"198.51.100.0"}},
+				{req: Request{Service: "ns/d", Families: []Family{IPv4}, Allowed: func(p string) bool { return p == "a-open" }}, want: []string{"192.0.2.0"}},
+				{req: v4("ns/e"), want: []string{"198.51.100.1"}},
+				{req: v4("ns/f"), want: []string{"192.0.2.1"}},
 			},
 		},
 		{
@@ -258,57 +311,127 @@ func TestPoolEditKeepsIPs(t *testing.T) {
 	}
 }
 
-func TestOverlapsAndCounts(t *testing.T) {
+func TestConflictsAndCounts(t *testing.T) {
 	a := New()
-	a.SetPools([]PoolSpec{
-		mustPool(t, "a", true, 1, "192.0.2.0/29"),
-		mustPool(t, "b", true, 2, "192.0.2.4/30", "2001:db8::/120"),
-		mustPool(t, "c", true, 3, "198.51.100.0/30"),
-	})
-	ov := a.Overlaps()
-	if !slices.Equal(ov["a"], []string{"b"}) || !slices.Equal(ov["b"], []string{"a"}) || ov["c"] != nil {
-		t.Fatalf("overlaps %v", ov)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	older := mustPool(t, "b-older", true, 2, "192.0.2.0/29")
+	older.Since = t0
+	younger := mustPool(t, "a-younger", true, 1, "192.0.2.4/30", "2001:db8::/120")
+	younger.Since = t0.Add(time.Hour)
+	other := mustPool(t, "c", true, 3, "198.51.100.0/30")
+	other.Since = t0.Add(2 * time.Hour)
+	a.SetPools([]PoolSpec{older, younger, other})
+	want := map[string][]Conflict{"a-younger": {{Range: mustRange("192.0.2.4/30"), With: "b-older"}}}
+	if got := a.Conflicts(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("conflicts %+v, want %+v", got, want)
 	}
-	// Fill a: 8 addresses; the shared part must never be handed out twice
-	// when b allocates too.
-	seen := map[netip.Addr]string{}
+	// The younger pool, tried first by priority, has no IPv4 address of
+	// its own: every IPv4 allocation comes from the older pool, which
+	// keeps its addresses.
 	for i := range 8 {
-		req := Request{Service: "ns/a" + string(rune('0'+i)), Families: []Family{IPv4}, Pool: "a"}
-		if i%2 == 1 {
-			req.Pool = "b"
+		r := a.Ensure(Request{Service: fmt.Sprintf("ns/s%d", i), Families: []Family{IPv4}})
+		if len(r.IPs) != 1 || len(r.Allocated) != 1 || r.Allocated[0].Pool != "b-older" || r.Pools[0] != "b-older" {
+			t.Fatalf("allocation %d: %+v", i, r)
 		}
-		r := a.Ensure(req)
-		for _, ip := range r.IPs {
-			if prev, dup := seen[ip]; dup {
-				t.Fatalf("%s given to %s and %s", ip, prev, req.Service)
+	}
+	r := a.Ensure(Request{Service: "ns/y", Families: []Family{IPv4}, Pool: "a-younger"})
+	if len(r.IPs) != 0 || !hasReason(r, ReasonNoPool) {
+		t.Fatalf("younger pool handed out an older pool's address: %+v", r)
+	}
+	sa, _ := a.Stats("b-older")
+	sb, _ := a.Stats("a-younger")
+	if sa.Assigned[IPv4] != 8 || sa.Available[IPv4] != 0 || sb.Assigned[IPv4] != 0 || sb.Available[IPv4] != 0 || sb.Available[IPv6] != 256 {
+		t.Fatalf("stats older=%+v younger=%+v", sa, sb)
+	}
+	// Deleting the older pool hands its addresses, still held, to the
+	// pool that declares them.
+	a.SetPools([]PoolSpec{younger, other})
+	if p := a.PoolOf(netip.MustParseAddr("192.0.2.5")); p != "a-younger" {
+		t.Fatalf("192.0.2.5 after the older pool went: pool %q", p)
+	}
+	if p := a.PoolOf(netip.MustParseAddr("192.0.2.1")); p != "" {
+		t.Fatalf("192.0.2.1 after the older pool went: pool %q, want none", p)
+	}
+	if sb, _ = a.Stats("a-younger"); sb.Assigned[IPv4] != 4 || sb.Available[IPv4] != 0 {
+		t.Fatalf("younger after the older went: %+v", sb)
+	}
+}
+
+func TestCountsMergeOverlappingRanges(t *testing.T) {
+	tests := []struct {
+		name   string
+		buggy  bool
+		ranges []string
+		want   int64
+	}{
+		{"cidr and its half", false, []string{"203.0.113.0/24", "203.0.113.128/25"}, 256},
+		{"avoid buggy", true, []string{"203.0.113.0/24", "203.0.113.128/25"}, 254},
+		{"adjacent ranges", false, []string{"192.0.2.0-192.0.2.9", "192.0.2.10-192.0.2.19", "192.0.2.5-192.0.2.15"}, 20},
+		{"same twice", false, []string{"192.0.2.0/30", "192.0.2.0/30"}, 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := New()
+			p := mustPool(t, "p", true, 0, tc.ranges...)
+			p.AvoidBuggyIPs = tc.buggy
+			a.SetPools([]PoolSpec{p})
+			st, _ := a.Stats("p")
+			if st.Available[IPv4] != tc.want {
+				t.Fatalf("available %d, want %d", st.Available[IPv4], tc.want)
 			}
-			seen[ip] = req.Service
+			if c := a.Conflicts(); len(c) != 0 {
+				t.Fatalf("a pool conflicts with itself: %v", c)
+			}
+		})
+	}
+}
+
+// TestRestoreKeepsRecordedPool: an address recorded as allocated from a
+// pool stays with it, even where an older pool declares it too (the
+// younger pool had it before the older one was widened, say); a record
+// naming a pool that no longer declares it gives way to one that does.
+func TestRestoreKeepsRecordedPool(t *testing.T) {
+	a := New()
+	older := mustPool(t, "older", true, 0, "192.0.2.0/24")
+	younger := mustPool(t, "younger", true, 0, "192.0.2.128/25")
+	younger.Since = older.Since.Add(time.Minute)
+	a.SetPools([]PoolSpec{older, younger})
+	tests := []struct {
+		svc, ip, recorded, want string
+	}{
+		{"ns/a", "192.0.2.130", "younger", "younger"},
+		{"ns/b", "192.0.2.131", "", "older"},
+		{"ns/c", "192.0.2.132", "deleted", "older"},
+		{"ns/d", "192.0.2.5", "younger", "older"},
+		{"ns/e", "198.51.100.1", "older", ""},
+	}
+	for _, tc := range tests {
+		if err := a.Restore(tc.svc, ips(tc.ip), []string{tc.recorded}, Sharing{}); err != nil {
+			t.Fatal(err)
+		}
+		r := a.Ensure(v4(tc.svc))
+		if len(r.Pools) != 1 || r.Pools[0] != tc.want {
+			t.Errorf("%s %s recorded %q: pool %v, want %q", tc.svc, tc.ip, tc.recorded, r.Pools, tc.want)
 		}
 	}
-	if len(seen) != 8 {
-		t.Fatalf("expected 8 allocations (4 of b's draws overflow into none), got %d", len(seen))
-	}
-	sa, _ := a.Stats("a")
-	sb, _ := a.Stats("b")
-	if sa.Assigned[IPv4] != 8 || sa.Available[IPv4] != 0 || sb.Assigned[IPv4] != 4 || sb.Available[IPv4] != 0 {
-		t.Fatalf("stats a=%+v b=%+v", sa, sb)
-	}
-	if sb.Available[IPv6] != 256 {
-		t.Fatalf("v6 available %d", sb.Available[IPv6])
+	so, _ := a.Stats("older")
+	sy, _ := a.Stats("younger")
+	if so.Assigned[IPv4] != 3 || sy.Assigned[IPv4] != 1 || so.Available[IPv4] != 256-4 || sy.Available[IPv4] != 0 {
+		t.Fatalf("older %+v younger %+v", so, sy)
 	}
 }
 
 func TestRestore(t *testing.T) {
 	a := New()
 	a.SetPools([]PoolSpec{mustPool(t, "a", true, 0, "192.0.2.0/30")})
-	if err := a.Restore("ns/old", ips("192.0.2.1"), Sharing{}); err != nil {
+	if err := a.Restore("ns/old", ips("192.0.2.1"), nil, Sharing{}); err != nil {
 		t.Fatal(err)
 	}
 	// Outside every pool still restores: what is assigned stays assigned.
-	if err := a.Restore("ns/orphan", ips("203.0.113.9"), Sharing{}); err != nil {
+	if err := a.Restore("ns/orphan", ips("203.0.113.9"), []string{"gone"}, Sharing{}); err != nil {
 		t.Fatal(err)
 	}
-	err := a.Restore("ns/young", ips("192.0.2.1"), Sharing{})
+	err := a.Restore("ns/young", ips("192.0.2.1"), nil, Sharing{})
 	if err == nil || !strings.Contains(err.Error(), "ns/old") {
 		t.Fatalf("conflicting restore: %v", err)
 	}
@@ -359,17 +482,23 @@ func checkInvariants(t testing.TB, a *Allocator) {
 	}
 	for name, p := range a.pools {
 		for _, f := range []Family{IPv4, IPv6} {
-			var all, used int64
-			for ip := range a.ips {
-				if FamilyOf(ip) == f && p.contains(ip) {
-					all++
-					if p.usableIP(ip) {
-						used++
+			var assigned, taken int64
+			for ip, e := range a.ips {
+				if FamilyOf(ip) != f {
+					continue
+				}
+				if e.pool == name {
+					assigned++
+					if !p.declares(ip) {
+						t.Fatalf("%s recorded for pool %s, which does not declare it", ip, name)
 					}
 				}
+				if p.allocates(ip) {
+					taken++
+				}
 			}
-			if all != p.assignedAll[f] || used != p.assignedUsed[f] {
-				t.Fatalf("pool %s %s counts %d/%d, recount %d/%d", name, f, p.assignedAll[f], p.assignedUsed[f], all, used)
+			if assigned != p.assigned[f] || taken != p.taken[f] {
+				t.Fatalf("pool %s %s counts assigned %d taken %d, recount %d/%d", name, f, p.assigned[f], p.taken[f], assigned, taken)
 			}
 			if p.available(f).Sign() < 0 {
 				t.Fatalf("pool %s %s negative available", name, f)

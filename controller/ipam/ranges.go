@@ -5,11 +5,13 @@
 package ipam
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
 	"math/big"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -207,4 +209,125 @@ func clampInt64(n *big.Int) int64 {
 		return n.Int64()
 	}
 	return math.MaxInt64
+}
+
+// Merge returns rs sorted by first address, with overlapping and adjacent
+// ranges of one family joined, so that every address is counted once.
+func Merge(rs []Range) []Range {
+	out := slices.Clone(rs)
+	slices.SortFunc(out, func(a, b Range) int {
+		return cmp.Or(cmp.Compare(a.First.BitLen(), b.First.BitLen()), a.First.Compare(b.First))
+	})
+	n := 0
+	for _, r := range out {
+		if n > 0 {
+			prev := &out[n-1]
+			if prev.First.BitLen() == r.First.BitLen() && (r.First.Compare(prev.Last) <= 0 || prev.Last.Next() == r.First) {
+				if prev.Last.Less(r.Last) {
+					prev.Last = r.Last
+				}
+				continue
+			}
+		}
+		out[n] = r
+		n++
+	}
+	return out[:n]
+}
+
+// Subtract returns the parts of rs that lie in none of cut, merged.
+func Subtract(rs, cut []Range) []Range {
+	out := Merge(rs)
+	for _, c := range cut {
+		var next []Range
+		for _, r := range out {
+			if !r.Overlaps(c) {
+				next = append(next, r)
+				continue
+			}
+			if r.First.Less(c.First) {
+				next = append(next, Range{First: r.First, Last: c.First.Prev()})
+			}
+			if c.Last.Less(r.Last) {
+				next = append(next, Range{First: c.Last.Next(), Last: r.Last})
+			}
+		}
+		out = next
+	}
+	return out
+}
+
+// Intersect returns the addresses that r and o share, if any.
+func (r Range) Intersect(o Range) (Range, bool) {
+	if !r.Overlaps(o) {
+		return Range{}, false
+	}
+	out := r
+	if out.First.Less(o.First) {
+		out.First = o.First
+	}
+	if o.Last.Less(out.Last) {
+		out.Last = o.Last
+	}
+	return out, true
+}
+
+// reserved are the blocks no LoadBalancer IP may come from: nothing routes
+// them to a node (or every host answers them itself). The API schema
+// refuses CIDRs and range ends inside them; a range that only spans one
+// is caught here.
+var reserved = []struct {
+	r    Range
+	what string
+}{
+	{cidrRange("0.0.0.0/8"), "unspecified (0.0.0.0/8)"},
+	{cidrRange("127.0.0.0/8"), "loopback (127.0.0.0/8)"},
+	{cidrRange("169.254.0.0/16"), "link-local (169.254.0.0/16)"},
+	{cidrRange("224.0.0.0/4"), "multicast (224.0.0.0/4)"},
+	{cidrRange("255.255.255.255/32"), "broadcast (255.255.255.255)"},
+	{cidrRange("::/128"), "unspecified (::)"},
+	{cidrRange("::1/128"), "loopback (::1)"},
+	{Range{First: mappedFirst, Last: mappedLast}, "IPv4-mapped (::ffff:0:0/96)"},
+	{cidrRange("fe80::/10"), "link-local (fe80::/10)"},
+	{cidrRange("ff00::/8"), "multicast (ff00::/8)"},
+}
+
+func cidrRange(s string) Range {
+	p := netip.MustParsePrefix(s)
+	return Range{First: p.Addr(), Last: lastOf(p)}
+}
+
+// Reserved names the first reserved block that r reaches into, or "" when
+// every address of r may be a LoadBalancer IP.
+func Reserved(r Range) string {
+	for _, b := range reserved {
+		if r.Overlaps(b.r) {
+			return b.what
+		}
+	}
+	return ""
+}
+
+// Prefixes returns the fewest CIDRs that together hold exactly r.
+func (r Range) Prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	first := r.First
+	for {
+		// The longest block starting at first that stays inside r.
+		bits := first.BitLen()
+		for bits > 0 {
+			p := netip.PrefixFrom(first, bits-1)
+			if p.Masked().Addr() != first || r.Last.Less(lastOf(p)) {
+				break
+			}
+			bits--
+		}
+		p := netip.PrefixFrom(first, bits)
+		out = append(out, p)
+		last := lastOf(p)
+		if last == r.Last {
+			return out
+		}
+		first = last.Next()
+	}
 }

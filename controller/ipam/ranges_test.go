@@ -3,6 +3,7 @@ package ipam
 import (
 	"math/big"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -127,5 +128,92 @@ func TestRangeOverlaps(t *testing.T) {
 	}
 	if r, _ := ParseRange("192.0.2.0/24"); r.Contains(netip.MustParseAddr("2001:db8::1")) {
 		t.Error("v4 range contains v6 address")
+	}
+}
+
+func TestMergeSubtract(t *testing.T) {
+	rs := func(ss ...string) []Range {
+		var out []Range
+		for _, s := range ss {
+			out = append(out, mustRange(s))
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		in, cut   []Range
+		want      []Range
+		wantMerge []Range
+	}{
+		{"disjoint", rs("192.0.2.0/30", "198.51.100.0/30"), nil, rs("192.0.2.0/30", "198.51.100.0/30"), rs("192.0.2.0/30", "198.51.100.0/30")},
+		{"nested", rs("203.0.113.128/25", "203.0.113.0/24"), nil, rs("203.0.113.0/24"), rs("203.0.113.0/24")},
+		{"adjacent", rs("192.0.2.4-192.0.2.7", "192.0.2.0-192.0.2.3"), nil, rs("192.0.2.0/29"), rs("192.0.2.0/29")},
+		{"families apart", rs("2001:db8::/126", "192.0.2.0/30"), nil, rs("192.0.2.0/30", "2001:db8::/126"), rs("192.0.2.0/30", "2001:db8::/126")},
+		{"cut middle", rs("192.0.2.0/24"), rs("192.0.2.128/26"), rs("192.0.2.0-192.0.2.127", "192.0.2.192-192.0.2.255"), rs("192.0.2.0/24")},
+		{"cut all", rs("2001:db8:113::/120"), rs("2001:db8::/32"), nil, rs("2001:db8:113::/120")},
+		{"cut edges", rs("192.0.2.0/29"), rs("192.0.2.0/32", "192.0.2.7/32"), rs("192.0.2.1-192.0.2.6"), rs("192.0.2.0/29")},
+		{"cut other family", rs("192.0.2.0/30"), rs("2001:db8::/32"), rs("192.0.2.0/30"), rs("192.0.2.0/30")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Merge(tc.in); !slices.Equal(got, tc.wantMerge) {
+				t.Errorf("Merge = %v, want %v", got, tc.wantMerge)
+			}
+			if got := Subtract(tc.in, tc.cut); !slices.Equal(got, tc.want) {
+				t.Errorf("Subtract = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReserved(t *testing.T) {
+	tests := []struct {
+		r    string
+		want string
+	}{
+		{"203.0.113.0/24", ""},
+		{"2001:db8::/32", ""},
+		{"126.0.0.0-128.0.0.0", "loopback (127.0.0.0/8)"},
+		{"0.0.0.0/0", "unspecified (0.0.0.0/8)"},
+		{"223.255.255.0-224.0.0.1", "multicast (224.0.0.0/4)"},
+		{"255.255.255.0/24", "broadcast (255.255.255.255)"},
+		{"fe80::/64", "link-local (fe80::/10)"},
+		{"::/120", "unspecified (::)"},
+		{"fd00::/8", ""},
+	}
+	for _, tc := range tests {
+		r, err := ParseRange(tc.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Reserved(r); got != tc.want {
+			t.Errorf("Reserved(%s) = %q, want %q", tc.r, got, tc.want)
+		}
+	}
+}
+
+func TestPrefixes(t *testing.T) {
+	tests := []struct {
+		r    string
+		want []string
+	}{
+		{"192.0.2.0/24", []string{"192.0.2.0/24"}},
+		{"192.0.2.10-192.0.2.20", []string{"192.0.2.10/31", "192.0.2.12/30", "192.0.2.16/30", "192.0.2.20/32"}},
+		{"192.0.2.7-192.0.2.7", []string{"192.0.2.7/32"}},
+		{"0.0.0.0/0", []string{"0.0.0.0/0"}},
+		{"2001:db8::1-2001:db8::3", []string{"2001:db8::1/128", "2001:db8::2/127"}},
+	}
+	for _, tc := range tests {
+		r, err := ParseRange(tc.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, p := range r.Prefixes() {
+			got = append(got, p.String())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("Prefixes(%s) = %v, want %v", tc.r, got, tc.want)
+		}
 	}
 }

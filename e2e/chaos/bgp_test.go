@@ -162,7 +162,7 @@ func TestChaosBGP(t *testing.T) {
 	// forgives the silence. A grace period longer than the outage stands
 	// in for that.
 	l := lab.Up(t, lab.Options{Nodes: bgpNodes + 1, BFD: true, NodeMonitorGracePeriod: 2 * time.Minute})
-	ctx, cancel := context.WithTimeout(context.Background(), 7*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	e := newEnv(t, l, ctx, bgpNodes)
 
@@ -672,6 +672,18 @@ func TestChaosBGP(t *testing.T) {
 			recover: fmt.Sprintf("nothing to recover: other sessions never dropped, web's route unchanged over %d samples; flapping peer Established %d/3", samples, ups),
 			user:    "nothing"})
 		t.Logf("garbage connections accepted by the router: %d of %d", accepted, 3*len(garbage))
+	})
+
+	t.Run("config-mistakes", func(t *testing.T) { configMistakes(ctx, t, e, web) })
+
+	t.Run("config-fuzz", func(t *testing.T) {
+		seed := uint64(time.Now().UnixNano())
+		if s := os.Getenv("ZH_FUZZ_SEED"); s != "" {
+			if _, err := fmt.Sscan(s, &seed); err != nil {
+				t.Fatalf("ZH_FUZZ_SEED %q: %v", s, err)
+			}
+		}
+		configFuzz(ctx, t, e, web, 300, seed)
 	})
 
 	// Turning BFD on is an edit of both BGPPeers, made under load: a

@@ -1,10 +1,11 @@
 // Package metallbimport turns MetalLB's metallb.io configuration
 // (IPAddressPool, L2Advertisement, BGPAdvertisement, BGPPeer v1beta1 and
-// v1beta2, BFDProfile, Community) and the MetalLB annotations of Services
-// into zerohop objects, and accounts for every field it could not carry
-// over. It never widens what the source selected: an object whose node,
-// pool or Service selection cannot be expressed exactly is left out and
-// reported, rather than written with a looser selection.
+// v1beta2, BFDProfile, Community), the MetalLB annotations of Services and
+// the Secrets BGPPeers name into zerohop objects, and accounts for every
+// field it could not carry over. It narrows or leaves out, never widens:
+// an object whose node, pool or Service selection, or whose route
+// attributes, cannot be expressed exactly is left out and reported, rather
+// than written so that it announces more, or to more, than MetalLB did.
 package metallbimport
 
 import (
@@ -30,8 +31,10 @@ import (
 
 // Options tune the conversion.
 type Options struct {
-	// SecretNamespace is where the Secrets made from BGPPeers' plain
-	// passwords go: the speaker's namespace. Default zerohop-system.
+	// SecretNamespace is the speaker's namespace, the only one whose
+	// Secrets it may read: the Secrets made from BGPPeers' plain passwords
+	// and the copies of their passwordSecrets go there. Default
+	// zerohop-system.
 	SecretNamespace string
 	// PinIPs writes the IPs in a LoadBalancer Service's status (MetalLB's
 	// allocation) as its zerohop.io/loadBalancerIPs request when it has
@@ -62,7 +65,8 @@ func Convert(r io.Reader, opts Options) (*Result, error) {
 		// problem.
 		errs = append(errs, err)
 	}
-	c := &converter{opts: opts, seen: map[string]Source{}, aliases: map[string]string{}, bfd: map[string]bool{}}
+	c := &converter{opts: opts, seen: map[string]Source{}, aliases: map[string]string{}, bfd: map[string]bool{},
+		secrets: map[string]bool{}, secretRefs: map[string]bool{}, poolFamilies: map[ipam.Family]bool{}}
 	// The first pass decodes every document, so that references between
 	// objects (community aliases, BFD profiles) resolve whatever the order.
 	parsed := make([]parsedDoc, len(docs))
@@ -93,6 +97,7 @@ func Convert(r io.Reader, opts Options) (*Result, error) {
 		res.Objects = append(res.Objects, objs...)
 		res.Report.Entries = append(res.Report.Entries, e)
 	}
+	c.poolOrder(res)
 	res.Report.Objects = len(docs)
 	res.Report.Written = len(res.Objects)
 	return res, nil
@@ -125,6 +130,13 @@ type converter struct {
 	aliases map[string]string
 	// bfd holds the BFDProfile names in the input.
 	bfd map[string]bool
+	// secrets are the input's Secrets and secretRefs the ones a BGPPeer's
+	// passwordSecret names, both "namespace/name": MetalLB reads them in
+	// its own namespace, zerohop's speaker in its own.
+	secrets    map[string]bool
+	secretRefs map[string]bool
+	// poolFamilies are the address families of the input's pools.
+	poolFamilies map[ipam.Family]bool
 }
 
 const metallbGroup = "metallb.io"
@@ -165,6 +177,15 @@ func (c *converter) decode(d document) (parsedDoc, error) {
 		p.spec = &svc
 		return p, nil
 	}
+	if d.src.Kind == "Secret" && d.src.APIVersion == "v1" {
+		var sec corev1.Secret
+		if err := decodeField(map[string]any{"secret": d.raw}, "secret", &sec); err != nil {
+			return p, errors.New(strings.TrimPrefix(err.Error(), "secret."))
+		}
+		p.spec = &sec
+		c.secrets[sec.Namespace+"/"+sec.Name] = true
+		return p, nil
+	}
 	spec := specType(d.src.APIVersion, d.src.Kind)
 	if spec == nil {
 		return p, nil
@@ -183,6 +204,18 @@ func (c *converter) decode(d document) (parsedDoc, error) {
 		}
 	case *bfdProfileSpec:
 		c.bfd[d.meta.Name] = true
+	case *peerV1beta2:
+		if s.PasswordSecret != nil && s.PasswordSecret.Name != "" {
+			c.secretRefs[d.meta.Namespace+"/"+s.PasswordSecret.Name] = true
+		}
+	case *poolSpec:
+		for _, a := range s.Addresses {
+			if addr, _, err := poolAddress(a); err == nil {
+				if r, err := ipam.ParseRange(addr); err == nil {
+					c.poolFamilies[r.Family()] = true
+				}
+			}
+		}
 	}
 	return p, nil
 }
@@ -192,6 +225,9 @@ func (c *converter) convert(p parsedDoc, e *Entry) []any {
 	group, _, _ := strings.Cut(d.src.APIVersion, "/")
 	if svc, ok := p.spec.(*corev1.Service); ok {
 		return c.service(d, svc, e)
+	}
+	if sec, ok := p.spec.(*corev1.Secret); ok {
+		return c.secret(d, sec, e)
 	}
 	if p.spec == nil {
 		switch {
@@ -327,11 +363,80 @@ func (c *converter) pool(om metav1.ObjectMeta, s *poolSpec, e *Entry) any {
 			e.untranslated("", "a serviceAllocation selector cannot be expressed exactly; pool not written, as a looser one would hand its addresses to Services it did not serve")
 			return nil
 		}
-		if !reflect.DeepEqual(*out, v1alpha1.ServiceAllocation{}) {
-			p.Spec.ServiceAllocation = out
+		// Kept even when it restricts nothing: a pool with a
+		// serviceAllocation is tried before pools without one, in MetalLB
+		// and in zerohop.
+		p.Spec.ServiceAllocation = out
+		if reflect.DeepEqual(*out, v1alpha1.ServiceAllocation{}) {
+			e.note("spec.serviceAllocation", "admits every Service and sets no priority; written as serviceAllocation: {}, so that the pool is still tried before the pools without a serviceAllocation, as in MetalLB")
 		}
 	}
 	return p
+}
+
+// poolOrder records, in the report, the order in which zerohop's
+// controller tries the written auto-assign pools (the allocator's own
+// order), and notes the pools MetalLB would try in random order among
+// each other: same rank, where zerohop goes by name.
+func (c *converter) poolOrder(res *Result) {
+	var specs []ipam.PoolSpec
+	for _, o := range res.Objects {
+		p, ok := o.(*v1alpha1.IPAddressPool)
+		if !ok || (p.Spec.AutoAssign != nil && !*p.Spec.AutoAssign) {
+			continue
+		}
+		spec := ipam.PoolSpec{Name: p.Name, AutoAssign: true}
+		if sa := p.Spec.ServiceAllocation; sa != nil {
+			spec.Restricted, spec.Priority = true, int(sa.Priority)
+		}
+		specs = append(specs, spec)
+	}
+	a := ipam.New()
+	a.SetPools(specs)
+	res.Report.PoolOrder = a.Order()
+	rank := map[string]ipam.PoolSpec{}
+	for _, sp := range specs {
+		rank[sp.Name] = sp
+	}
+	same := func(x, y ipam.PoolSpec) bool { return x.Restricted == y.Restricted && x.Priority == y.Priority }
+	order := res.Report.PoolOrder
+	for i := 0; i < len(order); {
+		j := i + 1
+		for j < len(order) && same(rank[order[i]], rank[order[j]]) {
+			j++
+		}
+		if j-i > 1 {
+			group := order[i:j]
+			for _, name := range group {
+				e := entryFor(res, "IPAddressPool/"+name)
+				if e == nil {
+					continue
+				}
+				e.note("spec.serviceAllocation", "MetalLB tries pools of equal rank (%s) in random order; zerohop tries them by name: %s",
+					rankText(rank[name]), strings.Join(group, ", "))
+			}
+		}
+		i = j
+	}
+}
+
+func rankText(p ipam.PoolSpec) string {
+	switch {
+	case !p.Restricted:
+		return "no serviceAllocation"
+	case p.Priority > 0:
+		return fmt.Sprintf("serviceAllocation, priority %d", p.Priority)
+	}
+	return "serviceAllocation, no priority"
+}
+
+func entryFor(res *Result, output string) *Entry {
+	for i := range res.Report.Entries {
+		if slices.Contains(res.Report.Entries[i].Outputs, output) {
+			return &res.Report.Entries[i]
+		}
+	}
+	return nil
 }
 
 // poolAddress normalises one MetalLB address entry into zerohop's form.
@@ -442,17 +547,19 @@ func dedup(in []string, field string, e *Entry) []string {
 	return out
 }
 
-// advertisementTargets converts the pool and node selection shared by both
-// advertisement kinds; ok false means the object must be left out.
-func advertisementTargets(pools []string, poolSel, nodeSel []selector, e *Entry) (names []string, ps, ns []v1alpha1.LabelSelector, ok bool) {
+// advertisementTargets converts the pool, node and Service selection
+// shared by both advertisement kinds; ok false means the object must be
+// left out.
+func advertisementTargets(pools []string, poolSel, nodeSel, svcSel []selector, e *Entry) (names []string, ps, ns, ss []v1alpha1.LabelSelector, ok bool) {
 	names = dedup(pools, "spec.ipAddressPools", e)
 	ps, ok1 := selectors(poolSel, "spec.ipAddressPoolSelectors", e)
 	ns, ok2 := selectors(nodeSel, "spec.nodeSelectors", e)
-	if !ok1 || !ok2 {
-		e.untranslated("", "a selector cannot be expressed exactly; not written, as a looser one would announce from nodes or pools the MetalLB object did not")
-		return nil, nil, nil, false
+	ss, ok3 := selectors(svcSel, "spec.serviceSelectors", e)
+	if !ok1 || !ok2 || !ok3 {
+		e.untranslated("", "a selector cannot be expressed exactly; not written, as a looser one would announce from nodes, pools or Services the MetalLB object did not")
+		return nil, nil, nil, nil, false
 	}
-	return names, ps, ns, true
+	return names, ps, ns, ss, true
 }
 
 // --- L2Advertisement ---
@@ -462,9 +569,29 @@ var ifaceName = regexp.MustCompile(`^[^/\s:]+$`)
 func (c *converter) l2(om metav1.ObjectMeta, s *l2AdvertisementSpec, e *Entry) any {
 	a := &v1alpha1.L2Advertisement{TypeMeta: typeMeta("L2Advertisement"), ObjectMeta: om}
 	var ok bool
-	a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors, a.Spec.NodeSelectors, ok = advertisementTargets(s.IPAddressPools, s.IPAddressPoolSelectors, s.NodeSelectors, e)
+	a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors, a.Spec.NodeSelectors, a.Spec.ServiceSelectors, ok = advertisementTargets(s.IPAddressPools, s.IPAddressPoolSelectors, s.NodeSelectors, s.ServiceSelectors, e)
 	if !ok {
 		return nil
+	}
+	for i, pref := range s.PreferredNodeSelectors {
+		field := fmt.Sprintf("spec.preferredNodeSelectors[%d]", i)
+		if pref.Weight == nil || *pref.Weight < 1 || *pref.Weight > 100 {
+			e.untranslated(field+".weight", "missing or outside 1..100 (MetalLB's schema refuses it too); this preference left out")
+			continue
+		}
+		var sel v1alpha1.LabelSelector
+		if pref.Preference != nil {
+			var err error
+			if sel, err = labelSelector(*pref.Preference); err != nil {
+				e.untranslated(field+".preference", "%v; this preference left out", err)
+				continue
+			}
+		}
+		a.Spec.PreferredNodeSelectors = append(a.Spec.PreferredNodeSelectors, v1alpha1.PreferredNodeSelector{Weight: int32(*pref.Weight), Preference: sel})
+	}
+	if len(a.Spec.PreferredNodeSelectors) > 16 {
+		e.untranslated("spec.preferredNodeSelectors", "%d preferences, zerohop takes at most 16; the ones after the 16th left out", len(a.Spec.PreferredNodeSelectors))
+		a.Spec.PreferredNodeSelectors = a.Spec.PreferredNodeSelectors[:16]
 	}
 	for i, name := range s.Interfaces {
 		if slices.Contains(a.Spec.Interfaces, name) {
@@ -481,45 +608,52 @@ func (c *converter) l2(om metav1.ObjectMeta, s *l2AdvertisementSpec, e *Entry) a
 		e.untranslated("", "no usable interface left: written without interfaces this would answer on every interface; not written")
 		return nil
 	}
+	if len(s.Interfaces) == 0 {
+		e.note("spec.interfaces", "empty: MetalLB answers ARP/NDP on every interface, zerohop only on the interface that holds the node's address in the VIP's subnet; a pool outside the nodes' subnets is not answered for until you list its interfaces here")
+	}
 	return a
 }
 
 // --- BGPAdvertisement ---
 
-var (
-	standardCommunity = regexp.MustCompile(`^([0-9]{1,5}):([0-9]{1,5})$`)
-	largeCommunity    = regexp.MustCompile(`^large:([0-9]{1,10}):([0-9]{1,10}):([0-9]{1,10})$`)
-	wellKnown         = []string{"no-export", "no-advertise", "no-peer", "blackhole"}
-)
-
-// community checks a value against zerohop's community syntax.
-func community(v string) bool {
-	if slices.Contains(wellKnown, v) {
-		return true
+// metallbCommunity parses a community the way MetalLB does (a standard
+// "ASN:N" with 16-bit halves, or "large:A:B:C" with 32-bit parts; MetalLB
+// has no well-known names) and returns it in zerohop's canonical form.
+func metallbCommunity(v string) (string, bool) {
+	parts := strings.Split(v, ":")
+	parse := func(ps []string, bits int) ([]uint64, bool) {
+		var out []uint64
+		for _, p := range ps {
+			n, err := strconv.ParseUint(p, 10, bits)
+			if err != nil {
+				return nil, false
+			}
+			out = append(out, n)
+		}
+		return out, true
 	}
-	if m := standardCommunity.FindStringSubmatch(v); m != nil {
-		return fits(m[1:], 65535)
-	}
-	if m := largeCommunity.FindStringSubmatch(v); m != nil {
-		return fits(m[1:], 4294967295)
-	}
-	return false
-}
-
-func fits(parts []string, limit uint64) bool {
-	for _, p := range parts {
-		if n, err := strconv.ParseUint(p, 10, 64); err != nil || n > limit {
-			return false
+	switch {
+	case len(parts) == 2:
+		if n, ok := parse(parts, 16); ok {
+			return fmt.Sprintf("%d:%d", n[0], n[1]), true
+		}
+	case len(parts) == 4 && parts[0] == "large":
+		if n, ok := parse(parts[1:], 32); ok {
+			return fmt.Sprintf("large:%d:%d:%d", n[0], n[1], n[2]), true
 		}
 	}
-	return true
+	return "", false
 }
 
 func (c *converter) bgpAdvertisement(om metav1.ObjectMeta, s *bgpAdvertisementSpec, e *Entry) any {
 	a := &v1alpha1.BGPAdvertisement{TypeMeta: typeMeta("BGPAdvertisement"), ObjectMeta: om}
 	var ok bool
-	a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors, a.Spec.NodeSelectors, ok = advertisementTargets(s.IPAddressPools, s.IPAddressPoolSelectors, s.NodeSelectors, e)
+	a.Spec.IPAddressPools, a.Spec.IPAddressPoolSelectors, a.Spec.NodeSelectors, a.Spec.ServiceSelectors, ok = advertisementTargets(s.IPAddressPools, s.IPAddressPoolSelectors, s.NodeSelectors, s.ServiceSelectors, e)
 	if !ok {
+		return nil
+	}
+	if s.AsPathPrepend != nil {
+		e.untranslated("spec.asPathPrepend", "zerohop has no AS-path prepending, and without the %d prepends these routes would look shorter than MetalLB's and draw traffic meant for other paths; not written", *s.AsPathPrepend)
 		return nil
 	}
 	if v := s.AggregationLength; v != nil {
@@ -536,6 +670,10 @@ func (c *converter) bgpAdvertisement(om metav1.ObjectMeta, s *bgpAdvertisementSp
 			a.Spec.AggregationLengthV6 = ptr(int32(*v))
 		}
 	}
+	if len(a.Spec.ServiceSelectors) > 0 && (a.Spec.AggregationLength != nil && *a.Spec.AggregationLength != 32 || a.Spec.AggregationLengthV6 != nil && *a.Spec.AggregationLengthV6 != 128) {
+		e.untranslated("spec.serviceSelectors", "together with an aggregation length other than 32/128, which MetalLB refuses too (an aggregate carries other Services' addresses); not written")
+		return nil
+	}
 	if v := s.LocalPref; v != nil {
 		if *v < 0 || *v > 4294967295 {
 			e.untranslated("spec.localPref", "%d is outside 0..4294967295; left out", *v)
@@ -543,27 +681,36 @@ func (c *converter) bgpAdvertisement(om metav1.ObjectMeta, s *bgpAdvertisementSp
 			a.Spec.LocalPref = uint32(*v)
 		}
 	}
+	dropped := false
 	for i, cm := range s.Communities {
 		field := fmt.Sprintf("spec.communities[%d]", i)
-		v := cm
-		if !community(cm) {
-			alias, ok := c.aliases[cm]
-			if !ok {
-				e.untranslated(field, "%q is neither a community (65000:100, large:65000:1:2) nor the name of an alias in the input's Community objects; left out", cm)
+		// MetalLB looks the name up among the aliases first, whatever it
+		// looks like: an alias called "no-export" is its value, not the
+		// well-known community.
+		v, isValue := "", false
+		if alias, ok := c.aliases[cm]; ok {
+			if v, isValue = metallbCommunity(alias); !isValue {
+				e.untranslated(field, "alias %q stands for %q, which is not a community (MetalLB refuses the Community object too)", cm, alias)
+				dropped = true
 				continue
 			}
-			if !community(alias) {
-				e.untranslated(field, "alias %q stands for %q, which is not a community zerohop accepts; left out", cm, alias)
-				continue
-			}
-			e.note(field, "alias %q resolved to %s", cm, alias)
-			v = alias
+			e.note(field, "alias %q resolved to %s", cm, v)
+		} else if v, isValue = metallbCommunity(cm); !isValue {
+			e.untranslated(field, "%q is neither a community (65000:100, large:65000:1:2; MetalLB has no well-known names) nor the name of an alias in the input's Community objects", cm)
+			dropped = true
+			continue
+		} else if v != cm {
+			e.note(field, "%q written as %s", cm, v)
 		}
 		if slices.Contains(a.Spec.Communities, v) {
 			e.note(field, "duplicate %s written once", v)
 			continue
 		}
 		a.Spec.Communities = append(a.Spec.Communities, v)
+	}
+	if dropped {
+		e.untranslated("", "a community cannot be carried over, and a route without it (no-export, say) may travel further than MetalLB's; not written")
+		return nil
 	}
 	a.Spec.Peers = dedup(s.Peers, "spec.peers", e)
 	return a
@@ -619,37 +766,73 @@ func (c *converter) peer(om metav1.ObjectMeta, d document, s *peerV1beta2, e *En
 		e.untranslated("spec.myASN", "missing or outside 1..4294967295; zerohop needs it: peer not written")
 		return nil
 	}
-	if s.DynamicASN != "" {
-		if s.PeerASN != nil {
-			e.untranslated("spec.dynamicASN", "set together with peerASN (MetalLB refuses that); peerASN used")
-		} else {
-			e.untranslated("spec.dynamicASN", "zerohop has no dynamic peer AS (%q): set peerASN; peer not written", s.DynamicASN)
+	// MetalLB's myASN is the node's BGP router AS; localASN is what this
+	// one session presents (FRR's local-as ... replace-as). zerohop's
+	// myASN is per session already.
+	if s.LocalASN != nil && *s.LocalASN != 0 {
+		local, ok := asn(s.LocalASN)
+		if !ok {
+			e.untranslated("spec.localASN", "%d is outside 1..4294967295; the session would present the wrong AS: peer not written", *s.LocalASN)
 			return nil
 		}
+		e.note("spec.localASN", "this session presents AS %d to the router (MetalLB's router AS %d stays out of it): written as myASN, which zerohop sets per session", local, p.Spec.MyASN)
+		p.Spec.MyASN = local
 	}
-	if p.Spec.PeerASN, ok = asn(s.PeerASN); !ok {
-		e.untranslated("spec.peerASN", "missing or outside 1..4294967295; zerohop needs it: peer not written")
+	switch {
+	case s.DynamicASN == "":
+		if p.Spec.PeerASN, ok = asn(s.PeerASN); !ok {
+			e.untranslated("spec.peerASN", "missing or outside 1..4294967295; zerohop needs it (or dynamicASN): peer not written")
+			return nil
+		}
+	case s.PeerASN != nil && *s.PeerASN != 0:
+		e.untranslated("spec.dynamicASN", "set together with peerASN, which MetalLB refuses; peerASN used")
+		if p.Spec.PeerASN, ok = asn(s.PeerASN); !ok {
+			e.untranslated("spec.peerASN", "outside 1..4294967295: peer not written")
+			return nil
+		}
+	case s.DynamicASN == "internal" && s.LocalASN != nil && *s.LocalASN != 0:
+		e.untranslated("spec.dynamicASN", "internal together with localASN: whether the router's AS must equal myASN or localASN is FRR's business, not an exact zerohop setting; peer not written")
 		return nil
-	}
-	if s.Interface != "" {
-		e.untranslated("spec.interface", "zerohop does not peer BGP unnumbered over an interface (%q); set peerAddress: peer not written", s.Interface)
+	case s.DynamicASN == "internal":
+		p.Spec.PeerASN = p.Spec.MyASN
+		e.note("spec.dynamicASN", "internal accepts only the session's own AS: written as peerASN %d", p.Spec.PeerASN)
+	case s.DynamicASN == "external":
+		p.Spec.DynamicASN = v1alpha1.DynamicASNExternal
+	default:
+		e.untranslated("spec.dynamicASN", "%q is neither internal nor external (MetalLB refuses it): peer not written", s.DynamicASN)
 		return nil
 	}
 	if s.VRF != "" {
-		e.untranslated("spec.vrf", "zerohop peers from the default VRF only; a session meant for VRF %q would be opened in the wrong routing table: peer not written", s.VRF)
+		e.untranslated("spec.vrf", "zerohop opens sessions in the node's main routing table only (docs/api.md says why); a session meant for VRF %q would be opened in the wrong one: peer not written", s.VRF)
 		return nil
 	}
-	peerIP, err := netip.ParseAddr(s.PeerAddress)
-	if err != nil || peerIP.Zone() != "" {
-		e.untranslated("spec.peerAddress", "%q is not an IP address; zerohop needs one: peer not written", s.PeerAddress)
+	var peerIP netip.Addr
+	switch {
+	case s.Interface != "" && s.PeerAddress != "":
+		e.untranslated("spec.interface", "set together with peerAddress, which MetalLB refuses: peer not written")
 		return nil
+	case s.Interface != "":
+		if len(s.Interface) > 15 || !ifaceName.MatchString(s.Interface) {
+			e.untranslated("spec.interface", "%q is not a Linux interface name (at most 15 characters, no '/', ':' or spaces): peer not written", s.Interface)
+			return nil
+		}
+		p.Spec.Interface = s.Interface
+	default:
+		var err error
+		peerIP, err = netip.ParseAddr(s.PeerAddress)
+		if err != nil || peerIP.Zone() != "" {
+			e.untranslated("spec.peerAddress", "%q is not an IP address; zerohop needs one (or interface): peer not written", s.PeerAddress)
+			return nil
+		}
+		p.Spec.PeerAddress = peerIP.String()
 	}
-	p.Spec.PeerAddress = peerIP.String()
 	if s.SourceAddress != "" {
 		src, err := netip.ParseAddr(s.SourceAddress)
 		switch {
 		case err != nil:
 			e.untranslated("spec.sourceAddress", "%q is not an IP address; left out (the routing table chooses)", s.SourceAddress)
+		case p.Spec.Interface != "":
+			e.untranslated("spec.sourceAddress", "an unnumbered session is opened from the interface's IPv6 link-local address; left out")
 		case src.Is4() != peerIP.Is4():
 			e.untranslated("spec.sourceAddress", "%s is not of peerAddress's family; left out (the routing table chooses)", src)
 		default:
@@ -680,14 +863,15 @@ func (c *converter) peer(om metav1.ObjectMeta, d document, s *peerV1beta2, e *En
 			}
 		}
 	}
-	p.Spec.EBGPMultiHop = s.EBGPMultiHop
+	if s.EBGPMultiHop {
+		if ibgp := p.Spec.PeerASN == p.Spec.MyASN; ibgp {
+			e.untranslated("spec.ebgpMultiHop", "this session is iBGP (AS %d on both ends), where MetalLB and zerohop both refuse ebgpMultiHop; left out", p.Spec.MyASN)
+		} else {
+			p.Spec.EBGPMultiHop = true
+		}
+	}
 	p.Spec.EnableGracefulRestart = s.EnableGracefulRestart
-	if s.DisableMP {
-		e.untranslated("spec.disableMP", "zerohop opens one multiprotocol session carrying IPv4 and IPv6; separate per-family sessions are not available")
-	}
-	if s.DualStackAddressFamily {
-		e.note("spec.dualStackAddressFamily", "zerohop always carries both families on every session (the other family's next hop is the node's address of that family)")
-	}
+	c.families(p, s, e)
 	if s.BFDProfile != "" {
 		p.Spec.BFDProfile = s.BFDProfile
 		if !c.bfd[s.BFDProfile] {
@@ -699,15 +883,19 @@ func (c *converter) peer(om metav1.ObjectMeta, d document, s *peerV1beta2, e *En
 		e.untranslated("", "a node selector cannot be expressed exactly; peer not written, as a looser one would open sessions from nodes the MetalLB peer did not")
 		return nil
 	}
-	hasRef := s.PasswordSecret != nil && s.PasswordSecret.Name != ""
-	if hasRef {
-		ns := s.PasswordSecret.Namespace
-		if ns == "" {
-			ns = d.meta.Namespace
+	if s.PasswordSecret != nil && s.PasswordSecret.Name != "" {
+		// MetalLB reads the Secret from its own namespace whatever the
+		// reference says; zerohop's speaker may read Secrets only in its
+		// own (the chart's RBAC), which the reference then leaves implied.
+		from := d.meta.Namespace + "/" + s.PasswordSecret.Name
+		p.Spec.PasswordSecret = &v1alpha1.SecretReference{Name: s.PasswordSecret.Name}
+		if ns := s.PasswordSecret.Namespace; ns != "" && ns != d.meta.Namespace {
+			e.note("spec.passwordSecret.namespace", "%q is not where MetalLB reads the Secret (its own namespace, %q); the reference now points to the speaker's namespace", ns, d.meta.Namespace)
 		}
-		p.Spec.PasswordSecret = &v1alpha1.SecretReference{Name: s.PasswordSecret.Name, Namespace: ns}
-		if ns != c.opts.SecretNamespace {
-			e.note("spec.passwordSecret", "Secret %s/%s is read from there by the speaker, which watches only its own namespace (%s): copy the Secret there and drop the namespace to have password changes applied at once", ns, s.PasswordSecret.Name, c.opts.SecretNamespace)
+		if c.secrets[from] {
+			e.note("spec.passwordSecret", "Secret %s is in the input and copied to %s/%s, the speaker's namespace, where zerohop's speaker may read it", from, c.opts.SecretNamespace, s.PasswordSecret.Name)
+		} else {
+			e.untranslated("spec.passwordSecret", "the speaker reads Secrets only in its own namespace (%s); Secret %s is not in the input, so copy it there (kubectl get secret -n %s %s -o yaml, change the namespace, apply) or the session stays down", c.opts.SecretNamespace, from, d.meta.Namespace, s.PasswordSecret.Name)
 		}
 		if s.Password != "" {
 			e.untranslated("spec.password", "set together with passwordSecret (MetalLB refuses that); passwordSecret used")
@@ -740,29 +928,125 @@ func (c *converter) peer(om metav1.ObjectMeta, d document, s *peerV1beta2, e *En
 	return []any{p}
 }
 
-// timers applies holdTime and keepaliveTime within zerohop's rules (hold 0
-// or at least 3s; keepalive below hold), which are RFC 4271's.
+// families notes what zerohop sends a session that MetalLB did not: MetalLB
+// sends a session only its own address family unless
+// dualStackAddressFamily is set (or the session is unnumbered), while
+// zerohop offers both on every session. It matters only when the input
+// has pools of the other family.
+func (c *converter) families(p *v1alpha1.BGPPeer, s *peerV1beta2, e *Entry) {
+	if s.DualStackAddressFamily {
+		e.note("spec.dualStackAddressFamily", "zerohop always offers both families on every session (the other family's next hop is the node's address of that family)")
+		return
+	}
+	if p.Spec.Interface != "" {
+		return
+	}
+	peerIP, err := netip.ParseAddr(p.Spec.PeerAddress)
+	if err != nil {
+		return
+	}
+	own, other := ipam.IPv4, ipam.IPv6
+	if !peerIP.Is4() {
+		own, other = other, own
+	}
+	field := "spec.peerAddress"
+	if s.DisableMP {
+		field = "spec.disableMP"
+	}
+	if c.poolFamilies[other] {
+		e.note(field, "MetalLB sends this %s session %s prefixes only; zerohop offers %s prefixes too (next hop: the node's %s address), which the router takes only if it enables %s unicast for this neighbour; limit them with the BGPAdvertisements' peers if it does", own, own, other, other, other)
+	} else if s.DisableMP {
+		e.note(field, "deprecated in MetalLB; zerohop offers both families on one session, and the input has no %s pool", other)
+	}
+}
+
+// timers sets holdTime and keepaliveTime as MetalLB derives them (hold
+// three times keepalive when only keepalive is set, keepalive a third of
+// hold when only hold is), within what zerohop can run: its GoBGP always
+// runs a hold timer (0 becomes its 90s default) and sends keepalives
+// below the hold time.
 func (c *converter) timers(p *v1alpha1.BGPPeer, s *peerV1beta2, e *Entry) {
-	if hold, ok := duration("spec.holdTime", s.HoldTime, e); ok && hold != nil {
-		if hold.Duration != 0 && hold.Duration < 3*time.Second {
-			e.untranslated("spec.holdTime", "%s is neither 0 nor at least 3s (RFC 4271); left out (90s)", hold.Duration)
-		} else {
+	hold, okH := duration("spec.holdTime", s.HoldTime, e)
+	keep, okK := duration("spec.keepaliveTime", s.KeepaliveTime, e)
+	if !okH || !okK {
+		return
+	}
+	switch {
+	case hold == nil && keep == nil:
+		return
+	case hold == nil:
+		hold = &metav1.Duration{Duration: 3 * keep.Duration}
+	case keep == nil:
+		keep = &metav1.Duration{Duration: hold.Duration / 3}
+	}
+	h, k := hold.Truncate(time.Second), keep.Duration
+	holdIssue := ""
+	switch {
+	case h != 0 && h < 3*time.Second:
+		holdIssue = fmt.Sprintf("%s is neither 0 nor at least 3s, which MetalLB refuses too; left out (90s)", hold.Duration)
+	case k > hold.Duration:
+		// MetalLB refuses the peer; zerohop keeps what it can.
+		e.untranslated("spec.keepaliveTime", "%s is above the hold time %s, which MetalLB refuses too; left out (a third of the hold time)", k, hold.Duration)
+		if s.HoldTime != nil && h >= 3*time.Second {
 			p.Spec.HoldTime = hold
+		} else if s.HoldTime != nil {
+			e.untranslated("spec.holdTime", "%s cannot be run by zerohop's GoBGP; left out (90s)", hold.Duration)
 		}
+		return
+	case h == 0:
+		holdIssue = "MetalLB runs this session without a hold timer (hold time 0, no keepalives); zerohop's GoBGP cannot (it takes 0 as its default): left out, so the session holds for 90s with keepalives every 30s"
+	case h > 65535*time.Second:
+		holdIssue = fmt.Sprintf("%s is above BGP's 65535s; left out (90s)", hold.Duration)
 	}
-	keep, ok := duration("spec.keepaliveTime", s.KeepaliveTime, e)
-	if !ok || keep == nil {
+	if holdIssue != "" {
+		field := "spec.holdTime"
+		if s.HoldTime == nil {
+			field = "spec.keepaliveTime" // the hold time was derived from it
+		}
+		e.untranslated(field, "%s", holdIssue)
+		if s.HoldTime != nil && s.KeepaliveTime != nil {
+			e.untranslated("spec.keepaliveTime", "left out with the hold time (a third of 90s)")
+		}
 		return
 	}
-	limit := 90 * time.Second
-	if p.Spec.HoldTime != nil {
-		limit = p.Spec.HoldTime.Duration
+	p.Spec.HoldTime = hold
+	if s.HoldTime == nil {
+		e.note("spec.keepaliveTime", "MetalLB holds the session for three keepalives when only keepaliveTime is set (zerohop would hold for 90s): written with holdTime %s", hold.Duration)
 	}
-	if keep.Duration != 0 && keep.Duration >= limit {
-		e.untranslated("spec.keepaliveTime", "%s is not below the hold time %s; left out (a third of the hold time)", keep.Duration, limit)
-		return
+	switch {
+	case s.KeepaliveTime == nil:
+		// zerohop's default is a third of the hold time, as MetalLB's.
+	case k == 0:
+		e.untranslated("spec.keepaliveTime", "0s with a hold time of %s: MetalLB sends no keepalives and the session drops when the hold time runs out; zerohop sends one every third of the hold time: left out", hold.Duration)
+	case k >= hold.Duration:
+		e.untranslated("spec.keepaliveTime", "%s is not below the hold time %s, which zerohop requires (MetalLB does not); left out (a third of the hold time)", k, hold.Duration)
+	default:
+		p.Spec.KeepaliveTime = keep
 	}
-	p.Spec.KeepaliveTime = keep
+}
+
+// secret copies a Secret that a BGPPeer names as its passwordSecret into
+// the speaker's namespace; other Secrets are not written.
+func (c *converter) secret(d document, sec *corev1.Secret, e *Entry) []any {
+	if !c.secretRefs[sec.Namespace+"/"+sec.Name] {
+		e.note("", "not the passwordSecret of a BGPPeer in the input; not written")
+		return nil
+	}
+	out := &corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: sec.Name, Namespace: c.opts.SecretNamespace, Labels: sec.Labels},
+		Type:       sec.Type,
+		Data:       sec.Data,
+		StringData: sec.StringData,
+	}
+	if !c.claim(d, out, e) {
+		return nil
+	}
+	e.note("metadata.namespace", "a BGPPeer's passwordSecret: copied to %s, the speaker's namespace, where zerohop's speaker may read it. It holds a password: treat the output as a secret", c.opts.SecretNamespace)
+	if sec.Type != corev1.SecretTypeBasicAuth {
+		e.note("type", "%q: MetalLB and zerohop both need %s with the key %q", sec.Type, corev1.SecretTypeBasicAuth, corev1.BasicAuthPasswordKey)
+	}
+	return []any{out}
 }
 
 // --- BFDProfile ---

@@ -16,10 +16,12 @@ import (
 )
 
 // The MetalLB input, as this package's own structs: importing MetalLB's
-// module would pull its controller-runtime webhooks and version pins into
-// zerohop for a handful of field names. The structs are the union of what
-// MetalLB has shipped for each kind; fields not listed here are reported as
-// unknown (a newer MetalLB) instead of being dropped silently.
+// module would pull its version pins into zerohop's binary for a handful
+// of field names. The structs have the shape of MetalLB's API (v0.16.2);
+// TestFieldsMatchMetalLB holds them, and the handling table in fields.go,
+// against MetalLB's own types by reflection, so a field MetalLB adds fails
+// the tests until it is handled. In the meantime such a field in the input
+// is reported as unknown instead of being dropped silently.
 
 // selector is metav1.LabelSelector's shape, which MetalLB's v1beta1
 // NodeSelector shares.
@@ -49,21 +51,30 @@ type serviceAllocation struct {
 }
 
 type l2AdvertisementSpec struct {
-	IPAddressPools         []string   `json:"ipAddressPools"`
-	IPAddressPoolSelectors []selector `json:"ipAddressPoolSelectors"`
-	NodeSelectors          []selector `json:"nodeSelectors"`
-	Interfaces             []string   `json:"interfaces"`
+	IPAddressPools         []string                `json:"ipAddressPools"`
+	IPAddressPoolSelectors []selector              `json:"ipAddressPoolSelectors"`
+	NodeSelectors          []selector              `json:"nodeSelectors"`
+	Interfaces             []string                `json:"interfaces"`
+	ServiceSelectors       []selector              `json:"serviceSelectors"`
+	PreferredNodeSelectors []preferredNodeSelector `json:"preferredNodeSelectors"`
+}
+
+type preferredNodeSelector struct {
+	Weight     *int64    `json:"weight"`
+	Preference *selector `json:"preference"`
 }
 
 type bgpAdvertisementSpec struct {
 	AggregationLength      *int64     `json:"aggregationLength"`
 	AggregationLengthV6    *int64     `json:"aggregationLengthV6"`
 	LocalPref              *int64     `json:"localPref"`
+	AsPathPrepend          *int64     `json:"asPathPrepend"`
 	Communities            []string   `json:"communities"`
 	IPAddressPools         []string   `json:"ipAddressPools"`
 	IPAddressPoolSelectors []selector `json:"ipAddressPoolSelectors"`
 	NodeSelectors          []selector `json:"nodeSelectors"`
 	Peers                  []string   `json:"peers"`
+	ServiceSelectors       []selector `json:"serviceSelectors"`
 }
 
 // peerV1beta1 is metallb.io/v1beta1 BGPPeer: durations are not pointers
@@ -87,6 +98,7 @@ type peerV1beta1 struct {
 type peerV1beta2 struct {
 	MyASN                  *int64     `json:"myASN"`
 	PeerASN                *int64     `json:"peerASN"`
+	LocalASN               *int64     `json:"localASN"`
 	DynamicASN             string     `json:"dynamicASN"`
 	PeerAddress            string     `json:"peerAddress"`
 	Interface              string     `json:"interface"`

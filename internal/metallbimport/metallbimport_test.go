@@ -27,6 +27,7 @@ var goldenInputs = []string{
 	"peers-v1beta1-v1beta2",
 	"services",
 	"kubectl-list",
+	"regressions",
 }
 
 func convertFile(t *testing.T, name string) *Result {
@@ -130,18 +131,17 @@ func TestReportedFields(t *testing.T) {
 		{"BFDProfile", "echo", "spec.echoMode", Untranslated, "does not implement BFD echo"},
 		{"BFDProfile", "echo", "spec.echoInterval", Untranslated, "echo"},
 		{"BGPPeer", "tor-b", "spec.holdTime", Untranslated, "neither 0 nor at least 3s"},
-		{"BGPPeer", "tor-b", "spec.keepaliveTime", Untranslated, "not below the hold time"},
+		{"BGPPeer", "tor-b", "spec.keepaliveTime", Untranslated, "left out with the hold time"},
 		{"BGPPeer", "tor-b", "spec.connectTime", Untranslated, "outside 1s..65535s"},
 		{"BGPPeer", "tor-b", "spec.routerID", Untranslated, "not an IPv4 address"},
 		{"BGPPeer", "tor-b", "spec.sourceAddress", Untranslated, "family"},
 		{"BGPPeer", "tor-b", "spec.dualStackAddressFamily", Note, "both families"},
-		{"BGPPeer", "tor-a", "spec.passwordSecret", Note, "metallb-system/tor-a-md5"},
+		{"BGPPeer", "tor-a", "spec.passwordSecret", Untranslated, "Secret metallb-system/tor-a-md5 is not in the input, so copy it there"},
 		{"BGPPeer", "legacy", "spec.password", Note, "Secret zerohop-system/legacy-bgp-password"},
 		{"BGPPeer", "legacy", "spec.bfdProfile", Note, "not in the input"},
-		{"BGPPeer", "in-vrf", "spec.vrf", Untranslated, "default VRF"},
-		{"BGPPeer", "dynamic", "spec.dynamicASN", Untranslated, "no dynamic peer AS"},
-		{"BGPPeer", "unnumbered", "spec.interface", Untranslated, "unnumbered"},
-		{"BGPPeer", "both-passwords", "spec.disableMP", Untranslated, "multiprotocol"},
+		{"BGPPeer", "in-vrf", "spec.vrf", Untranslated, "main routing table only"},
+		{"BGPPeer", "both-passwords", "spec.dynamicASN", Untranslated, "peerASN used"},
+		{"BGPPeer", "both-passwords", "spec.disableMP", Note, "both families on one session"},
 		{"BGPPeer", "both-passwords", "spec.password", Untranslated, "passwordSecret used"},
 		{"BGPPeer", "both-passwords", "spec.newFieldFromTheFuture", Untranslated, "not a field"},
 		{"BGPPeer", "both-passwords", "metadata.finalizers", Untranslated, "finalizers"},
@@ -150,8 +150,10 @@ func TestReportedFields(t *testing.T) {
 		{"BGPPeer", "bad-address", "spec.peerAddress", Untranslated, "not an IP address"},
 		{"BGPPeer", "legacy-bad-selector", "spec.nodeSelectors[0]", Untranslated, `operator "Lt"`},
 		{"BGPAdvertisement", "public-tor", "spec.communities[0]", Note, "resolved to 65535:65281"},
-		{"BGPAdvertisement", "public-tor", "spec.communities[4]", Untranslated, "not a community"},
-		{"BGPAdvertisement", "public-tor", "spec.communities[5]", Untranslated, "alias"},
+		{"BGPAdvertisement", "public-tor", "spec.communities[4]", Note, "duplicate 64512:200"},
+		{"BGPAdvertisement", "leaky", "spec.communities[1]", Untranslated, "not a community"},
+		{"BGPAdvertisement", "leaky", "spec.communities[2]", Untranslated, "nor the name of an alias"},
+		{"BGPAdvertisement", "leaky", "", Untranslated, "may travel further"},
 		{"BGPAdvertisement", "aggregated", "spec.aggregationLength", Untranslated, "outside 0..32"},
 		{"BGPAdvertisement", "aggregated", "spec.aggregationLengthV6", Untranslated, "outside 0..128"},
 		{"IPAddressPool", "lan", "spec.addresses[1]", Note, "host bits"},
@@ -160,6 +162,7 @@ func TestReportedFields(t *testing.T) {
 		{"IPAddressPool", "default", "metadata.ownerReferences", Untranslated, "not carried over"},
 		{"L2Advertisement", "lan", "spec.interfaces[3]", Untranslated, "not a Linux interface name"},
 		{"L2Advertisement", "bad-interfaces", "", Untranslated, "every interface"},
+		{"L2Advertisement", "everywhere", "spec.interfaces", Note, "a pool outside the nodes' subnets"},
 		{"Service", "web", "metadata.annotations.metallb.universe.tf/ip-allocated-from-pool", Note, "written by MetalLB"},
 		{"Service", "dns", "metadata.annotations.metallb.universe.tf/allow-shared-ip", Untranslated, "conflicts"},
 		{"Service", "dns", "metadata.annotations.metallb.universe.tf/loadBalancerIPs", Note, "written once"},
@@ -239,6 +242,10 @@ func TestOutputValues(t *testing.T) {
 		{"BGPAdvertisement/public-tor", []string{"spec", "localPref"}, 150.0},
 		{"BGPAdvertisement/public-tor", []string{"spec", "aggregationLengthV6"}, 124.0},
 		{"BGPAdvertisement/public-tor", []string{"spec", "peers"}, []any{"tor-a", "tor-b"}},
+		{"BGPPeer/dynamic", []string{"spec", "dynamicASN"}, "external"},
+		{"BGPPeer/dynamic", []string{"spec", "peerASN"}, nil},
+		{"BGPPeer/unnumbered", []string{"spec", "interface"}, "eth2"},
+		{"BGPPeer/unnumbered", []string{"spec", "peerAddress"}, nil},
 		{"BGPAdvertisement/aggregated", []string{"spec", "aggregationLength"}, nil},
 		{"L2Advertisement/lan", []string{"spec", "interfaces"}, []any{"eth1.100", "bond0"}},
 		{"BFDProfile/fast", []string{"spec", "receiveInterval"}, 100.0},
@@ -262,7 +269,7 @@ func TestOutputValues(t *testing.T) {
 			}
 		})
 	}
-	for _, absent := range []string{"IPAddressPool/dev", "BGPPeer/in-vrf", "BGPPeer/dynamic", "BGPPeer/unnumbered",
+	for _, absent := range []string{"IPAddressPool/dev", "BGPPeer/in-vrf", "BGPAdvertisement/leaky",
 		"BGPPeer/no-asn", "BGPPeer/bad-address", "BGPPeer/legacy-bad-selector", "L2Advertisement/bad-interfaces", "Service shop/internal"} {
 		if _, ok := objs[absent]; ok {
 			t.Errorf("%s is in the output; want it left out", absent)
@@ -509,7 +516,7 @@ func TestOutputAcceptedByAPIServer(t *testing.T) {
 		names = append(names, p.GetName())
 	}
 	slices.Sort(names)
-	if want := []string{"default", "lan", "public"}; !slices.Equal(names, want) {
+	if want := []string{"default", "lan", "payments", "public", "reserved", "spare-a", "spare-b"}; !slices.Equal(names, want) {
 		t.Errorf("pools in the API server %v, want %v", names, want)
 	}
 }

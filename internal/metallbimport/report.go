@@ -67,9 +67,13 @@ func (e *Entry) note(field, format string, args ...any) {
 // Report is the whole import's account, one entry per input object in
 // input order.
 type Report struct {
-	Objects int     `json:"objectsRead"`
-	Written int     `json:"objectsWritten"`
-	Entries []Entry `json:"entries"`
+	Objects int `json:"objectsRead"`
+	Written int `json:"objectsWritten"`
+	// PoolOrder is the order in which zerohop's controller tries the
+	// written auto-assign pools for a Service they all admit: pools with
+	// a serviceAllocation first, then by priority, then by name.
+	PoolOrder []string `json:"poolOrder"`
+	Entries   []Entry  `json:"entries"`
 }
 
 // Count returns the number of issues of a level.
@@ -91,6 +95,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "zerohop import metallb: %d objects read, %d zerohop objects written, %d fields untranslated, %d notes\n",
 		r.Objects, r.Written, r.Count(Untranslated), r.Count(Note))
+	if len(r.PoolOrder) > 0 {
+		fmt.Fprintf(&b, "automatic allocation tries the pools in this order (those with a serviceAllocation first, as in MetalLB; then by priority, then by name): %s\n",
+			strings.Join(r.PoolOrder, ", "))
+	}
 	for _, e := range r.Entries {
 		if len(e.Issues) == 0 {
 			continue

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -42,8 +42,9 @@ type ManagerOptions struct {
 	// Registerer receives the zerohop_bfd_* metrics; nil registers none.
 	// The speaker passes controller-runtime's metrics.Registry.
 	Registerer prometheus.Registerer
-	// Logger gets state changes (Info) and socket trouble (Warn).
-	Logger *slog.Logger
+	// Log gets state changes and socket trouble, and at V(1) each
+	// session added, changed or removed. Default: discarded.
+	Log logr.Logger
 }
 
 // StateChange reports one session state transition.
@@ -87,7 +88,7 @@ type SessionInfo struct {
 // one goroutine per peer.
 type Manager struct {
 	port uint16
-	log  *slog.Logger
+	log  logr.Logger
 	met  *metrics
 
 	mu        sync.Mutex
@@ -128,10 +129,7 @@ type peerSession struct {
 
 // NewManager opens the receive sockets.
 func NewManager(opts ManagerOptions) (*Manager, error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := opts.Log
 	met, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
@@ -155,7 +153,7 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 	for _, a := range addrs {
 		if err := m.listen(a); err != nil {
 			if lenient && a.Is6() {
-				log.Warn("bfd: no IPv6 listener", "err", err)
+				log.Info("bfd: no IPv6 listener", "error", err.Error())
 				continue
 			}
 			m.Close()
@@ -234,7 +232,7 @@ func (m *Manager) readLoop(read func([]byte) (int, netip.Addr, int, error)) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			m.log.Warn("bfd: receive", "err", err)
+			m.log.Info("bfd: receive", "error", err.Error())
 			time.Sleep(10 * time.Millisecond) // no hot loop on a persistent error
 			continue
 		}
@@ -294,6 +292,7 @@ func (m *Manager) AddPeer(peer, local netip.Addr, p Profile) error {
 	m.mu.Unlock()
 	if old != nil {
 		if old.local == local && old.peer == peer {
+			m.log.V(1).Info("bfd: session profile set", append([]any{"peer", peer}, p.logValues()...)...)
 			return old.do(command{prof: &p})
 		}
 		if err := m.RemovePeer(peer); err != nil {
@@ -335,6 +334,13 @@ func (m *Manager) AddPeer(peer, local netip.Addr, p Profile) error {
 		defer m.wg.Done()
 		m.run(ps, s)
 	}()
+	if l := m.log.V(1); l.Enabled() {
+		src := "any" // the routing table's choice
+		if local.IsValid() {
+			src = local.String()
+		}
+		l.Info("bfd: session added", append([]any{"peer", peer, "local", src}, p.logValues()...)...)
+	}
 	return nil
 }
 
@@ -394,6 +400,7 @@ func (m *Manager) RemovePeer(peer netip.Addr) error {
 	err := ps.do(command{adminDn: true, stop: true})
 	<-ps.exited
 	m.met.forget(ps.label)
+	m.log.V(1).Info("bfd: session removed", "peer", ps.peer)
 	return err
 }
 

@@ -104,3 +104,9 @@ func (p Profile) Validate() error {
 func micros(d time.Duration) uint32 { return uint32(d / time.Microsecond) }
 
 func fromMicros(us uint32) time.Duration { return time.Duration(us) * time.Microsecond }
+
+// logValues are the profile's fields as log key/value pairs.
+func (p Profile) logValues() []any {
+	return []any{"receiveInterval", p.ReceiveInterval.String(), "transmitInterval", p.TransmitInterval.String(),
+		"detectMultiplier", p.DetectMultiplier, "passive", p.Passive, "minimumTTL", p.MinimumTTL}
+}

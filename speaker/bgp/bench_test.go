@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
-
-	"github.com/zerohop/zerohop/speaker/announce"
 )
 
 // BenchmarkApply measures one Service appearing (a new prefix: export
@@ -24,17 +22,17 @@ func BenchmarkApply(b *testing.B) {
 			b.Fatal(err)
 		}
 		peer := Peer{Name: "p", Address: netip.MustParseAddr("127.0.0.1"), Port: 1, MyASN: 64512, PeerASN: 64513}
-		var paths []announce.Path
+		var paths []Path
 		for i := range n {
 			a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-			paths = append(paths, announce.Path{Prefix: netip.PrefixFrom(a, 32), Communities: []uint32{uint32(i % 3)}})
+			paths = append(paths, Path{Prefix: netip.PrefixFrom(a, 32), Communities: []uint32{uint32(i % 3)}})
 		}
-		base := map[netip.Addr][]announce.Path{peer.Address: paths}
+		base := map[netip.Addr][]Path{peer.Address: paths}
 		if err := s.Apply(ctx, []Peer{peer}, base); err != nil {
 			b.Fatal(err)
 		}
-		more := map[netip.Addr][]announce.Path{peer.Address: append(paths[:n:n], announce.Path{Prefix: netip.MustParsePrefix("11.0.0.1/32")})}
-		less := map[netip.Addr][]announce.Path{peer.Address: paths[1:]}
+		more := map[netip.Addr][]Path{peer.Address: append(paths[:n:n], Path{Prefix: netip.MustParsePrefix("11.0.0.1/32")})}
+		less := map[netip.Addr][]Path{peer.Address: paths[1:]}
 		b.Run(fmt.Sprintf("new-prefix/%d", n), func(b *testing.B) {
 			for b.Loop() {
 				if err := s.Apply(ctx, []Peer{peer}, more); err != nil {

@@ -1,6 +1,8 @@
-// Package bgp runs zerohop's embedded GoBGP v3 server: sessions to the
-// routers of one node and the paths each router receives. Its gRPC API is
-// never opened; the speaker drives it through this package's small API.
+// Package bgp is the speaker's BGP mode: the pure planner (plan.go:
+// Compute, from Services, pools, BGPAdvertisements, BGPPeers and this
+// node, to the paths each peer receives) and the embedded GoBGP v3 server
+// that announces them (bgp.go, paths.go). The server's gRPC API is never
+// opened; the speaker drives it through this package's small API.
 //
 // GoBGP keeps one RIB for all peers. Different peers receiving different
 // prefixes, or one prefix with different communities, is done with one
@@ -22,8 +24,6 @@ import (
 	"github.com/go-logr/logr"
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
-
-	"github.com/zerohop/zerohop/speaker/announce"
 )
 
 // Peer is one BGP session.
@@ -291,7 +291,7 @@ func (s *Server) SetPeers(ctx context.Context, peers []Peer) error {
 // and export policy are brought up to date, and only then are new
 // sessions opened, so a new session's first UPDATEs (and End-of-RIB)
 // already carry every path.
-func (s *Server) Apply(ctx context.Context, peers []Peer, paths map[netip.Addr][]announce.Path) error {
+func (s *Server) Apply(ctx context.Context, peers []Peer, paths map[netip.Addr][]Path) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	added, errs := s.removePeers(ctx, peers)

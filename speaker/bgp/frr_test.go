@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
-
-	"github.com/zerohop/zerohop/speaker/announce"
 )
 
 // The FRR test runs GoBGP and a real FRR in two network namespaces joined
@@ -327,9 +325,9 @@ func inner(t *testing.T, ps string) {
 	vip6 := netip.MustParsePrefix("2001:db8:100::1/128")
 	vip4over6 := netip.MustParsePrefix("198.51.100.2/32")
 	vip6over4 := netip.MustParsePrefix("2001:db8:100::2/128")
-	paths := map[netip.Addr][]announce.Path{
+	paths := map[netip.Addr][]Path{
 		ebgp.Address: {{Prefix: vip, Communities: []uint32{65000<<16 | 100, 0xFFFFFF01}, Weight: 3}, {Prefix: vip6over4}},
-		ibgp.Address: {{Prefix: vip, LocalPref: 200, LargeCommunities: []announce.LargeCommunity{{GlobalAdmin: 65000, LocalData1: 1, LocalData2: 2}}}},
+		ibgp.Address: {{Prefix: vip, LocalPref: 200, LargeCommunities: []LargeCommunity{{GlobalAdmin: 65000, LocalData1: 1, LocalData2: 2}}}},
 		v6.Address:   {{Prefix: vip4over6}, {Prefix: vip6, Communities: []uint32{65000<<16 | 6}}},
 	}
 	if err := s.Apply(ctx, []Peer{ebgp, ibgp, v6}, paths); err != nil {
@@ -396,7 +394,7 @@ func inner(t *testing.T, ps string) {
 		return !i && e
 	})
 	// Attributes change in place.
-	paths[ebgp.Address] = []announce.Path{{Prefix: vip, Communities: []uint32{65000<<16 | 200}}}
+	paths[ebgp.Address] = []Path{{Prefix: vip, Communities: []uint32{65000<<16 | 200}}}
 	if err := s.SetPaths(ctx, paths); err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,6 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/log"
 	"google.golang.org/protobuf/types/known/anypb"
-
-	"github.com/zerohop/zerohop/speaker/announce"
 )
 
 const (
@@ -51,7 +49,7 @@ func (a attrSet) key() string {
 	return strings.Join(a.communities, ",") + "|" + strings.Join(a.large, ",") + "|" + strconv.FormatUint(uint64(a.localPref), 10)
 }
 
-func attrsOf(p announce.Path) attrSet {
+func attrsOf(p Path) attrSet {
 	var a attrSet
 	for _, c := range p.Communities {
 		a.communities = append(a.communities, fmt.Sprintf("%d:%d", c>>16, c&0xffff))
@@ -67,13 +65,13 @@ func attrsOf(p announce.Path) attrSet {
 // address. Peers not configured with SetPeers are ignored. A path whose
 // attributes or peers did not change is not touched, so routers see
 // updates only for what changed.
-func (s *Server) SetPaths(ctx context.Context, paths map[netip.Addr][]announce.Path) error {
+func (s *Server) SetPaths(ctx context.Context, paths map[netip.Addr][]Path) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.setPaths(ctx, paths)
 }
 
-func (s *Server) setPaths(ctx context.Context, paths map[netip.Addr][]announce.Path) error {
+func (s *Server) setPaths(ctx context.Context, paths map[netip.Addr][]Path) error {
 	// What every peer should get, and what the RIB should hold.
 	desired := map[netip.Addr]map[netip.Prefix]string{}
 	rib := map[netip.Prefix]uint32{}

@@ -11,13 +11,13 @@ package l2
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
@@ -35,8 +35,9 @@ type Options struct {
 	// RefreshInterval is how often every owned VIP is announced again,
 	// which repairs caches that missed the burst. Default 10s.
 	RefreshInterval time.Duration
-	// Logger receives errors of the background loops. Default: discarded.
-	Logger *slog.Logger
+	// Log receives errors of the background loops and, at V(1), each
+	// change of the owned set. Default: discarded.
+	Log logr.Logger
 	// OnAnnounce, if set, is called after each gratuitous ARP or
 	// unsolicited NA that went out (the speaker counts them in metrics).
 	OnAnnounce func(vip netip.Addr)
@@ -51,9 +52,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RefreshInterval <= 0 {
 		o.RefreshInterval = 10 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
 }
@@ -140,7 +138,7 @@ func (a *Announcer) Close() error {
 type responder struct {
 	ifi  *net.Interface
 	opts Options
-	log  *slog.Logger
+	log  logr.Logger
 
 	mu      sync.Mutex
 	v4      map[netip.Addr]bool
@@ -158,7 +156,7 @@ type responder struct {
 func newResponder(ifi *net.Interface, opts Options) *responder {
 	r := &responder{
 		ifi: ifi, opts: opts,
-		log:     opts.Logger.With("interface", ifi.Name),
+		log:     opts.Log.WithValues("interface", ifi.Name),
 		v4:      map[netip.Addr]bool{},
 		v6:      map[netip.Addr]bool{},
 		pending: map[netip.Addr]int{},
@@ -187,16 +185,19 @@ func (r *responder) set(vips []netip.Addr) error {
 	defer r.mu.Unlock()
 	// Removal first, so a VIP lost to another node is never answered for
 	// once this returns; the read loops look the set up per packet.
+	var removed []netip.Addr
 	for v := range r.v4 {
 		if !want4[v] {
 			delete(r.v4, v)
 			delete(r.pending, v)
+			removed = append(removed, v)
 		}
 	}
 	for v := range r.v6 {
 		if !want6[v] {
 			delete(r.v6, v)
 			delete(r.pending, v)
+			removed = append(removed, v)
 		}
 	}
 	var errs []error
@@ -218,22 +219,27 @@ func (r *responder) set(vips []netip.Addr) error {
 		errs = append(errs, err)
 	}
 
-	added := false
+	var added []netip.Addr
 	for v := range want4 {
 		if !r.v4[v] {
 			r.v4[v] = true
 			r.pending[v] = r.opts.Burst
-			added = true
+			added = append(added, v)
 		}
 	}
 	for v := range want6 {
 		if !r.v6[v] {
 			r.v6[v] = true
 			r.pending[v] = r.opts.Burst
-			added = true
+			added = append(added, v)
 		}
 	}
-	if added {
+	if len(added) > 0 || len(removed) > 0 {
+		slices.SortFunc(added, netip.Addr.Compare)
+		slices.SortFunc(removed, netip.Addr.Compare)
+		r.log.V(1).Info("owned VIPs changed", "added", added, "removed", removed)
+	}
+	if len(added) > 0 {
 		select {
 		case r.kick <- struct{}{}:
 		default:
@@ -332,7 +338,7 @@ func (r *responder) leaveGroups(want map[netip.Addr]bool) {
 			continue
 		}
 		if err := r.ndpc.LeaveGroup(g); err != nil {
-			r.log.Warn("leave solicited-node group", "group", g, "err", err)
+			r.log.Info("leave solicited-node group", "group", g, "error", err.Error())
 		}
 		delete(r.joined, g)
 	}
@@ -377,7 +383,7 @@ func (r *responder) arpLoop(c *arp.Client) {
 			if r.closing() {
 				return
 			}
-			r.log.Warn("ARP read", "err", err)
+			r.log.Info("ARP read", "error", err.Error())
 			time.Sleep(readBackoff)
 			continue
 		}
@@ -395,7 +401,7 @@ func (r *responder) arpLoop(c *arp.Client) {
 			continue
 		}
 		if err := c.Reply(p, mac, p.TargetIP); err != nil {
-			r.log.Warn("ARP reply", "vip", p.TargetIP, "err", err)
+			r.log.Info("ARP reply", "vip", p.TargetIP, "error", err.Error())
 		}
 	}
 }
@@ -409,7 +415,7 @@ func (r *responder) ndpLoop(c *ndp.Conn) {
 			if r.closing() {
 				return
 			}
-			r.log.Warn("NDP read", "err", err)
+			r.log.Info("NDP read", "error", err.Error())
 			time.Sleep(readBackoff)
 			continue
 		}
@@ -432,7 +438,7 @@ func (r *responder) ndpLoop(c *ndp.Conn) {
 			continue
 		}
 		if err := r.advertise(c, ns.TargetAddress, from); err != nil {
-			r.log.Warn("NDP advertisement", "vip", ns.TargetAddress, "err", err)
+			r.log.Info("NDP advertisement", "vip", ns.TargetAddress, "error", err.Error())
 		}
 	}
 }
@@ -523,13 +529,13 @@ func (r *responder) announce(all bool) {
 		switch {
 		case v.Is4() && r.arpc != nil:
 			if err := r.gratuitousARP(r.arpc, v); err != nil {
-				r.log.Warn("gratuitous ARP", "vip", v, "err", err)
+				r.log.Info("gratuitous ARP", "vip", v, "error", err.Error())
 			} else if r.opts.OnAnnounce != nil {
 				r.opts.OnAnnounce(v)
 			}
 		case v.Is6() && r.ndpc != nil:
 			if err := r.advertise(r.ndpc, v, netip.Addr{}); err != nil {
-				r.log.Warn("unsolicited NA", "vip", v, "err", err)
+				r.log.Info("unsolicited NA", "vip", v, "error", err.Error())
 			} else if r.opts.OnAnnounce != nil {
 				r.opts.OnAnnounce(v)
 			}

@@ -15,8 +15,6 @@ import (
 	"net/netip"
 	"slices"
 
-	"k8s.io/apimachinery/pkg/labels"
-
 	"github.com/zerohop/zerohop/config/v1alpha1"
 )
 
@@ -89,13 +87,9 @@ type Node struct {
 // memberlist cluster, and — when withEndpoints is not nil, as for a Service
 // with externalTrafficPolicy Local — that have a ready local endpoint.
 func Eligible(nodes []Node, nodeSelectors []v1alpha1.LabelSelector, alive, withEndpoints map[string]bool) ([]string, error) {
-	sels := make([]labels.Selector, 0, len(nodeSelectors))
-	for i := range nodeSelectors {
-		s, err := nodeSelectors[i].AsSelector()
-		if err != nil {
-			return nil, fmt.Errorf("node selector %d: %w", i, err)
-		}
-		sels = append(sels, s)
+	sel, err := v1alpha1.NewSelection(nodeSelectors)
+	if err != nil {
+		return nil, fmt.Errorf("nodeSelectors: %w", err)
 	}
 	var out []string
 	for _, n := range nodes {
@@ -105,9 +99,7 @@ func Eligible(nodes []Node, nodeSelectors []v1alpha1.LabelSelector, alive, withE
 		if withEndpoints != nil && !withEndpoints[n.Name] {
 			continue
 		}
-		if len(sels) > 0 && !slices.ContainsFunc(sels, func(s labels.Selector) bool {
-			return s.Matches(labels.Set(n.Labels))
-		}) {
+		if !sel.Matches(n.Labels) {
 			continue
 		}
 		out = append(out, n.Name)

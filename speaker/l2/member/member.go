@@ -10,14 +10,15 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -49,8 +50,9 @@ type Options struct {
 	SuspicionMult int
 	// GossipInterval is how often state is gossiped. Default 50ms.
 	GossipInterval time.Duration
-	// Logger receives memberlist's log. Default: discarded.
-	Logger *log.Logger
+	// Log receives memberlist's log at debug verbosity (logWriter).
+	// Default: discarded.
+	Log logr.Logger
 }
 
 const minKeyLen = 16
@@ -104,11 +106,7 @@ func New(opts Options) (*Cluster, error) {
 	// A speaker restarted on another address (a rescheduled host network
 	// Pod) may take its name back after this long.
 	cfg.DeadNodeReclaimTime = 5 * time.Second
-	if opts.Logger != nil {
-		cfg.Logger = opts.Logger
-	} else {
-		cfg.LogOutput = io.Discard
-	}
+	cfg.Logger = log.New(logWriter{log: opts.Log}, "", 0)
 
 	c := &Cluster{
 		changes: make(chan struct{}, 1),
@@ -272,3 +270,35 @@ func (d *delegate) NotifyMsg([]byte)                {}
 func (d *delegate) GetBroadcasts(int, int) [][]byte { return nil }
 func (d *delegate) LocalState(bool) []byte          { return nil }
 func (d *delegate) MergeRemoteState([]byte, bool)   {}
+
+// logWriter adapts memberlist's *log.Logger to logr, at debug verbosity:
+// its warnings and errors (a member that misses a probe, a packet without
+// the key) are V(2), as the failures that matter reach L2 mode's own log
+// and status, and its info and debug lines are V(4).
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	v, level, msg := parseLogLine(string(p))
+	if l := w.log.V(v); l.Enabled() {
+		l.Info(msg, "level", level)
+	}
+	return len(p), nil
+}
+
+// parseLogLine splits one of memberlist's lines, "[WARN] memberlist:
+// text", into the verbosity it is logged at, its level and its text.
+func parseLogLine(line string) (v int, level, msg string) {
+	msg = strings.TrimSpace(line)
+	if rest, ok := strings.CutPrefix(msg, "["); ok {
+		if l, m, ok := strings.Cut(rest, "] "); ok {
+			level, msg = l, m
+		}
+	}
+	msg = strings.TrimPrefix(msg, "memberlist: ")
+	switch level {
+	case "ERR", "ERROR", "WARN":
+		return 2, level, msg
+	default:
+		return 4, level, msg
+	}
+}

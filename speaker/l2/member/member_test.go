@@ -167,3 +167,23 @@ func TestLeaveIsImmediate(t *testing.T) {
 	waitFor(t, 5*time.Second, "node-b gone", func() bool { return len(a.Members()) == 1 })
 	t.Logf("graceful leave seen after %v", time.Since(left).Round(time.Millisecond))
 }
+
+func TestParseLogLine(t *testing.T) {
+	tests := []struct {
+		line       string
+		v          int
+		level, msg string
+	}{
+		{"[DEBUG] memberlist: Stream connection from=10.0.0.2:40000\n", 4, "DEBUG", "Stream connection from=10.0.0.2:40000"},
+		{"[INFO] memberlist: Suspect n2 has failed, no acks received\n", 4, "INFO", "Suspect n2 has failed, no acks received"},
+		{"[WARN] memberlist: Was able to connect to n2 over TCP but UDP probes failed\n", 2, "WARN", "Was able to connect to n2 over TCP but UDP probes failed"},
+		{"[ERR] memberlist: Failed to send ping: write: connection refused\n", 2, "ERR", "Failed to send ping: write: connection refused"},
+		{"no level at all", 4, "", "no level at all"},
+	}
+	for _, tc := range tests {
+		v, level, msg := parseLogLine(tc.line)
+		if v != tc.v || level != tc.level || msg != tc.msg {
+			t.Errorf("parseLogLine(%q) = %d, %q, %q; want %d, %q, %q", tc.line, v, level, msg, tc.v, tc.level, tc.msg)
+		}
+	}
+}

@@ -1,14 +1,68 @@
-package speaker
+package datapath
 
 import (
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/zerohop/zerohop/bpf"
 )
+
+// configureNode gives Cluster mode this node's underlay addresses and
+// accepts encapsulated packets from every other node's. Called with p.mu.
+func (p *Programmer) configureNode(self *corev1.Node, nodes []corev1.Node) error {
+	k := p.opts.Kernel
+	var cfg bpf.NodeConfig
+	cfg.PathMTU = p.opts.PathMTU
+	for _, a := range NodeAddrs(self) {
+		if a.Is4() && !cfg.Addr4.IsValid() {
+			cfg.Addr4 = a
+		} else if a.Is6() && !cfg.Addr6.IsValid() {
+			cfg.Addr6 = a
+		}
+	}
+	var errs []error
+	if !p.nodeSet || p.node != cfg {
+		if err := k.SetNode(cfg); err != nil {
+			errs = append(errs, fmt.Errorf("datapath: node %s: %w", p.opts.NodeName, err))
+		} else {
+			p.node, p.nodeSet = cfg, true
+		}
+	}
+	var peers []netip.Prefix
+	for i := range nodes {
+		if nodes[i].Name == p.opts.NodeName {
+			continue
+		}
+		for _, a := range NodeAddrs(&nodes[i]) {
+			peers = append(peers, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	slices.SortFunc(peers, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	peers = slices.Compact(peers)
+	if !slices.Equal(peers, p.peers) {
+		if err := k.SetPeers(peers); err != nil {
+			errs = append(errs, fmt.Errorf("datapath: peers: %w", err))
+		} else {
+			p.peers = peers
+		}
+	}
+	if p.opts.ManageNeighbours {
+		// Every round, not only on change: routes to the nodes may move.
+		held, err := manageNeighbours(p.neigh, peers)
+		p.neigh = held
+		if err != nil {
+			errs = append(errs, fmt.Errorf("datapath: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Cluster mode encapsulates in XDP, where bpf_fib_lookup finds the next
 // hop's MAC only if the kernel already resolved it; XDP cannot ask the
@@ -25,7 +79,7 @@ type neighbourKey struct {
 
 // manageNeighbours keeps a managed neighbour entry for the next hop
 // towards every peer node, removes the entries of nodes that are gone, and
-// returns the set now held. Called with the dp state lock.
+// returns the set now held. Called with p.mu.
 func manageNeighbours(held map[neighbourKey]bool, peers []netip.Prefix) (map[neighbourKey]bool, error) {
 	want := map[neighbourKey]bool{}
 	var errs []error

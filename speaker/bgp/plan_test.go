@@ -1,4 +1,4 @@
-package announce
+package bgp
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -22,9 +23,18 @@ func pool(name string, labels map[string]string, addrs ...string) *v1alpha1.IPAd
 	return p
 }
 
+// peer makes a BGPPeer whose address follows its name's last character,
+// so that peers of different names are different routers.
 func peer(name string, myASN, peerASN uint32, sel ...v1alpha1.LabelSelector) *v1alpha1.BGPPeer {
 	return &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1alpha1.BGPPeerSpec{MyASN: myASN, PeerASN: peerASN, PeerAddress: "192.0.2.254", NodeSelectors: sel}}
+		Spec: v1alpha1.BGPPeerSpec{MyASN: myASN, PeerASN: peerASN, PeerAddress: fmt.Sprintf("198.51.100.%d", name[len(name)-1]), NodeSelectors: sel}}
+}
+
+// aged sets an object's creation time, minutes after an epoch: the older
+// of two conflicting objects wins.
+func aged[T interface{ SetCreationTimestamp(metav1.Time) }](o T, minutes int) T {
+	o.SetCreationTimestamp(metav1.NewTime(time.Date(2026, 1, 1, 0, minutes, 0, 0, time.UTC)))
+	return o
 }
 
 func adv(name string, f func(*v1alpha1.BGPAdvertisementSpec)) *v1alpha1.BGPAdvertisement {
@@ -52,6 +62,15 @@ func svc(key string, local bool, localReady, ready int, ips ...string) Service {
 }
 
 func i32(v int32) *int32 { return &v }
+
+// recorded sets the pool the controller recorded for every address of s.
+func recorded(s Service, pool string) Service {
+	s.Pools = nil
+	for range s.IPs {
+		s.Pools = append(s.Pools, pool)
+	}
+	return s
+}
 
 // render turns a plan into "peer: prefix attrs [services]" lines, so a
 // table row states its expectation in one readable list.
@@ -196,9 +215,53 @@ func TestCompute(t *testing.T) {
 			want:  []string{"r1: 192.0.2.0/28 [ns/api,ns/web]"}},
 		{name: "aggregation length v6",
 			peers: []*v1alpha1.BGPPeer{eR1},
-			advs:  []*v1alpha1.BGPAdvertisement{adv("x", func(s *v1alpha1.BGPAdvertisementSpec) { s.AggregationLengthV6 = i32(64) })},
+			advs:  []*v1alpha1.BGPAdvertisement{adv("x", func(s *v1alpha1.BGPAdvertisementSpec) { s.AggregationLengthV6 = i32(124) })},
 			svcs:  []Service{svc("ns/v6", false, 0, 1, "2001:db8::5")},
-			want:  []string{"r1: 2001:db8::/64 [ns/v6]"}},
+			want:  []string{"r1: 2001:db8::/124 [ns/v6]"}},
+		{name: "aggregation 0 would be a default route: refused for the pool",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs:  []*v1alpha1.BGPAdvertisement{all, adv("zero", func(s *v1alpha1.BGPAdvertisementSpec) { s.AggregationLength = i32(0) })},
+			svcs:  []Service{web},
+			want:  []string{"r1: 192.0.2.1/32 [ns/web]"}, wantErr: "bgpadvertisement zero: spec.aggregationLength 0 is shorter than pool a's 192.0.2.0/28"},
+		{name: "aggregation wider than the pool: refused, host routes of other advertisements stay",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs:  []*v1alpha1.BGPAdvertisement{all, adv("wide", func(s *v1alpha1.BGPAdvertisementSpec) { s.AggregationLength = i32(16) })},
+			svcs:  []Service{web},
+			want:  []string{"r1: 192.0.2.1/32 [ns/web]"}, wantErr: "use 28 or more"},
+		{name: "v6 aggregation wider than the pool: refused",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs:  []*v1alpha1.BGPAdvertisement{adv("wide6", func(s *v1alpha1.BGPAdvertisementSpec) { s.AggregationLengthV6 = i32(64) })},
+			svcs:  []Service{svc("ns/v6", false, 0, 1, "2001:db8::5")},
+			want:  []string{"r1: -"}, wantErr: "spec.aggregationLengthV6 64"},
+		{name: "a pool added later over a served address does not change how it is announced",
+			pools: []*v1alpha1.IPAddressPool{aged(pA, 0), aged(pool("aaa-wide", nil, "192.0.2.0/24"), 5)},
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{
+				adv("a-only", func(s *v1alpha1.BGPAdvertisementSpec) { s.IPAddressPools = []string{"a"} }),
+				adv("wide-only", func(s *v1alpha1.BGPAdvertisementSpec) {
+					s.IPAddressPools = []string{"aaa-wide"}
+					s.Communities = []string{"no-advertise"}
+				}),
+			},
+			svcs: []Service{recorded(web, "a"), svc("ns/old", false, 0, 1, "192.0.2.2")},
+			want: []string{"r1: 192.0.2.1/32 [ns/web]", "r1: 192.0.2.2/32 [ns/old]"}},
+		{name: "an address recorded for the pool that came later follows that pool",
+			pools: []*v1alpha1.IPAddressPool{aged(pA, 0), aged(pool("aaa-wide", nil, "192.0.2.0/24"), 5)},
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{
+				adv("a-only", func(s *v1alpha1.BGPAdvertisementSpec) { s.IPAddressPools = []string{"a"} }),
+				adv("wide-only", func(s *v1alpha1.BGPAdvertisementSpec) {
+					s.IPAddressPools = []string{"aaa-wide"}
+					s.Communities = []string{"65000:9"}
+				}),
+			},
+			svcs: []Service{recorded(web, "aaa-wide"), recorded(svc("ns/out", false, 0, 1, "192.0.2.40"), "a")},
+			want: []string{"r1: 192.0.2.1/32 c=65000:9 [ns/web]", "r1: 192.0.2.40/32 c=65000:9 [ns/out]"}},
+		{name: "a later BGPPeer with an address in use is refused; the session in service stays",
+			peers: []*v1alpha1.BGPPeer{aged(eR1, 0), aged(&v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "a-dup"},
+				Spec: v1alpha1.BGPPeerSpec{MyASN: 64999, PeerASN: 64513, PeerAddress: eR1.Spec.PeerAddress}}, 5)},
+			advs: []*v1alpha1.BGPAdvertisement{all}, svcs: []Service{web},
+			want: []string{"r1: 192.0.2.1/32 [ns/web]"}, wantErr: "bgppeer a-dup: peerAddress 198.51.100.49 is already used by the older bgppeer r1"},
 		{name: "v6 host route by default",
 			peers: []*v1alpha1.BGPPeer{eR1}, advs: []*v1alpha1.BGPAdvertisement{all},
 			svcs: []Service{svc("ns/v6", false, 0, 1, "2001:db8::5")},
@@ -209,9 +272,9 @@ func TestCompute(t *testing.T) {
 			want: []string{"r1: 192.0.2.3/32 [ns/ds]", "r1: 2001:db8::3/128 [ns/ds]"}},
 		{name: "two aggregations of one pool give two prefixes",
 			peers: []*v1alpha1.BGPPeer{eR1},
-			advs:  []*v1alpha1.BGPAdvertisement{all, adv("agg", func(s *v1alpha1.BGPAdvertisementSpec) { s.AggregationLength = i32(24) })},
+			advs:  []*v1alpha1.BGPAdvertisement{all, adv("agg", func(s *v1alpha1.BGPAdvertisementSpec) { s.AggregationLength = i32(29) })},
 			svcs:  []Service{web},
-			want:  []string{"r1: 192.0.2.0/24 [ns/web]", "r1: 192.0.2.1/32 [ns/web]"}},
+			want:  []string{"r1: 192.0.2.0/29 [ns/web]", "r1: 192.0.2.1/32 [ns/web]"}},
 		{name: "standard, well-known and large communities",
 			peers: []*v1alpha1.BGPPeer{eR1},
 			advs: []*v1alpha1.BGPAdvertisement{adv("x", func(s *v1alpha1.BGPAdvertisementSpec) {

@@ -1,10 +1,11 @@
-package speaker
+package l2
 
 import (
 	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -12,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
-	"github.com/zerohop/zerohop/speaker/l2"
 	"github.com/zerohop/zerohop/speaker/l2/election"
 )
 
@@ -59,7 +59,7 @@ func slice(svc string, eps map[string]bool) *discoveryv1.EndpointSlice {
 	return sl
 }
 
-func TestL2VIPs(t *testing.T) {
+func TestVIPs(t *testing.T) {
 	pools := []*v1alpha1.IPAddressPool{
 		pool("l2", map[string]string{"mode": "l2"}, "198.51.100.200-198.51.100.250", "2001:db8:100::200/120"),
 		pool("bgp", nil, "203.0.113.0/24"),
@@ -118,13 +118,13 @@ func TestL2VIPs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			vips, errs := l2VIPs(pools, tc.advs, svcs, slicesOf)
+			vips, errs := VIPs(pools, tc.advs, svcs, slicesOf)
 			if len(errs) > 0 {
 				t.Fatalf("errors: %v", errs)
 			}
 			var got []string
 			for _, v := range vips {
-				got = append(got, v.ip.String())
+				got = append(got, v.IP.String())
 			}
 			if !slices.Equal(got, tc.wantIPs) {
 				t.Fatalf("VIPs %v, want %v", got, tc.wantIPs)
@@ -133,21 +133,21 @@ func TestL2VIPs(t *testing.T) {
 				return
 			}
 			v := vips[0]
-			if tc.wantSelectors < 0 && v.selectors != nil || tc.wantSelectors >= 0 && len(v.selectors) != tc.wantSelectors {
-				t.Errorf("selectors %v, want %d", v.selectors, tc.wantSelectors)
+			if tc.wantSelectors < 0 && v.Selectors != nil || tc.wantSelectors >= 0 && len(v.Selectors) != tc.wantSelectors {
+				t.Errorf("selectors %v, want %d", v.Selectors, tc.wantSelectors)
 			}
-			if !slices.Equal(v.interfaces, tc.wantIfaces) {
-				t.Errorf("interfaces %v, want %v", v.interfaces, tc.wantIfaces)
+			if !slices.Equal(v.Interfaces, tc.wantIfaces) {
+				t.Errorf("interfaces %v, want %v", v.Interfaces, tc.wantIfaces)
 			}
 			for _, v := range vips {
-				switch v.svc.Name {
+				switch v.Service.Name {
 				case "local":
-					if !v.local["n2"] || v.local["n1"] || len(v.local) != 1 {
-						t.Errorf("local endpoints %v, want only n2", v.local)
+					if !v.Local["n2"] || v.Local["n1"] || len(v.Local) != 1 {
+						t.Errorf("local endpoints %v, want only n2", v.Local)
 					}
 				default:
-					if v.local != nil {
-						t.Errorf("%s: cluster policy has local set %v", v.svc, v.local)
+					if v.Local != nil {
+						t.Errorf("%s: cluster policy has local set %v", v.Service, v.Local)
 					}
 				}
 			}
@@ -155,66 +155,66 @@ func TestL2VIPs(t *testing.T) {
 	}
 }
 
-func TestPlanL2(t *testing.T) {
+func TestCompute(t *testing.T) {
 	nodes := []election.Node{
 		{Name: "n1", Labels: map[string]string{"rack": "a"}},
 		{Name: "n2", Labels: map[string]string{"rack": "b"}},
 		{Name: "n3", Labels: map[string]string{"rack": "b"}},
 	}
-	ifaces := []l2.Interface{
+	ifaces := []Interface{
 		{Name: "lo", Up: true, Loopback: true, Prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
 		{Name: "eth0", Up: true, Prefixes: []netip.Prefix{netip.MustParsePrefix("198.51.100.11/24"), netip.MustParsePrefix("2001:db8:100::11/64")}},
 		{Name: "eth1", Up: true, Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.11/24")}},
 	}
-	var vips []l2VIP
+	var vips []VIP
 	for i := range 30 {
-		vips = append(vips, l2VIP{
-			svc: types.NamespacedName{Namespace: "default", Name: fmt.Sprint("s", i)},
-			ip:  netip.AddrFrom4([4]byte{198, 51, 100, byte(200 + i)}),
+		vips = append(vips, VIP{
+			Service: types.NamespacedName{Namespace: "default", Name: fmt.Sprint("s", i)},
+			IP:      netip.AddrFrom4([4]byte{198, 51, 100, byte(200 + i)}),
 		})
 	}
-	v6 := l2VIP{svc: types.NamespacedName{Namespace: "default", Name: "v6"}, ip: netip.MustParseAddr("2001:db8:100::200")}
-	rackB := l2VIP{svc: types.NamespacedName{Namespace: "default", Name: "rackb"}, ip: netip.MustParseAddr("198.51.100.100"),
-		selectors: []v1alpha1.LabelSelector{{MatchLabels: map[string]string{"rack": "b"}}}}
-	local := l2VIP{svc: types.NamespacedName{Namespace: "default", Name: "local"}, ip: netip.MustParseAddr("198.51.100.101"),
-		local: map[string]bool{"n3": true}}
-	localNone := l2VIP{svc: types.NamespacedName{Namespace: "default", Name: "nolocal"}, ip: netip.MustParseAddr("198.51.100.102"),
-		local: map[string]bool{}}
-	named := l2VIP{svc: types.NamespacedName{Namespace: "default", Name: "named"}, ip: netip.MustParseAddr("203.0.113.9"),
-		interfaces: []string{"eth1", "eth9"}}
-	offLink := l2VIP{svc: types.NamespacedName{Namespace: "default", Name: "off"}, ip: netip.MustParseAddr("203.0.113.10")}
+	v6 := VIP{Service: types.NamespacedName{Namespace: "default", Name: "v6"}, IP: netip.MustParseAddr("2001:db8:100::200")}
+	rackB := VIP{Service: types.NamespacedName{Namespace: "default", Name: "rackb"}, IP: netip.MustParseAddr("198.51.100.100"),
+		Selectors: []v1alpha1.LabelSelector{{MatchLabels: map[string]string{"rack": "b"}}}}
+	local := VIP{Service: types.NamespacedName{Namespace: "default", Name: "local"}, IP: netip.MustParseAddr("198.51.100.101"),
+		Local: map[string]bool{"n3": true}}
+	localNone := VIP{Service: types.NamespacedName{Namespace: "default", Name: "nolocal"}, IP: netip.MustParseAddr("198.51.100.102"),
+		Local: map[string]bool{}}
+	named := VIP{Service: types.NamespacedName{Namespace: "default", Name: "named"}, IP: netip.MustParseAddr("203.0.113.9"),
+		Interfaces: []string{"eth1", "eth9"}}
+	offLink := VIP{Service: types.NamespacedName{Namespace: "default", Name: "off"}, IP: netip.MustParseAddr("203.0.113.10")}
 	all := append(slices.Clone(vips), v6, rackB, local, localNone)
 
 	// ownersOf runs the plan as each node would and returns VIP -> owners.
-	ownersOf := func(in l2Input, vips []l2VIP) map[netip.Addr][]string {
+	ownersOf := func(in Input, vips []VIP) map[netip.Addr][]string {
 		owners := map[netip.Addr][]string{}
 		for _, n := range nodes {
-			in.self, in.vips = n.Name, vips
-			owned, errs := planL2(in)
+			in.Self, in.VIPs = n.Name, vips
+			owned, errs := Compute(in)
 			if len(errs) > 0 {
 				t.Fatalf("%s: %v", n.Name, errs)
 			}
 			for _, o := range owned {
-				owners[o.vip.ip] = append(owners[o.vip.ip], n.Name)
+				owners[o.VIP.IP] = append(owners[o.VIP.IP], n.Name)
 			}
 		}
 		return owners
 	}
-	base := l2Input{nodes: nodes, members: []string{"n1", "n2", "n3"}, majority: true, ifaces: ifaces}
+	base := Input{Nodes: nodes, Members: []string{"n1", "n2", "n3"}, Majority: true, Ifaces: ifaces}
 
 	t.Run("exactly one owner per VIP, spread", func(t *testing.T) {
 		owners := ownersOf(base, all)
 		per := map[string]int{}
 		for _, v := range all {
-			o := owners[v.ip]
-			if v.svc.Name == "nolocal" {
+			o := owners[v.IP]
+			if v.Service.Name == "nolocal" {
 				if len(o) != 0 {
 					t.Errorf("Local Service without endpoints owned by %v", o)
 				}
 				continue
 			}
 			if len(o) != 1 {
-				t.Fatalf("%v owned by %v, want exactly one node", v.ip, o)
+				t.Fatalf("%v owned by %v, want exactly one node", v.IP, o)
 			}
 			per[o[0]]++
 		}
@@ -223,48 +223,48 @@ func TestPlanL2(t *testing.T) {
 				t.Errorf("node %s owns nothing of %d VIPs: %v", n.Name, len(all), per)
 			}
 		}
-		if o := owners[rackB.ip]; o[0] == "n1" {
+		if o := owners[rackB.IP]; o[0] == "n1" {
 			t.Errorf("rack b VIP owned by rack a node")
 		}
-		if o := owners[local.ip]; o[0] != "n3" {
+		if o := owners[local.IP]; o[0] != "n3" {
 			t.Errorf("Local VIP owned by %v, want the node with the endpoint n3", o)
 		}
 	})
 	t.Run("dead member's VIPs move, others stay", func(t *testing.T) {
 		before := ownersOf(base, all)
 		in := base
-		in.members = []string{"n1", "n3"}
+		in.Members = []string{"n1", "n3"}
 		after := ownersOf(in, all)
 		for _, v := range all {
-			b, a := before[v.ip], after[v.ip]
+			b, a := before[v.IP], after[v.IP]
 			if len(b) == 0 {
 				continue
 			}
 			if slices.Contains(a, "n2") {
-				t.Errorf("%v still owned by dead n2", v.ip)
+				t.Errorf("%v still owned by dead n2", v.IP)
 			}
 			if b[0] != "n2" && !slices.Equal(a, b) {
-				t.Errorf("%v moved from %v to %v though its owner lives", v.ip, b, a)
+				t.Errorf("%v moved from %v to %v though its owner lives", v.IP, b, a)
 			}
 		}
 	})
 	t.Run("no majority answers nothing", func(t *testing.T) {
 		in := base
-		in.majority = false
+		in.Majority = false
 		if o := ownersOf(in, all); len(o) != 0 {
 			t.Errorf("owned without majority: %v", o)
 		}
 	})
 	t.Run("link down answers nothing", func(t *testing.T) {
 		in := base
-		in.linkDown = map[string]bool{"eth0": true}
+		in.LinkDown = map[string]bool{"eth0": true}
 		if o := ownersOf(in, all); len(o) != 0 {
 			t.Errorf("owned with link down: %v", o)
 		}
 	})
 	t.Run("interfaces", func(t *testing.T) {
 		tests := []struct {
-			vip  l2VIP
+			vip  VIP
 			want []string
 		}{
 			{vips[0], []string{"eth0"}},
@@ -274,13 +274,13 @@ func TestPlanL2(t *testing.T) {
 		for _, tc := range tests {
 			for _, n := range nodes {
 				in := base
-				in.self, in.vips = n.Name, []l2VIP{tc.vip}
-				owned, errs := planL2(in)
+				in.Self, in.VIPs = n.Name, []VIP{tc.vip}
+				owned, errs := Compute(in)
 				if len(errs) > 0 {
 					t.Fatal(errs)
 				}
-				if len(owned) == 1 && !slices.Equal(owned[0].ifaces, tc.want) {
-					t.Errorf("%v on %v, want %v", tc.vip.ip, owned[0].ifaces, tc.want)
+				if len(owned) == 1 && !slices.Equal(owned[0].Interfaces, tc.want) {
+					t.Errorf("%v on %v, want %v", tc.vip.IP, owned[0].Interfaces, tc.want)
 				}
 			}
 		}
@@ -288,8 +288,8 @@ func TestPlanL2(t *testing.T) {
 		var nerr int
 		for _, n := range nodes {
 			in := base
-			in.self, in.vips = n.Name, []l2VIP{offLink}
-			owned, errs := planL2(in)
+			in.Self, in.VIPs = n.Name, []VIP{offLink}
+			owned, errs := Compute(in)
 			nerr += len(errs)
 			if len(owned) != 0 {
 				t.Errorf("off-link VIP owned: %v", owned)
@@ -299,4 +299,48 @@ func TestPlanL2(t *testing.T) {
 			t.Errorf("%d errors for the off-link VIP, want 1 (from its owner)", nerr)
 		}
 	})
+}
+
+// TestVIPsFollowRecordedPool: an address is answered by the advertisements
+// of the pool it was allocated from, never those of a pool added later
+// that declares it too.
+func TestVIPsFollowRecordedPool(t *testing.T) {
+	at := func(p *v1alpha1.IPAddressPool, minutes int) *v1alpha1.IPAddressPool {
+		p.CreationTimestamp = metav1.NewTime(time.Date(2026, 1, 1, 0, minutes, 0, 0, time.UTC))
+		return p
+	}
+	pools := []*v1alpha1.IPAddressPool{
+		at(pool("served", nil, "198.51.100.200-198.51.100.250"), 0),
+		at(pool("aaa-later", nil, "198.51.100.0/24"), 5),
+	}
+	onlyLater := []v1alpha1.L2Advertisement{{Spec: v1alpha1.L2AdvertisementSpec{IPAddressPools: []string{"aaa-later"}}}}
+	record := func(s corev1.Service, pool string) corev1.Service {
+		s.Annotations = map[string]string{v1alpha1.AnnotationAllocatedFrom: pool}
+		return s
+	}
+	tests := []struct {
+		name string
+		svc  corev1.Service
+		want []string
+	}{
+		{"recorded for the older pool", record(lbService("web", false, "198.51.100.200"), "served"), nil},
+		{"no record: the older pool", lbService("web", false, "198.51.100.201"), nil},
+		{"recorded for the later pool", record(lbService("web", false, "198.51.100.202"), "aaa-later"), []string{"198.51.100.202"}},
+		{"only the later pool declares it", lbService("web", false, "198.51.100.10"), []string{"198.51.100.10"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			vips, errs := VIPs(pools, onlyLater, []corev1.Service{tc.svc}, nil)
+			if len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			var got []string
+			for _, v := range vips {
+				got = append(got, v.IP.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("answered %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

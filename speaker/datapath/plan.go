@@ -1,9 +1,9 @@
-// Package datapath turns Kubernetes Services and EndpointSlices into the
-// plain services and backends of package bpf, and works out the smallest
-// set of map updates that moves the datapath from what it holds to what
-// the cluster wants. Translation and diffing are pure; Apply is the only
-// part that touches the datapath, through the narrow Applier interface.
 package datapath
+
+// The planner: Translate turns Services and EndpointSlices into the plain
+// services and backends of package bpf, and Diff works out the smallest set
+// of map updates that moves the datapath from what it holds to what the
+// cluster wants. Both are pure; program.go does the writing.
 
 import (
 	"cmp"
@@ -366,4 +366,72 @@ func familyName(v4 bool) string {
 		return "IPv4"
 	}
 	return "IPv6"
+}
+
+// Upsert is one service to create or replace.
+type Upsert struct {
+	Key   bpf.ServiceKey
+	Entry Entry
+}
+
+// Observed describes a datapath whose keys are known (bpf.Datapath's
+// Services after a restart) but whose contents are not: Diff against it
+// rewrites every wanted key once and deletes every other.
+func Observed(keys []bpf.ServiceKey) map[bpf.ServiceKey]Entry {
+	out := make(map[bpf.ServiceKey]Entry, len(keys))
+	for _, k := range keys {
+		out[k] = Entry{}
+	}
+	return out
+}
+
+// Diff returns what moves the datapath from current to desired: upserts
+// for keys that are new or whose flags or backends changed, deletes for
+// keys no longer wanted. Unchanged keys are left out, so a change to one
+// Service rewrites no other Service's maps. Both lists are sorted by key.
+func Diff(current, desired map[bpf.ServiceKey]Entry) (upserts []Upsert, deletes []bpf.ServiceKey) {
+	for k, want := range desired {
+		if have, ok := current[k]; ok && have.known() && sameContent(have, want) {
+			continue
+		}
+		upserts = append(upserts, Upsert{Key: k, Entry: want})
+	}
+	for k := range current {
+		if _, ok := desired[k]; !ok {
+			deletes = append(deletes, k)
+		}
+	}
+	slices.SortFunc(upserts, func(a, b Upsert) int { return compareKeys(a.Key, b.Key) })
+	slices.SortFunc(deletes, compareKeys)
+	return upserts, deletes
+}
+
+// Equal says whether both entries are known and hold the same flags and
+// backends (the Service name is not compared).
+func (e Entry) Equal(o Entry) bool {
+	return e.known() && o.known() && sameContent(e, o)
+}
+
+func sameContent(a, b Entry) bool {
+	return a.Flags == b.Flags && a.AffinityTimeout == b.AffinityTimeout &&
+		slices.Equal(a.SourceRanges, b.SourceRanges) && slices.Equal(a.Backends, b.Backends)
+}
+
+func compareKeys(a, b bpf.ServiceKey) int {
+	return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))
+}
+
+// NodeAddrs are a node's InternalIPs: the underlay that Cluster mode
+// encapsulates over, and what Translate's nodeAddrs holds per node.
+func NodeAddrs(n *corev1.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
 }

@@ -1,9 +1,9 @@
-// Package announce decides what a speaker announces: from Services with
-// their IPs, pools, advertisements, peers, this node and its local
-// endpoints, it computes the BGP paths each peer should receive. It does no
-// I/O, so every rule is a row in a table test; the speaker feeds it objects
-// from its caches and hands the result to speaker/bgp.
-package announce
+package bgp
+
+// The planner: from Services with their IPs, pools, advertisements, peers,
+// this node and its local endpoints, Compute decides the paths each peer
+// receives. It does no I/O, so every rule is a row in a table test; the
+// speaker feeds it objects from its cache and hands the plan to the Server.
 
 import (
 	"cmp"
@@ -15,7 +15,9 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/zerohop/zerohop/config/crosscheck"
 	"github.com/zerohop/zerohop/config/v1alpha1"
 )
 
@@ -25,6 +27,10 @@ type Service struct {
 	Key string
 	// IPs are the ingress IPs from the Service's status.
 	IPs []netip.Addr
+	// Pools, parallel to IPs, are the pools the controller recorded the
+	// addresses as allocated from (v1alpha1.AnnotationAllocatedFrom); ""
+	// where none is recorded.
+	Pools []string
 	// LocalOnly is externalTrafficPolicy Local: only nodes with a ready
 	// local endpoint announce.
 	LocalOnly bool
@@ -182,20 +188,15 @@ type pathAcc struct {
 // plan stands, so one typo does not withdraw every route.
 func Compute(in Input) (Plan, []error) {
 	var errs []error
-	pools, perrs := NewPools(in.Pools)
+	pools, perrs := crosscheck.NewPools(in.Pools)
 	errs = append(errs, perrs...)
 
-	// Peers of this node.
-	var peers []*v1alpha1.BGPPeer
-	for _, p := range in.Peers {
-		ok, err := SelectsNode(p.Spec.NodeSelectors, in.Node.Labels)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("bgppeer %s: nodeSelectors: %w", p.Name, err))
-			continue
-		}
-		if ok {
-			peers = append(peers, p)
-		}
+	// Peers of this node: where two name one address, the older keeps it
+	// (a newcomer never takes a working session over).
+	peers, conflicts, perrs := crosscheck.Peers(in.Peers, in.Node.Labels)
+	errs = append(errs, perrs...)
+	for _, c := range conflicts {
+		errs = append(errs, c)
 	}
 	slices.SortFunc(peers, func(a, b *v1alpha1.BGPPeer) int { return cmp.Compare(a.Name, b.Name) })
 	plan := Plan{Peers: make([]PeerPlan, len(peers))}
@@ -220,22 +221,41 @@ func Compute(in Input) (Plan, []error) {
 	}
 
 	acc := make(map[string]map[netip.Prefix]*pathAcc) // peer name -> prefix
+	// covers caches, per advertisement, whether it announces a pool: it
+	// selects the pool and its aggregation stays inside it.
+	covers := make([]map[*v1alpha1.IPAddressPool]bool, len(adverts))
 	for _, svc := range in.Services {
 		if svc.LocalOnly && svc.LocalReady <= 0 || !svc.LocalOnly && svc.Ready <= 0 {
 			continue
 		}
-		for _, ip := range svc.IPs {
+		for k, ip := range svc.IPs {
 			ip = ip.Unmap()
-			pool := pools.Of(ip)
+			recorded := ""
+			if k < len(svc.Pools) {
+				recorded = svc.Pools[k]
+			}
+			pool := pools.Of(ip, recorded)
 			if pool == nil {
 				continue // not a zerohop address
 			}
 			for i := range adverts {
 				a := &adverts[i]
-				ok, err := SelectsPool(a.adv.Spec.IPAddressPools, a.adv.Spec.IPAddressPoolSelectors, pool)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("bgpadvertisement %s: ipAddressPoolSelectors: %w", a.adv.Name, err))
-					continue
+				if covers[i] == nil {
+					covers[i] = map[*v1alpha1.IPAddressPool]bool{}
+				}
+				ok, seen := covers[i][pool]
+				if !seen {
+					var err error
+					ok, err = a.adv.Spec.SelectsPool(pool)
+					if err != nil {
+						errs = append(errs, fmt.Errorf("bgpadvertisement %s: ipAddressPoolSelectors: %w", a.adv.Name, err))
+					} else if ok {
+						if err := crosscheck.Aggregation(a.adv, pool); err != nil {
+							errs = append(errs, err)
+							ok = false
+						}
+					}
+					covers[i][pool] = ok
 				}
 				if !ok {
 					continue
@@ -247,6 +267,12 @@ func Compute(in Input) (Plan, []error) {
 				prefix, err := ip.Prefix(bits)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("bgpadvertisement %s: %w", a.adv.Name, err))
+					continue
+				}
+				// The last check before a path is planned: nothing outside
+				// the pool it comes from is ever announced.
+				if !pools.Within(prefix, pool) {
+					errs = append(errs, fmt.Errorf("bgpadvertisement %s: %s lies outside pool %s; not announced", a.adv.Name, prefix, pool.Name))
 					continue
 				}
 				for _, peer := range a.peers {
@@ -307,7 +333,7 @@ func Compute(in Input) (Plan, []error) {
 }
 
 func parseAdvert(adv *v1alpha1.BGPAdvertisement, node Node, peers []*v1alpha1.BGPPeer) (advert, bool, error) {
-	ok, err := SelectsNode(adv.Spec.NodeSelectors, node.Labels)
+	ok, err := adv.Spec.SelectsNode(node.Labels)
 	if err != nil {
 		return advert{}, false, fmt.Errorf("bgpadvertisement %s: nodeSelectors: %w", adv.Name, err)
 	}
@@ -356,4 +382,52 @@ func comparePrefix(a, b netip.Prefix) int {
 func compareLarge(a, b LargeCommunity) int {
 	return cmp.Or(cmp.Compare(a.GlobalAdmin, b.GlobalAdmin),
 		cmp.Compare(a.LocalData1, b.LocalData1), cmp.Compare(a.LocalData2, b.LocalData2))
+}
+
+// ServiceFrom summarises a Service and its EndpointSlices for node. It
+// returns false for Services that are not LoadBalancers or have no ingress
+// IP yet.
+func ServiceFrom(svc *corev1.Service, sls []*discoveryv1.EndpointSlice, node string) (Service, bool) {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return Service{}, false
+	}
+	s := Service{
+		Key:       svc.Namespace + "/" + svc.Name,
+		LocalOnly: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+	}
+	from := svc.Annotations[v1alpha1.AnnotationAllocatedFrom]
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if a, err := netip.ParseAddr(in.IP); err == nil {
+			s.IPs = append(s.IPs, a.Unmap())
+			s.Pools = append(s.Pools, v1alpha1.AllocatedFrom(from, a.Unmap()))
+		}
+	}
+	if len(s.IPs) == 0 {
+		return Service{}, false
+	}
+	// A dual-stack Service has one slice per family listing the same Pods:
+	// count Pods, not addresses, so that weights do not double.
+	ready := map[string]bool{}
+	local := map[string]bool{}
+	for _, sl := range sls {
+		for _, ep := range sl.Endpoints {
+			// A nil Ready means ready (discovery/v1 API contract).
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			if len(ep.Addresses) == 0 {
+				continue
+			}
+			key := "addr/" + ep.Addresses[0]
+			if ep.TargetRef != nil && ep.TargetRef.Name != "" {
+				key = "ref/" + ep.TargetRef.Namespace + "/" + ep.TargetRef.Name
+			}
+			ready[key] = true
+			if ep.NodeName != nil && *ep.NodeName == node {
+				local[key] = true
+			}
+		}
+	}
+	s.Ready, s.LocalReady = len(ready), len(local)
+	return s, true
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
@@ -40,12 +38,12 @@ type l2State struct {
 	mu        sync.Mutex
 	cluster   *member.Cluster
 	ann       *l2.Announcer
-	in        l2Input
+	in        l2.Input
 	svcs      map[types.NamespacedName]*corev1.Service
 	peers     map[string]string // other nodes' gossip addresses by name
 	joining   bool
 	lastJoin  time.Time
-	owned     []l2Owned
+	owned     []l2.Owned
 	answering map[string]bool // interfaces with a non-empty owned set
 	lastEvent map[types.NamespacedName]time.Time
 	applyErrs []error
@@ -69,30 +67,19 @@ func (s *l2State) changes() <-chan struct{} {
 	return s.cluster.Changes()
 }
 
-// reconcileL2 is the L2 part of a reconcile: it finds the L2 VIPs, starts
-// the memberlist cluster on first need, joins the other nodes, and
-// applies. Errors are configuration problems for the status.
-func (r *reconciler) reconcileL2(ctx context.Context, node *corev1.Node, pools []*v1alpha1.IPAddressPool,
-	svcs []corev1.Service, slicesOf map[types.NamespacedName][]*discoveryv1.EndpointSlice) []error {
-	var advs v1alpha1.L2AdvertisementList
-	if err := r.client.List(ctx, &advs); err != nil {
-		return []error{fmt.Errorf("list l2advertisements: %w", err)}
-	}
-	vips, errs := l2VIPs(pools, advs.Items, svcs, slicesOf)
+// announceL2 is the L2 phase: it finds the L2 VIPs among the Services
+// whose VIPs may be announced (speaker/l2), starts the memberlist cluster
+// on first need, joins the other nodes, and applies. Errors are
+// configuration problems for the status.
+func (r *reconciler) announceL2(ctx context.Context, snap *snapshot, svcs []corev1.Service, rd *round) {
+	vips, errs := l2.VIPs(snap.pools, snap.l2Advs, svcs, snap.slicesOf)
+	rd.problem(errs...)
 	s := &r.l2
-	if len(advs.Items) == 0 && !s.active() {
-		return errs
-	}
-	var nodes corev1.NodeList
-	if err := r.client.List(ctx, &nodes); err != nil {
-		return append(errs, fmt.Errorf("list nodes: %w", err))
-	}
-	var statuses v1alpha1.SpeakerStatusList
-	if err := r.client.List(ctx, &statuses); err != nil {
-		return append(errs, fmt.Errorf("list speakerstatuses: %w", err))
+	if len(snap.l2Advs) == 0 && !s.active() {
+		return
 	}
 	hasStatus := map[string]bool{}
-	for _, st := range statuses.Items {
+	for _, st := range snap.statuses {
 		hasStatus[st.Name] = true
 	}
 	var (
@@ -101,8 +88,8 @@ func (r *reconciler) reconcileL2(ctx context.Context, node *corev1.Node, pools [
 		expected = []string{r.opts.NodeName}
 	)
 	port := r.opts.MemberlistPort
-	for i := range nodes.Items {
-		n := &nodes.Items[i]
+	for i := range snap.nodes {
+		n := &snap.nodes[i]
 		enodes = append(enodes, election.Node{Name: n.Name, Labels: n.Labels})
 		if n.Name == r.opts.NodeName {
 			continue
@@ -121,18 +108,18 @@ func (r *reconciler) reconcileL2(ctx context.Context, node *corev1.Node, pools [
 		svcByKey[types.NamespacedName{Namespace: svcs[i].Namespace, Name: svcs[i].Name}] = &svcs[i]
 	}
 
-	if err := r.startL2(ctx, node); err != nil {
-		return append(errs, err)
+	if err := r.startL2(ctx, &snap.node); err != nil {
+		rd.problem(err)
+		return
 	}
 	s.mu.Lock()
-	s.in.self, s.in.nodes, s.in.vips = r.opts.NodeName, enodes, vips
+	s.in.Self, s.in.Nodes, s.in.VIPs = r.opts.NodeName, enodes, vips
 	s.svcs, s.peers = svcByKey, peers
 	cluster := s.cluster
 	s.mu.Unlock()
 	cluster.SetExpected(expected)
 	r.maybeJoin()
-	errs = append(errs, r.applyL2()...)
-	return errs
+	rd.problem(r.applyL2()...)
 }
 
 // startL2 creates the memberlist member and the responder once.
@@ -161,12 +148,12 @@ func (r *reconciler) startL2(ctx context.Context, node *corev1.Node) error {
 	}
 	c, err := member.New(member.Options{
 		Name: r.opts.NodeName, BindPort: r.opts.MemberlistPort,
-		AdvertiseAddr: adv.String(), Key: key,
+		AdvertiseAddr: adv.String(), Key: key, Log: r.opts.Log.WithName("memberlist"),
 	})
 	if err != nil {
 		return fmt.Errorf("l2: %w", err)
 	}
-	a, err := l2.NewAnnouncer(l2.Options{Logger: slog.Default().With("node", r.opts.NodeName), OnAnnounce: countL2Announcement})
+	a, err := l2.NewAnnouncer(l2.Options{Log: r.opts.Log.WithName("l2").WithValues("node", r.opts.NodeName), OnAnnounce: countL2Announcement})
 	if err != nil {
 		_ = c.Close()
 		return fmt.Errorf("l2: %w", err)
@@ -231,28 +218,28 @@ func (r *reconciler) applyL2() []error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("l2: %w", err))
 	}
-	s.in.ifaces = ifaces
-	s.in.linkDown = nil
-	for _, name := range announcingInterfaces(s.in.vips, ifaces) {
+	s.in.Ifaces = ifaces
+	s.in.LinkDown = nil
+	for _, name := range l2.AnnouncingInterfaces(s.in.VIPs, ifaces) {
 		if up, err := l2.LinkUp(name); err != nil || !up {
-			if s.in.linkDown == nil {
-				s.in.linkDown = map[string]bool{}
+			if s.in.LinkDown == nil {
+				s.in.LinkDown = map[string]bool{}
 			}
-			s.in.linkDown[name] = true
+			s.in.LinkDown[name] = true
 		}
 	}
-	if err := s.cluster.SetReady(len(s.in.linkDown) == 0, time.Second); err != nil {
+	if err := s.cluster.SetReady(len(s.in.LinkDown) == 0, time.Second); err != nil {
 		errs = append(errs, fmt.Errorf("l2: %w", err))
 	}
-	s.in.members = s.cluster.Members()
-	s.in.majority = s.cluster.HasMajority()
-	owned, planErrs := planL2(s.in)
+	s.in.Members = s.cluster.Members()
+	s.in.Majority = s.cluster.HasMajority()
+	owned, planErrs := l2.Compute(s.in)
 	errs = append(errs, planErrs...)
 
 	byIface := map[string][]netip.Addr{}
 	for _, o := range owned {
-		for _, ifc := range o.ifaces {
-			byIface[ifc] = append(byIface[ifc], o.vip.ip)
+		for _, ifc := range o.Interfaces {
+			byIface[ifc] = append(byIface[ifc], o.VIP.IP)
 		}
 	}
 	// Interfaces no longer answered on get an empty set, which closes
@@ -281,18 +268,15 @@ func (r *reconciler) applyL2() []error {
 	if !sameOwned(s.owned, owned) {
 		var ips []string
 		for _, o := range owned {
-			ips = append(ips, o.vip.ip.String())
+			ips = append(ips, o.VIP.IP.String())
 		}
-		r.log.Info("L2 ownership changed", "owned", ips, "members", s.in.members, "majority", s.in.majority)
+		r.log.Info("L2 ownership changed", "owned", ips, "members", s.in.Members, "majority", s.in.Majority)
 		s.owned = owned
 		r.mu.Lock()
 		r.status.L2 = l2Status(owned)
 		r.dirty = true
 		r.mu.Unlock()
-		select {
-		case r.kick <- struct{}{}:
-		default:
-		}
+		r.wake()
 	}
 	s.applyErrs = errs
 	return errs
@@ -300,43 +284,43 @@ func (r *reconciler) applyL2() []error {
 
 // l2Events records an Event on a Service whose VIP this node took over,
 // at most one per Service per l2EventInterval. Called with s.mu held.
-func (r *reconciler) l2Events(before, after []l2Owned) {
+func (r *reconciler) l2Events(before, after []l2.Owned) {
 	countL2Changes(before, after)
 	s := &r.l2
 	had := map[netip.Addr]bool{}
 	for _, o := range before {
-		had[o.vip.ip] = true
+		had[o.VIP.IP] = true
 	}
 	now := time.Now()
 	for _, o := range after {
-		if had[o.vip.ip] {
+		if had[o.VIP.IP] {
 			continue
 		}
-		svc := s.svcs[o.vip.svc]
-		if svc == nil || now.Sub(s.lastEvent[o.vip.svc]) < l2EventInterval {
+		svc := s.svcs[o.VIP.Service]
+		if svc == nil || now.Sub(s.lastEvent[o.VIP.Service]) < l2EventInterval {
 			continue
 		}
 		if s.lastEvent == nil {
 			s.lastEvent = map[types.NamespacedName]time.Time{}
 		}
-		s.lastEvent[o.vip.svc] = now
+		s.lastEvent[o.VIP.Service] = now
 		r.rec.Eventf(svc, nil, corev1.EventTypeNormal, "L2Owner", "Announce",
-			"node %s answers ARP/NDP for %s on %v", r.opts.NodeName, o.vip.ip, o.ifaces)
+			"node %s answers ARP/NDP for %s on %v", r.opts.NodeName, o.VIP.IP, o.Interfaces)
 	}
 }
 
-func sameOwned(a, b []l2Owned) bool {
-	return slices.EqualFunc(a, b, func(x, y l2Owned) bool {
-		return x.vip.ip == y.vip.ip && x.vip.svc == y.vip.svc && slices.Equal(x.ifaces, y.ifaces)
+func sameOwned(a, b []l2.Owned) bool {
+	return slices.EqualFunc(a, b, func(x, y l2.Owned) bool {
+		return x.VIP.IP == y.VIP.IP && x.VIP.Service == y.VIP.Service && slices.Equal(x.Interfaces, y.Interfaces)
 	})
 }
 
 // l2Status renders the owned VIPs for SpeakerStatus, sorted by address.
-func l2Status(owned []l2Owned) []v1alpha1.L2Ownership {
+func l2Status(owned []l2.Owned) []v1alpha1.L2Ownership {
 	out := make([]v1alpha1.L2Ownership, 0, len(owned))
 	for _, o := range owned {
 		out = append(out, v1alpha1.L2Ownership{
-			IP: o.vip.ip.String(), Service: o.vip.svc.String(), Interfaces: o.ifaces,
+			IP: o.VIP.IP.String(), Service: o.VIP.Service.String(), Interfaces: o.Interfaces,
 		})
 	}
 	slices.SortFunc(out, func(a, b v1alpha1.L2Ownership) int {
