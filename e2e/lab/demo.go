@@ -159,7 +159,7 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer, exe string) error {
 
 	p("\n== router (FRR in %s)", RouterNS)
 	const routeWait = 45 * time.Second
-	announced := l.demoRoutes(ctx, p, vips, pods, routeWait, t0)
+	announced := l.demoRoutes(ctx, p, vips, pods, routeWait, t0, "zerohop started")
 	ns, err := Neighbors(ctx)
 	if err != nil {
 		p("  cannot read BGP neighbors: %v", err)

@@ -104,6 +104,33 @@ func (l *Lab) scheduledBy(ctx context.Context, pod Pod) string {
 	return e.DeprecatedSource.Component
 }
 
+// waitSlicesReady waits (bounded) until each of a Service's EndpointSlices
+// has n ready endpoints: the EndpointSlice controller follows the Pods'
+// readiness a moment later.
+func (l *Lab) waitSlicesReady(ctx context.Context, ns, svc string, n int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		list, err := l.Kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
+		if err != nil {
+			return
+		}
+		ok := len(list.Items) > 0
+		for _, es := range list.Items {
+			ready := 0
+			for _, e := range es.Endpoints {
+				if e.Conditions.Ready != nil && *e.Conditions.Ready {
+					ready++
+				}
+			}
+			ok = ok && ready == n
+		}
+		if ok {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // sliceWriters lists a Service's EndpointSlices with the controller that
 // manages them.
 func (l *Lab) sliceWriters(ctx context.Context, ns, svc string) []string {
@@ -150,7 +177,7 @@ func podNodes(pods []Pod) []int {
 // demoRoutes waits for, and prints, the router's route for each VIP with
 // one next hop per node that has a Pod (externalTrafficPolicy Local: only
 // those announce). It returns the VIPs that are announced.
-func (l *Lab) demoRoutes(ctx context.Context, p func(string, ...any), vips []netip.Addr, pods []Pod, wait time.Duration, t0 time.Time) map[netip.Addr]bool {
+func (l *Lab) demoRoutes(ctx context.Context, p func(string, ...any), vips []netip.Addr, pods []Pod, wait time.Duration, t0 time.Time, since string) map[netip.Addr]bool {
 	nodes := podNodes(pods)
 	announced := map[netip.Addr]bool{}
 	for _, v := range vips {
@@ -167,7 +194,7 @@ func (l *Lab) demoRoutes(ctx context.Context, p func(string, ...any), vips []net
 				hops = append(hops, h+hopNode(h))
 			}
 			p("  route for %s: %s %s, next hops %s (%s after %s)", r.Prefix, r.Protocol, selectedWord(r),
-				strings.Join(hops, ", "), time.Since(t0).Round(10*time.Millisecond), "zerohop started")
+				strings.Join(hops, ", "), time.Since(t0).Round(10*time.Millisecond), since)
 			if len(r.NextHops) != len(nodes) {
 				p("    (expected %d next hops, one per node with a Pod; saw %d)", len(nodes), len(r.NextHops))
 			}
@@ -195,12 +222,29 @@ func (l *Lab) demoScale(ctx context.Context, p func(string, ...any), vips []neti
 		return
 	}
 	p("  %d Pods ready %s after the scale:", len(pods), time.Since(t0).Round(10*time.Millisecond))
+	l.waitSlicesReady(ctx, "demo", "echo", len(pods), 10*time.Second)
 	l.printDeployment(ctx, p, pods)
-	l.demoRoutes(ctx, p, vips, pods, wait, t0)
+	l.demoRoutes(ctx, p, vips, pods, wait, t0, "the scale")
 }
 
-// printPods lists the lab's Pods as the API server has them.
+// printPods lists the lab's Nodes and Pods as the API server has them.
 func (l *Lab) printPods(ctx context.Context, p func(string, ...any)) {
+	if nodes, err := l.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+		for _, n := range nodes.Items {
+			state := "NotReady"
+			if nodeReady(&n) {
+				state = "Ready"
+			}
+			var taints []string
+			for _, t := range n.Spec.Taints {
+				taints = append(taints, t.Key+":"+string(t.Effect))
+			}
+			if len(taints) > 0 {
+				state += ", taints " + strings.Join(taints, " ")
+			}
+			p("  node  %s: %s", n.Name, state)
+		}
+	}
 	list, err := l.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		p("  pods: %v", err)
