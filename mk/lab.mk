@@ -52,7 +52,7 @@ TEST_EXCLUDE_PKGS += /e2e/datapath$$
 # traffic to a LoadBalancer IP, each handled by exactly one of them (the
 # table is printed).
 test-cluster:
-	$(GO) test -count=1 -timeout 10m -v ./e2e/cluster/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)|^(kube-proxy|iptables|nftables) ' | grep -v '^=== RUN'
+	$(GO) test -count=1 -timeout 10m -v ./e2e/cluster/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)|^\s+(kube-proxy|iptables|nftables)\s' | grep -v '^=== RUN'
 
 TEST_TARGETS += test-cluster
 TEST_EXCLUDE_PKGS += /e2e/cluster$$
