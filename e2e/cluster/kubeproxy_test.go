@@ -38,7 +38,7 @@ func TestKubeProxyCoexistence(t *testing.T) {
 		t.Run(mode, func(t *testing.T) { rows = append(rows, coexistence(t, mode)...) })
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-9s %-12s %-6s %-7s %-22s %-24s %9s %13s %15s\n", "kube-proxy", "path", "family", "result", "answered by", "Pod saw client", "XDP pkts", "netfilter pkts", "kube-proxy pkts")
+	fmt.Fprintf(&b, "\n%-10s %-12s %-6s %-7s %-22s %-24s %9s %13s %15s\n", "kube-proxy", "path", "family", "result", "answered by", "Pod saw client", "XDP pkts", "netfilter pkts", "kube-proxy pkts")
 	for _, r := range rows {
 		kp := "n/a"
 		if r.kubeProxyPkts >= 0 {
