@@ -91,7 +91,10 @@ func EchoContainer() corev1.Container {
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: echo.CountPath, Port: intstr.FromString("http")}},
-			PeriodSeconds: 1, FailureThreshold: 1,
+			// Three misses of two seconds each, as Kubernetes' default
+			// threshold: a starved shared CPU must not flip a Pod's
+			// readiness, which zerohop would act on.
+			PeriodSeconds: 1, TimeoutSeconds: 2, FailureThreshold: 3,
 		},
 	}
 }
