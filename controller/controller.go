@@ -159,13 +159,13 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 
 	skip := true
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme:                        Scheme(),
-		Logger:                        opts.Log,
-		Metrics:                       metricsOpts,
-		HealthProbeBindAddress:        opts.HealthAddr,
-		LeaderElection:                opts.LeaderElection,
-		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
-		LeaderElectionID:              opts.LeaderElectionID,
+		Scheme:                  Scheme(),
+		Logger:                  opts.Log,
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  opts.HealthAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionNamespace: opts.LeaderElectionNamespace,
+		LeaderElectionID:        opts.LeaderElectionID,
 		// A leader that stops cleanly (SIGTERM: a rolling update, a
 		// drain) gives the Lease up, so a standby leads within one
 		// RetryPeriod; a leader that dies keeps it for LeaseDuration.

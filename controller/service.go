@@ -179,6 +179,9 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	// Status: exactly the IPs held, and the outside-pool condition.
 	orig := svc.DeepCopy()
 	var ingress []corev1.LoadBalancerIngress
+	// VIP: traffic reaches the node addressed to the VIP and the node's own
+	// datapath (XDP) picks the Pod; and kube-proxy keeps serving in-cluster
+	// clients, which never cross the uplink's XDP hook, only for VIP.
 	vip := corev1.LoadBalancerIPModeVIP
 	for _, ip := range res.IPs {
 		ingress = append(ingress, corev1.LoadBalancerIngress{IP: ip.String(), IPMode: &vip})

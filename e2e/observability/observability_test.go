@@ -131,10 +131,11 @@ func TestStatusAndMetrics(t *testing.T) {
 				if err != nil {
 					t.Fatalf("request %d/%d %s %s: %v", i+1, r.n, r.proto, addr, err)
 				}
-				if answered[rep.Pod] == nil {
-					answered[rep.Pod] = map[string]int{}
+				name := l.Workload(rep.Pod)
+				if answered[name] == nil {
+					answered[name] = map[string]int{}
 				}
-				answered[rep.Pod][r.proto]++
+				answered[name][r.proto]++
 			}
 		}
 	}
@@ -157,7 +158,7 @@ func TestStatusAndMetrics(t *testing.T) {
 	t.Run("status", func(t *testing.T) {
 		for i := 1; i <= nodes; i++ {
 			r := runStatus(t, ctx, l, i)
-			checkStatus(t, r, i, vips, served, pods)
+			checkStatus(t, r, i, vips, served, pods, l.Workload)
 		}
 		// The table for people, as it looks on node 1.
 		out, err := exec.CommandContext(ctx, lab.NetnsCommand(lab.NodeName(1))[0], append(lab.NetnsCommand(lab.NodeName(1))[1:],
@@ -383,13 +384,14 @@ func service() *corev1.Service {
 }
 
 // checkStatus compares node i's status report with what the Pods served.
-func checkStatus(t *testing.T, r status.Report, i int, vips []netip.Addr, served map[string]echo.Counts, pods map[string]int) {
+// workload names a Pod's lab workload, the keys of pods and served.
+func checkStatus(t *testing.T, r status.Report, i int, vips []netip.Addr, served map[string]echo.Counts, pods map[string]int, workload func(string) string) {
 	t.Helper()
 	who := lab.NodeName(i)
 	if r.Sources.Datapath != lab.SpeakerPinRoot(i) || !r.Sources.API || r.Datapath == nil {
 		t.Fatalf("%s: sources %+v: want the datapath and the API", who, r.Sources)
 	}
-	flows := map[string]map[uint16]uint64{} // pod -> service port -> flows
+	flows := map[string]map[uint16]uint64{} // workload -> service port -> flows
 	for _, vip := range vips {
 		v := findVIP(r, vip.String())
 		if v == nil {
@@ -427,10 +429,11 @@ func checkStatus(t *testing.T, r status.Report, i int, vips []netip.Addr, served
 				if b.InDatapath != local {
 					t.Errorf("%s: %s:%d backend %s on %s: inDatapath %v (Local mode holds this node's Pods only)", who, vip, p.Port, b.Address, b.Node, b.InDatapath)
 				}
-				if flows[b.Pod] == nil {
-					flows[b.Pod] = map[uint16]uint64{}
+				name := workload(b.Pod)
+				if flows[name] == nil {
+					flows[name] = map[uint16]uint64{}
 				}
-				flows[b.Pod][p.Port] += b.Flows
+				flows[name][p.Port] += b.Flows
 			}
 		}
 	}
