@@ -39,10 +39,10 @@ import (
 // datapath, and at least one node attracts each VIP. The controller
 // watches only Pods labelled LabelReadinessGate, so that its cache does
 // not hold every Pod of the cluster.
-const (
-	ConditionLoadBalancerReady corev1.PodConditionType = "zerohop.io/load-balancer-ready"
-	LabelReadinessGate                                 = "zerohop.io/readiness-gate"
-)
+const ConditionLoadBalancerReady corev1.PodConditionType = "zerohop.io/load-balancer-ready"
+
+// LabelReadinessGate marks the Pods the gate controller watches.
+const LabelReadinessGate = "zerohop.io/readiness-gate"
 
 // gateSelector selects the Pods the controller caches: those labelled
 // LabelReadinessGate, whatever the value.

@@ -393,8 +393,8 @@ func (ld *load) report(t *testing.T, what string, wantZero bool) {
 // saw them: the same watch sees both, so the difference is the gate's
 // delay (plus at most the watch's own jitter).
 type gateTimer struct {
-	mu     sync.Mutex
-	ready  map[types.UID]time.Time
+	mu      sync.Mutex
+	ready   map[types.UID]time.Time
 	gated   map[types.UID]time.Time
 	counted map[types.UID]bool
 	early   int // gate True before the containers were ready
