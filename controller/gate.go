@@ -234,6 +234,14 @@ type backing struct {
 	view       serviceView
 	slice      string // namespace/name
 	generation int64
+	// local is externalTrafficPolicy Local: only the Pod's own node
+	// balances to it.
+	local bool
+	node  string // the Pod's node
+	// othersReady says another endpoint of the Service is ready. Without
+	// one, zerohop does not announce the address (there is nowhere to
+	// send it), so the gate cannot wait for the announcement.
+	othersReady bool
 }
 
 func (r *gateReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -295,18 +303,22 @@ func (r *gateReconciler) backings(ctx context.Context, pod *corev1.Pod) ([]backi
 		if err != nil {
 			return nil, fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
 		}
-		b := backing{view: view}
+		b := backing{view: view, local: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal, node: pod.Spec.NodeName}
 		var sls discoveryv1.EndpointSliceList
 		if err := r.s.client.List(ctx, &sls, client.InNamespace(svc.Namespace),
 			client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("pod %s/%s: list endpointslices of %s: %w", pod.Namespace, pod.Name, key, err)
 		}
 		for j := range sls.Items {
-			if listsPod(&sls.Items[j], pod) {
-				b.slice = sls.Items[j].Namespace + "/" + sls.Items[j].Name
-				b.generation = sls.Items[j].Generation
-				break
+			sl := &sls.Items[j]
+			if b.slice == "" && listsPod(sl, pod) {
+				b.slice = sl.Namespace + "/" + sl.Name
+				b.generation = sl.Generation
 			}
+			b.othersReady = b.othersReady || slices.ContainsFunc(sl.Endpoints, func(ep discoveryv1.Endpoint) bool {
+				mine := ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" && ep.TargetRef.Name == pod.Name
+				return !mine && (ep.Conditions.Ready == nil || *ep.Conditions.Ready)
+			})
 		}
 		out = append(out, b)
 	}
@@ -322,7 +334,11 @@ func listsPod(sl *discoveryv1.EndpointSlice, pod *corev1.Pod) bool {
 
 // verdict decides the gate. To turn True every backing Service must be
 // announced and its slice programmed, at the generation first seen with
-// the Pod, on every node that attracts it. Once True, the gate turns
+// the Pod, on every node that attracts it (and, in Local mode, on the
+// Pod's own node). A Service with no other ready endpoint is not
+// announced at all (the speakers announce only what has somewhere to
+// go): its slice must then be programmed on every ready node with a
+// speaker, the nodes that will announce it once this Pod is Ready. Once True, the gate turns
 // False only when the Pod leaves the slices or a VIP is attracted by no
 // node: a node lagging one generation behind a churning slice must not
 // turn Ready Pods unready, which would churn the slice again.
@@ -350,11 +366,25 @@ func (r *gateReconciler) verdict(uid types.UID, wasTrue bool, backs []backing) (
 		}
 		r.mu.Unlock()
 		nodes, text := b.view.attracting()
+		what := "reachable through " + strings.Join(nodes, ", ")
 		if len(nodes) == 0 {
-			return metav1.ConditionFalse, ReasonGateNotAnnounced, fmt.Sprintf("service %s: %s", b.view.name, text)
+			if b.othersReady {
+				return metav1.ConditionFalse, ReasonGateNotAnnounced, fmt.Sprintf("service %s: %s", b.view.name, text)
+			}
+			// No endpoint is ready, so nothing is announced yet: the
+			// nodes that will announce once this Pod is Ready are
+			// every ready node with a speaker.
+			nodes = b.view.reporting()
+			if len(nodes) == 0 {
+				return metav1.ConditionFalse, ReasonGateNotAnnounced, fmt.Sprintf("service %s: no ready node runs a speaker", b.view.name)
+			}
+			what = "programmed on " + strings.Join(nodes, ", ") + ", announced once an endpoint is Ready"
+		}
+		if b.local && b.node != "" && !slices.Contains(nodes, b.node) {
+			nodes = append(nodes, b.node)
 		}
 		if wasTrue {
-			msgs = append(msgs, fmt.Sprintf("service %s: reachable through %s", b.view.name, strings.Join(nodes, ", ")))
+			msgs = append(msgs, fmt.Sprintf("service %s: %s", b.view.name, what))
 			continue
 		}
 		behind := b.view.behind(nodes, b.slice, gen)
@@ -362,7 +392,7 @@ func (r *gateReconciler) verdict(uid types.UID, wasTrue bool, backs []backing) (
 			return metav1.ConditionFalse, ReasonGateNotProgrammed,
 				fmt.Sprintf("service %s: slice %s generation %d not yet programmed on %s", b.view.name, b.slice, gen, strings.Join(behind, ", "))
 		}
-		msgs = append(msgs, fmt.Sprintf("service %s: reachable through %s", b.view.name, strings.Join(nodes, ", ")))
+		msgs = append(msgs, fmt.Sprintf("service %s: %s", b.view.name, what))
 	}
 	return metav1.ConditionTrue, ReasonGateReachable, strings.Join(msgs, "; ")
 }
@@ -404,6 +434,18 @@ func (v serviceView) attracting() ([]string, string) {
 	return out, c.Message
 }
 
+// reporting returns the ready nodes whose speaker reports, sorted.
+func (v serviceView) reporting() []string {
+	var out []string
+	for _, sp := range v.speakers {
+		if sp.ready && sp.st != nil {
+			out = append(out, sp.node)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // behind returns the nodes among those given that run a datapath and have
 // not programmed the slice at generation gen or later. A node without a
 // datapath forwards through kube-proxy, which zerohop does not see.
@@ -419,6 +461,7 @@ func (v serviceView) behind(nodes []string, slice string, gen int64) []string {
 			out = append(out, sp.node)
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,9 +21,11 @@ import (
 
 // TestReadinessGate plays two speakers and the EndpointSlice controller
 // against a real API server and follows one gated Pod: False while no node
-// announces the VIP, False while an announcing node has not programmed the
+// announces the VIP (another endpoint being ready), False while an announcing node has not programmed the
 // slice generation that lists the Pod, True once both have, False again
-// when every announcement is gone. A gated Pod no zerohop Service selects
+// when every announcement is gone. A Pod whose Service has no ready
+// endpoint (so is announced nowhere) waits for every node with a speaker.
+// A gated Pod no zerohop Service selects
 // is let through at once, and an unlabelled gated Pod is never looked at.
 func TestReadinessGate(t *testing.T) {
 	e := newEnv(t)
@@ -45,7 +48,8 @@ func TestReadinessGate(t *testing.T) {
 	e.podContainersReady(t, ns, "web-1")
 	e.waitGate(t, ns, "web-1", corev1.ConditionFalse, controller.ReasonGateNotInSlice)
 
-	sl := e.slice(t, ns, "web-abc", "web", pod)
+	// Another endpoint is ready, so the gate waits for the announcement.
+	sl := e.slice(t, ns, "web-abc", "web", pod, true)
 	e.waitGate(t, ns, "web-1", corev1.ConditionFalse, controller.ReasonGateNotAnnounced)
 
 	const svc = ns + "/web"
@@ -90,6 +94,23 @@ func TestReadinessGate(t *testing.T) {
 		})
 	}
 	e.waitGate(t, ns, "web-1", corev1.ConditionFalse, controller.ReasonGateNotAnnounced)
+
+	// A Service with no ready endpoint is not announced by any speaker:
+	// the gate waits for its slice on every ready node with a speaker.
+	e.svc(t, ns, "solo", func(s *corev1.Service) { s.Spec.Selector = map[string]string{"app": "solo"} })
+	e.waitIPs(t, ns, "solo", "192.0.2.97")
+	solo := e.gatedPod(t, ns, "solo-1", map[string]string{"app": "solo", controller.LabelReadinessGate: "true"})
+	soloSl := e.slice(t, ns, "solo-abc", "solo", solo, false)
+	e.waitGate(t, ns, "solo-1", corev1.ConditionFalse, controller.ReasonGateNotProgrammed)
+	// Sorted by name, as a speaker writes them.
+	both := []v1alpha1.SliceGeneration{{Name: ns + "/solo-abc", Generation: soloSl.Generation}, cur[0]}
+	e.speakerStatus(t, "g1", func(st *v1alpha1.SpeakerStatusStatus) { announce(st, both) })
+	e.waitGate(t, ns, "solo-1", corev1.ConditionFalse, controller.ReasonGateNotProgrammed)
+	e.speakerStatus(t, "g2", func(st *v1alpha1.SpeakerStatusStatus) { announce(st, both) })
+	e.waitGate(t, ns, "solo-1", corev1.ConditionTrue, controller.ReasonGateReachable)
+	if c := e.gate(t, ns, "solo-1"); !strings.Contains(c.Message, "programmed on g1, g2, announced once an endpoint is Ready") {
+		t.Fatalf("message %q", c.Message)
+	}
 
 	// No zerohop Service selects this one: through at once.
 	e.gatedPod(t, ns, "other-1", map[string]string{"app": "other", controller.LabelReadinessGate: "true"})
@@ -147,7 +168,7 @@ func (e *env) setContainersReady(ns, name string) error {
 
 // slice plays the EndpointSlice controller: the Pod, not ready (its gate
 // holds it back).
-func (e *env) slice(t *testing.T, ns, name, svc string, pod *corev1.Pod) *discoveryv1.EndpointSlice {
+func (e *env) slice(t *testing.T, ns, name, svc string, pod *corev1.Pod, withReady bool) *discoveryv1.EndpointSlice {
 	t.Helper()
 	sl := &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
@@ -159,6 +180,14 @@ func (e *env) slice(t *testing.T, ns, name, svc string, pod *corev1.Pod) *discov
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod.Name, UID: pod.UID},
 		}},
 		Ports: []discoveryv1.EndpointPort{{Name: ptr.To(""), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	if withReady {
+		sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{"10.244.2.10"},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+			NodeName:   ptr.To("g2"),
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: svc + "-0"},
+		})
 	}
 	if err := e.cli.Create(context.Background(), sl); err != nil {
 		t.Fatal(err)

@@ -215,17 +215,22 @@ func (e *env) waitRolledAway(name string, away int) {
 	lab.Eventually(e.t, 120*time.Second, "deployment "+name+" rolled out", func() (bool, string) {
 		d := e.deployment(name)
 		st := d.Status
-		if st.ObservedGeneration < d.Generation || st.UpdatedReplicas != *d.Spec.Replicas || st.ReadyReplicas != *d.Spec.Replicas ||
-			st.Replicas != *d.Spec.Replicas {
-			return false, fmt.Sprintf("%+v", st)
-		}
+		rolled := st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == *d.Spec.Replicas && st.ReadyReplicas == *d.Spec.Replicas &&
+			st.Replicas == *d.Spec.Replicas
 		ready := 0
+		var gates []string
 		for _, p := range e.pods(name) {
 			if p.DeletionTimestamp == nil && podReady(&p) && (away == 0 || p.Spec.NodeName != lab.NodeName(away)) {
 				ready++
 			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == controller.ConditionLoadBalancerReady {
+					gates = append(gates, fmt.Sprintf("%s: %s %s %s", p.Name, c.Status, c.Reason, c.Message))
+				}
+			}
 		}
-		return ready == int(*d.Spec.Replicas), fmt.Sprintf("%d Ready Pods", ready)
+		return rolled && ready == int(*d.Spec.Replicas), fmt.Sprintf("replicas %d updated %d ready %d; %d Ready Pods; gates: %s",
+			st.Replicas, st.UpdatedReplicas, st.ReadyReplicas, ready, strings.Join(gates, "; "))
 	})
 }
 
