@@ -28,7 +28,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -60,13 +59,7 @@ type Options struct {
 }
 
 // The kinds this package reads; all must be served for it to start.
-var required = []schema.GroupVersionKind{
-	gatewayv1.SchemeGroupVersion.WithKind("GatewayClass"),
-	gatewayv1.SchemeGroupVersion.WithKind("Gateway"),
-	gatewayv1.SchemeGroupVersion.WithKind("TCPRoute"),
-	gatewayv1.SchemeGroupVersion.WithKind("UDPRoute"),
-	gatewayv1.SchemeGroupVersion.WithKind("ReferenceGrant"),
-}
+var required = []string{"GatewayClass", "Gateway", "TCPRoute", "UDPRoute", "ReferenceGrant"}
 
 // Setup adds the GatewayClass and Gateway controllers to mgr, whose
 // leader election they share with the rest of zerohop's controller. It
@@ -79,12 +72,13 @@ func Setup(mgr manager.Manager, opts Options) error {
 	if err := gatewayv1.Install(mgr.GetScheme()); err != nil {
 		return fmt.Errorf("gateway api scheme: %w", err)
 	}
-	for _, gvk := range required {
-		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+	for _, kind := range required {
+		gk := schema.GroupKind{Group: gatewayv1.GroupName, Kind: kind}
+		if _, err := mgr.GetRESTMapper().RESTMapping(gk, gatewayv1.GroupVersion.Version); err != nil {
 			if meta.IsNoMatchError(err) {
-				return fmt.Errorf("gateway api: the API server does not serve %s (%s): install the Gateway API CRDs (standard channel %s), or turn the Gateway API off", gvk.Kind, gvk.GroupVersion(), BundleVersion)
+				return fmt.Errorf("gateway api: the API server does not serve %s (%s): install the Gateway API CRDs (standard channel %s), or turn the Gateway API off", kind, gatewayv1.GroupVersion, BundleVersion)
 			}
-			return fmt.Errorf("gateway api: %s: %w", gvk.Kind, err)
+			return fmt.Errorf("gateway api: %s: %w", kind, err)
 		}
 	}
 	if err := addIndexes(context.Background(), mgr.GetFieldIndexer()); err != nil {
@@ -120,5 +114,3 @@ func Setup(mgr manager.Manager, opts Options) error {
 func ours(c *gatewayv1.GatewayClass) bool {
 	return c != nil && c.Spec.ControllerName == ControllerName
 }
-
-var _ client.Object = &gatewayv1.Gateway{}
