@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -104,10 +105,20 @@ func (r *reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if st := p.status(gw.Status, o); !equality.Semantic.DeepEqual(st, gw.Status) {
 		gw.Status = st
 		if err := r.client.Status().Update(ctx, &gw, client.FieldOwner(FieldOwner)); err != nil {
-			return reconcile.Result{}, fmt.Errorf("gateway %s: status: %w", req.NamespacedName, err)
+			return retry(fmt.Errorf("gateway %s: status: %w", req.NamespacedName, err))
 		}
 	}
-	return reconcile.Result{}, r.writeRoutes(ctx, &gw, p.routes, routes...)
+	return retry(r.writeRoutes(ctx, &gw, p.routes, routes...))
+}
+
+// retry turns a write that met a newer version than the cache's (the
+// cache lags behind this reconciler's own last write) into a quiet
+// requeue; other errors are returned.
+func retry(err error) (reconcile.Result, error) {
+	if err != nil && apierrors.IsConflict(err) {
+		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
+	return reconcile.Result{}, err
 }
 
 // routesOf lists the TCPRoutes and UDPRoutes that name the Gateway in
