@@ -140,6 +140,8 @@ func TestGatewayAPIWithChartRBAC(t *testing.T) {
 		{"update", "gateway.networking.k8s.io", "udproutes", "status", true},
 		{"update", "gateway.networking.k8s.io", "gatewayclasses", "status", true},
 		{"create", "gateway.networking.k8s.io", "gatewayclasses", "", false},
+		{"patch", "gateway.networking.k8s.io", "gatewayclasses", "", true},
+		{"patch", "gateway.networking.k8s.io", "gateways", "", false},
 		{"list", "gateway.networking.k8s.io", "referencegrants", "", true},
 		{"update", "gateway.networking.k8s.io", "referencegrants", "", false},
 		{"list", "gateway.networking.k8s.io", "httproutes", "", false},

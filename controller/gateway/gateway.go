@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -87,7 +88,9 @@ func Setup(mgr manager.Manager, opts Options) error {
 	r := &reconciler{client: mgr.GetClient()}
 	err := builder.ControllerManagedBy(mgr).
 		Named("zerohop-gatewayclass").
-		For(&gatewayv1.GatewayClass{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&gatewayv1.GatewayClass{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, deletion))).
+		// A Gateway created or deleted, or moved from a class to another.
+		Watches(&gatewayv1.Gateway{}, classesOfGateway).
 		Complete(&classReconciler{client: mgr.GetClient()})
 	if err != nil {
 		return fmt.Errorf("gatewayclass controller: %w", err)
@@ -109,6 +112,9 @@ func Setup(mgr manager.Manager, opts Options) error {
 	}
 	return nil
 }
+
+// deletion lets an object's deletion through (a finalizer to take off).
+var deletion = predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetDeletionTimestamp() != nil })
 
 // ours reports whether a GatewayClass names zerohop.
 func ours(c *gatewayv1.GatewayClass) bool {

@@ -482,6 +482,29 @@ func TestGateway(t *testing.T) {
 		e.waitGateway(t, "infra", "named", "Accepted=False/UnsupportedAddress", "Programmed=False/Invalid")
 	})
 
+	t.Run("a class in use is held by the gateway-exists finalizer", func(t *testing.T) {
+		class := &gatewayv1.GatewayClass{}
+		getClass := func() error { return e.cli.Get(ctx, types.NamespacedName{Name: "zerohop"}, class) }
+		eventually(t, func() string {
+			if err := getClass(); err != nil {
+				return err.Error()
+			}
+			if !slices.Contains(class.Finalizers, gatewayv1.GatewayClassFinalizerGatewaysExist) {
+				return fmt.Sprintf("finalizers %v", class.Finalizers)
+			}
+			return ""
+		})
+		if err := e.cli.Delete(ctx, class); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		if err := getClass(); err != nil || class.DeletionTimestamp == nil {
+			t.Fatalf("class in use: %v, deletionTimestamp %v", err, class.DeletionTimestamp)
+		}
+		// Its Gateways go on being served meanwhile.
+		e.waitGateway(t, "infra", "fixed", "Programmed=True/Programmed")
+	})
+
 	t.Run("moved to another class: the Service and the route entries go", func(t *testing.T) {
 		eventually(t, func() string {
 			gw := e.gateway(t, "infra", "edge")
@@ -503,4 +526,33 @@ func TestGateway(t *testing.T) {
 			return ""
 		})
 	})
+
+	t.Run("the class goes with its last Gateway", func(t *testing.T) {
+		for _, name := range []string{"fixed", "named"} {
+			if err := e.cli.Delete(ctx, e.gateway(t, "infra", name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, func() string {
+			var c gatewayv1.GatewayClass
+			if err := e.cli.Get(ctx, types.NamespacedName{Name: "zerohop"}, &c); !apierrors.IsNotFound(err) {
+				return fmt.Sprintf("class still there: finalizers %v (%v)", c.Finalizers, err)
+			}
+			return ""
+		})
+	})
+}
+
+// TestSetupWithoutCRDs: a controller told to serve the Gateway API where
+// its CRDs are not installed refuses to start, and says what to do.
+func TestSetupWithoutCRDs(t *testing.T) {
+	srv := apiserver.ForTest(t)
+	c, err := controller.New(srv.Config, controller.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = gateway.Setup(c.Manager(), gateway.Options{})
+	if err == nil || !strings.Contains(err.Error(), "does not serve GatewayClass") || !strings.Contains(err.Error(), "install the Gateway API CRDs (standard channel v1.6.3)") {
+		t.Fatalf("Setup without the CRDs: %v", err)
+	}
 }

@@ -55,7 +55,11 @@ func (r *reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if !apierrors.IsNotFound(err) {
 			return reconcile.Result{}, fmt.Errorf("gateway %s: class %s: %w", req.NamespacedName, gw.Spec.GatewayClassName, err)
 		}
-		class = gatewayv1.GatewayClass{}
+		// No class (not created yet, or deleted while the finalizer was
+		// not there): whatever the Gateway has stays as it is, rather
+		// than its address and traffic going with a class re-applied a
+		// moment later.
+		return reconcile.Result{}, nil
 	}
 	if !ours(&class) {
 		// Not, or no longer, zerohop's: take back what was made for it.
