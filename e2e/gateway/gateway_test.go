@@ -75,12 +75,23 @@ func gatewayCRDs(t *testing.T) string {
 	}
 }
 
+// testDeadline is when the test's own waits must give up: within d, and
+// early enough before go test's -timeout that the lab's cleanups (a minute
+// for lab down) still run, since that timeout panics and skips them all.
+func testDeadline(t *testing.T, d time.Duration) time.Time {
+	dl := time.Now().Add(d)
+	if end, ok := t.Deadline(); ok && end.Add(-90*time.Second).Before(dl) {
+		dl = end.Add(-90 * time.Second)
+	}
+	return dl
+}
+
 // TestGatewayL4 is the acceptance test of the Gateway API: see the
 // package comment.
 func TestGatewayL4(t *testing.T) {
 	start := time.Now()
 	l := lab.Up(t, lab.Options{Nodes: 3})
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithDeadline(context.Background(), testDeadline(t, 3*time.Minute))
 	defer cancel()
 	ctrllog.SetLogger(logr.Discard())
 	if err := apiserver.InstallCRDs(ctx, l.RESTConfig, gatewayCRDs(t)); err != nil {
