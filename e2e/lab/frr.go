@@ -63,6 +63,10 @@ func bgpdConfig(c RouterConfig) string {
 	b.WriteString(" no bgp ebgp-requires-policy\n no bgp network import-check\n no bgp default ipv4-unicast\n")
 	// Nodes may use one ASN or one each; either way their paths are ECMP.
 	b.WriteString(" bgp bestpath as-path multipath-relax\n timers bgp 3 9\n")
+	// Graceful restart with the forwarding state kept: when bgpd dies,
+	// zebra keeps its routes in the kernel until the restarted bgpd has
+	// learned them again, so traffic does not stop with the control plane.
+	b.WriteString(" bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n")
 	for _, n := range c.Neighbors {
 		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", n.Addr, n.ASN)
 		if n.Name != "" {
