@@ -497,7 +497,7 @@ func TestChaosBGP(t *testing.T) {
 			user = fmt.Sprintf("tmp keeps its IPs %s and stays announced; %d of its %d requests failed", tmpIPs, len(pres.failures), pres.sent)
 		}
 		report(t, result{scenario: "pool holding an allocation deleted, recreated", sent: res.sent + pres.sent, failed: len(res.failures) + len(pres.failures),
-			recover: fmt.Sprintf("routes back %s after the pool was recreated; web (other pool, same Pods): %d of %d failed", ms(back), len(res.failures), res.sent),
+			recover: fmt.Sprintf("tmp's routes withdrawn %s after the pool was deleted, back %s after it was recreated; web (other pool, same Pods): %d of %d failed", ms(gone), ms(back), len(res.failures), res.sent),
 			user:    user})
 	})
 
