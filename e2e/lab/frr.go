@@ -66,7 +66,12 @@ func bgpdConfig(c RouterConfig) string {
 	// Graceful restart with the forwarding state kept: when bgpd dies,
 	// zebra keeps its routes in the kernel until the restarted bgpd has
 	// learned them again, so traffic does not stop with the control plane.
-	b.WriteString(" bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n")
+	// FRR 8.4's bgpd cannot be told it restarts (no -K), so it would
+	// install each node's path as its session returns and shrink the kept
+	// ECMP routes for a moment; read-only mode after start (wait up to 3 s
+	// for sessions, then for their End-of-RIB, 10 s at most) installs them
+	// whole instead.
+	b.WriteString(" bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n update-delay 10 3\n")
 	for _, n := range c.Neighbors {
 		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", n.Addr, n.ASN)
 		if n.Name != "" {
