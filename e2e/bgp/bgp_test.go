@@ -576,6 +576,69 @@ func TestBGP(t *testing.T) {
 			took[len(took)/2].Round(time.Millisecond), took[0].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond), len(took))
 	})
 
+	t.Run("ebgp multihop", func(t *testing.T) {
+		// A peer in the client namespace, two hops from the nodes (node,
+		// router, client). Without ebgpMultiHop the speakers' eBGP packets
+		// leave with TTL 1 and die at the router; with it they arrive.
+		const remoteASN = 64520
+		rp, err := l.StartPeer(ctx, lab.PeerConfig{Remote: true, ASN: remoteASN})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = rp.Stop() }()
+		c4, _ := lab.ClientAddrs()
+		e.create(&v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "remote"}, Spec: v1alpha1.BGPPeerSpec{
+			MyASN: lab.DefaultNodeASN, PeerASN: remoteASN, PeerAddress: c4.String(),
+			HoldTime: dur(9 * time.Second), ConnectTime: dur(time.Second)}})
+		defer func() {
+			_ = c.Delete(ctx, &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "remote"}})
+		}()
+		state := func(i int) string {
+			var st v1alpha1.SpeakerStatus
+			if err := c.Get(ctx, client.ObjectKey{Name: lab.NodeName(i)}, &st); err != nil {
+				return err.Error()
+			}
+			for _, se := range st.Status.Sessions {
+				if se.Peer == "remote" {
+					return se.State
+				}
+			}
+			return "absent"
+		}
+		for i := 1; i <= 3; i++ {
+			eventually(t, 15*time.Second, fmt.Sprintf("node%d's session to the remote peer in its SpeakerStatus", i), func() (bool, string) {
+				st := state(i)
+				return st != "absent", st
+			})
+		}
+		// Several connect attempts (1 s apart), none of which may succeed.
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+			for i := 1; i <= 3; i++ {
+				if st := state(i); st == "established" {
+					t.Fatalf("node%d's eBGP session to a peer two hops away established without ebgpMultiHop", i)
+				}
+			}
+		}
+		var p v1alpha1.BGPPeer
+		if err := c.Get(ctx, client.ObjectKey{Name: "remote"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.EBGPMultiHop = true
+		if err := c.Update(ctx, &p); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 3; i++ {
+			eventually(t, 30*time.Second, fmt.Sprintf("node%d's multihop session established", i), func() (bool, string) {
+				st := state(i)
+				return st == "established", st
+			})
+		}
+		eventually(t, 15*time.Second, "the remote peer has web-local's route", func() (bool, string) {
+			ok, err := rp.Received(ctx, vipLocal)
+			return ok, fmt.Sprint(err)
+		})
+	})
+
 	// Last: it takes a node's uplink down and up.
 	defer t.Run("bfd", func(t *testing.T) {
 		// The same timers as the lab router's bfdd profile.
