@@ -211,6 +211,11 @@ func (c *Controller) Loaded() bool { return c.st.isLoaded() }
 // Client returns the manager's cached client (for tests and tools).
 func (c *Controller) Client() client.Client { return c.mgr.GetClient() }
 
+// Manager returns the controller's manager, to which more controllers
+// (the Gateway API's) may be added before Start: they share its cache,
+// client and leader election.
+func (c *Controller) Manager() manager.Manager { return c.mgr }
+
 // ours reports whether zerohop serves svc.
 func ours(svc *corev1.Service, defaultClass bool) bool {
 	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.DeletionTimestamp != nil {

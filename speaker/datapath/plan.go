@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/config/v1alpha1"
 )
 
 // Entry is what one service key should hold in the datapath.
@@ -296,6 +297,13 @@ func (t *translator) backends(name string, sp corev1.ServicePort, v4, local bool
 		if !ok {
 			continue
 		}
+		var weight uint32 // unweighted: every backend alike
+		if v, ok := sl.Annotations[v1alpha1.AnnotationEndpointWeight]; ok {
+			var err error
+			if weight, err = v1alpha1.ParseEndpointWeight(v); err != nil {
+				t.errorf("service %s: EndpointSlice %s: %v; weighed as 1", name, sl.Name, err)
+			}
+		}
 		for _, ep := range sl.Endpoints {
 			st := endpointState(ep.Conditions)
 			if st == excluded {
@@ -326,7 +334,7 @@ func (t *translator) backends(name string, sp corev1.ServicePort, v4, local bool
 				if st == terminating {
 					flags |= bpf.BackendTerminating
 				}
-				best[ap] = candidate{be: bpf.Backend{Addr: a, Port: port, Flags: flags}, state: st, node: nodeName}
+				best[ap] = candidate{be: bpf.Backend{Addr: a, Port: port, Flags: flags, Weight: weight}, state: st, node: nodeName}
 			}
 		}
 	}
