@@ -176,8 +176,12 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 		// The cache holds every Service; managed fields are most of an
 		// object's bytes and never read here.
 		// Nodes are cached for their readiness alone.
+		// Pods only with the readiness gate's label (gate.go).
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject: map[client.Object]cache.ByObject{&corev1.Node{}: {Transform: trimNode}}},
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Node{}: {Transform: trimNode},
+				&corev1.Pod{}:  {Label: gateSelector},
+			}},
 		Controller: ctrlConfig(skip),
 	})
 	if err != nil {

@@ -226,7 +226,7 @@ type state int
 
 const (
 	excluded    state = iota
-	terminating       // serving and terminating: keeps its flows, no new ones
+	terminating       // serving and terminating, or not ready: keeps its flows, no new ones
 	eligible          // ready: takes new flows
 )
 
@@ -243,7 +243,12 @@ func endpointState(c discoveryv1.EndpointConditions) state {
 	if c.Ready == nil || *c.Ready {
 		return eligible
 	}
-	return excluded
+	// Not ready and not terminating: a failing probe, or a Pod whose
+	// readiness gate waits for this very entry (docs/readiness-gate.md).
+	// Its backend is written but takes no new flows, as a terminating
+	// one: the gate can then see it in place before the Pod is Ready, and
+	// flows a Pod already has survive a probe that fails for a while.
+	return terminating
 }
 
 // slicePort finds the slice's port for a Service port: the EndpointSlice
