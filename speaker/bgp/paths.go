@@ -204,6 +204,11 @@ func (s *Server) setPolicy(ctx context.Context, applied map[netip.Addr]map[netip
 		if len(groups) == 0 {
 			continue
 		}
+		// A dynamicASN external router gets nothing until its OPEN
+		// showed another AS than the session's own.
+		if p := s.peers[addr]; p.ExternalOnly && p.PeerASN == 0 && !s.accepted[addr] {
+			continue
+		}
 		nset := fmt.Sprintf("zh-n%d", i)
 		req.DefinedSets = append(req.DefinedSets, &api.DefinedSet{
 			DefinedType: api.DefinedType_NEIGHBOR, Name: nset,
@@ -219,7 +224,10 @@ func (s *Server) setPolicy(ctx context.Context, applied map[netip.Addr]map[netip
 			req.DefinedSets = append(req.DefinedSets, ds)
 			a := attrs[k]
 			actions := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
-			if fam6 := strings.HasSuffix(gk, "#6"); fam6 != addr.Is6() {
+			// Over an unnumbered session both families keep GoBGP's
+			// next hop, this node's link-local address (RFC 8950 for
+			// IPv4): the link has no other addresses.
+			if fam6 := strings.HasSuffix(gk, "#6"); fam6 != addr.Is6() && s.peers[addr].Interface == "" {
 				nh := s.peers[addr].NextHop4
 				if fam6 {
 					nh = s.peers[addr].NextHop6
