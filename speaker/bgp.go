@@ -29,9 +29,9 @@ type bgpState struct {
 	// started is set once the process started a server: a later one
 	// (another router ID) is not a restart for the routers.
 	started bool
-	peers  map[netip.Addr]string // address -> BGPPeer name
-	up     map[netip.Addr]bool   // sessions last seen established
-	bfdUp  map[netip.Addr]bool   // BFD sessions' last state, by peer
+	peers   map[netip.Addr]string // address -> BGPPeer name
+	up      map[netip.Addr]bool   // sessions last seen established
+	bfdUp   map[netip.Addr]bool   // BFD sessions' last state, by peer
 	// bfdPeers are the peers with a BFD session (a bfdProfile).
 	bfdPeers map[netip.Addr]bool
 }

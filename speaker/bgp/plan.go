@@ -184,12 +184,12 @@ type advert struct {
 	// address, whether every Service holding it matches.
 	services v1alpha1.Selection
 	selects  map[netip.Addr]bool
-	std     []uint32
-	large   []LargeCommunity
-	peers   []*v1alpha1.BGPPeer
-	len4    int
-	len6    int
-	weights bool
+	std      []uint32
+	large    []LargeCommunity
+	peers    []*v1alpha1.BGPPeer
+	len4     int
+	len6     int
+	weights  bool
 }
 
 // pathAcc accumulates the contributions to one (peer, prefix).

@@ -387,9 +387,11 @@ func TestCompute(t *testing.T) {
 			want: []string{"r1: 192.0.2.4/32 [ns/tcp,ns/udp]"}},
 		{name: "serviceSelectors: only matching Services",
 			peers: []*v1alpha1.BGPPeer{eR1},
-			advs:  []*v1alpha1.BGPAdvertisement{adv("x", func(s *v1alpha1.BGPAdvertisementSpec) { s.ServiceSelectors = []v1alpha1.LabelSelector{labelsSel("app", "dns")} })},
-			svcs:  []Service{labelled(web, "app", "web"), labelled(svc("ns/dns", false, 0, 1, "192.0.2.2"), "app", "dns")},
-			want:  []string{"r1: 192.0.2.2/32 [ns/dns]"}},
+			advs: []*v1alpha1.BGPAdvertisement{adv("x", func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.ServiceSelectors = []v1alpha1.LabelSelector{labelsSel("app", "dns")}
+			})},
+			svcs: []Service{labelled(web, "app", "web"), labelled(svc("ns/dns", false, 0, 1, "192.0.2.2"), "app", "dns")},
+			want: []string{"r1: 192.0.2.2/32 [ns/dns]"}},
 		{name: "serviceSelectors are ORed, an empty selector matches every Service",
 			peers: []*v1alpha1.BGPPeer{eR1},
 			advs: []*v1alpha1.BGPAdvertisement{adv("x", func(s *v1alpha1.BGPAdvertisementSpec) {
