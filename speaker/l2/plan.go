@@ -129,7 +129,9 @@ func VIPs(pools []*v1alpha1.IPAddressPool, advs []v1alpha1.L2Advertisement, svcs
 	var out []VIP
 	for _, ip := range order {
 		hs := holders[ip]
-		slices.SortFunc(hs, func(a, b holder) int { return cmp.Or(cmp.Compare(a.key.Namespace, b.key.Namespace), cmp.Compare(a.key.Name, b.key.Name)) })
+		slices.SortFunc(hs, func(a, b holder) int {
+			return cmp.Or(cmp.Compare(a.key.Namespace, b.key.Namespace), cmp.Compare(a.key.Name, b.key.Name))
+		})
 		// The pool the address was allocated from (sharing Services
 		// record the same one), never a pool added later that declares
 		// it too; and the last check before an address is answered for:

@@ -179,7 +179,7 @@ func TestCompute(t *testing.T) {
 	for i := range 30 {
 		vips = append(vips, VIP{
 			Services: svcKeys(fmt.Sprint("s", i)),
-			IP:      netip.AddrFrom4([4]byte{198, 51, 100, byte(200 + i)}),
+			IP:       netip.AddrFrom4([4]byte{198, 51, 100, byte(200 + i)}),
 		})
 	}
 	v6 := VIP{Services: svcKeys("v6"), IP: netip.MustParseAddr("2001:db8:100::200")}

@@ -257,7 +257,9 @@ func TestPreferred(t *testing.T) {
 		{Name: "n4", Labels: map[string]string{"zone": "c"}},
 	}
 	all := []string{"n1", "n2", "n3", "n4"}
-	zone := func(z string) v1alpha1.LabelSelector { return v1alpha1.LabelSelector{MatchLabels: map[string]string{"zone": z}} }
+	zone := func(z string) v1alpha1.LabelSelector {
+		return v1alpha1.LabelSelector{MatchLabels: map[string]string{"zone": z}}
+	}
 	ssd := v1alpha1.LabelSelector{MatchLabels: map[string]string{"ssd": "yes"}}
 	tests := []struct {
 		name     string
