@@ -40,11 +40,12 @@ type VIP struct {
 	// Interfaces named by the advertisements; nil means the interface
 	// on the VIP's subnet (InterfaceFor).
 	Interfaces []string
-	// Local is the set of nodes that may answer for a Local address: the
-	// nodes with a ready endpoint of every Local holder, or if there is
-	// none, of any of them. Nil when no holder is Local (or a Cluster
-	// holder keeps every node open when the Local ones have no endpoint).
-	Local map[string]bool
+	// Local has, for each Service with externalTrafficPolicy Local that
+	// holds the address, the nodes with a ready endpoint of it; empty when
+	// no holder is Local. See Candidates.
+	Local []map[string]bool
+	// Cluster is set when a holder has externalTrafficPolicy Cluster.
+	Cluster bool
 }
 
 // holder is a Service holding an address.
@@ -179,44 +180,43 @@ func VIPs(pools []*v1alpha1.IPAddressPool, advs []v1alpha1.L2Advertisement, svcs
 			slices.Sort(v.Interfaces)
 			v.Interfaces = slices.Compact(v.Interfaces)
 		}
-		v.Local = localNodes(hs)
+		for _, h := range hs {
+			if h.isLocal {
+				v.Local = append(v.Local, h.local)
+			} else {
+				v.Cluster = true
+			}
+		}
 		out = append(out, v)
 	}
 	return out, errs
 }
 
-// localNodes is where a shared address may be answered for when some of
-// its Services are Local: on a node with a ready endpoint of each of them,
-// so that none of them loses its traffic; if no node has all, on a node
-// with an endpoint of any (better one Service served than none). Nil when
-// every node may answer: no Local holder, or Local holders without any
-// endpoint beside a Cluster holder, which any node serves.
-func localNodes(hs []holder) map[string]bool {
-	var all, anyOf map[string]bool
-	cluster := false
-	for _, h := range hs {
-		if !h.isLocal {
-			cluster = true
-			continue
-		}
-		if all == nil {
-			all, anyOf = maps.Clone(h.local), map[string]bool{}
-		} else {
-			maps.DeleteFunc(all, func(n string, _ bool) bool { return !h.local[n] })
-		}
-		maps.Copy(anyOf, h.local)
+// Candidates are the live nodes that may answer for v (election.Eligible):
+// with Local holders, the nodes with a ready endpoint of every one of
+// them, so that none loses its traffic; if no live node has all, the
+// nodes with an endpoint of any (one Service served is better than none);
+// if none has any and a holder is Cluster, any node, as for Cluster alone.
+func Candidates(nodes []election.Node, v VIP, alive map[string]bool) ([]string, error) {
+	if len(v.Local) == 0 {
+		return election.Eligible(nodes, v.Selectors, alive, nil)
 	}
-	switch {
-	case all == nil:
-		return nil
-	case len(all) > 0:
-		return all
-	case len(anyOf) > 0:
-		return anyOf
-	case cluster:
-		return nil
+	every, anyOf := map[string]bool{}, map[string]bool{}
+	maps.Copy(every, v.Local[0])
+	for _, l := range v.Local {
+		maps.DeleteFunc(every, func(n string, _ bool) bool { return !l[n] })
+		maps.Copy(anyOf, l)
 	}
-	return map[string]bool{}
+	for _, with := range []map[string]bool{every, anyOf} {
+		c, err := election.Eligible(nodes, v.Selectors, alive, with)
+		if err != nil || len(c) > 0 {
+			return c, err
+		}
+	}
+	if v.Cluster {
+		return election.Eligible(nodes, v.Selectors, alive, nil)
+	}
+	return nil, nil
 }
 
 // ServiceList names the Services holding the address, for messages and
@@ -312,7 +312,7 @@ func Compute(in Input) (owned []Owned, errs []error) {
 		alive[m] = true
 	}
 	for _, v := range in.VIPs {
-		eligible, err := election.Eligible(in.Nodes, v.Selectors, alive, v.Local)
+		eligible, err := Candidates(in.Nodes, v, alive)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: l2 %v: %w", v.ServiceList(), v.IP, err))
 			continue

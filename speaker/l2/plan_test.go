@@ -151,11 +151,11 @@ func TestVIPs(t *testing.T) {
 			for _, v := range vips {
 				switch v.Services[0].Name {
 				case "local":
-					if !v.Local["n2"] || v.Local["n1"] || len(v.Local) != 1 {
+					if len(v.Local) != 1 || !v.Local[0]["n2"] || v.Local[0]["n1"] || len(v.Local[0]) != 1 || v.Cluster {
 						t.Errorf("local endpoints %v, want only n2", v.Local)
 					}
 				default:
-					if v.Local != nil {
+					if v.Local != nil || !v.Cluster {
 						t.Errorf("%s: cluster policy has local set %v", v.Services, v.Local)
 					}
 				}
@@ -186,9 +186,9 @@ func TestCompute(t *testing.T) {
 	rackB := VIP{Services: svcKeys("rackb"), IP: netip.MustParseAddr("198.51.100.100"),
 		Selectors: []v1alpha1.LabelSelector{{MatchLabels: map[string]string{"rack": "b"}}}}
 	local := VIP{Services: svcKeys("local"), IP: netip.MustParseAddr("198.51.100.101"),
-		Local: map[string]bool{"n3": true}}
+		Local: []map[string]bool{{"n3": true}}}
 	localNone := VIP{Services: svcKeys("nolocal"), IP: netip.MustParseAddr("198.51.100.102"),
-		Local: map[string]bool{}}
+		Local: []map[string]bool{{}}}
 	named := VIP{Services: svcKeys("named"), IP: netip.MustParseAddr("203.0.113.9"),
 		Interfaces: []string{"eth1", "eth9"}}
 	offLink := VIP{Services: svcKeys("off"), IP: netip.MustParseAddr("203.0.113.10")}

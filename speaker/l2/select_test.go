@@ -30,26 +30,23 @@ func matchLabels(kv ...string) v1alpha1.LabelSelector {
 	return v1alpha1.LabelSelector{MatchLabels: m}
 }
 
-// renderVIPs states a VIP list as "ip [services] local=nodes|any".
-func renderVIPs(vips []VIP) []string {
+// renderVIPs states a VIP list as "ip [services] on=candidates", the
+// candidates among n1, n2 and n3, all alive.
+func renderVIPs(t *testing.T, vips []VIP) []string {
+	t.Helper()
+	nodes := []election.Node{{Name: "n1"}, {Name: "n2"}, {Name: "n3"}}
+	alive := map[string]bool{"n1": true, "n2": true, "n3": true}
 	var out []string
 	for _, v := range vips {
 		var names []string
 		for _, k := range v.Services {
 			names = append(names, k.Name)
 		}
-		s := v.IP.String() + " [" + strings.Join(names, ",") + "]"
-		if v.Local == nil {
-			s += " local=any"
-		} else {
-			var ns []string
-			for n := range v.Local {
-				ns = append(ns, n)
-			}
-			slices.Sort(ns)
-			s += " local=" + strings.Join(ns, ",")
+		c, err := Candidates(nodes, v, alive)
+		if err != nil {
+			t.Fatal(err)
 		}
-		out = append(out, s)
+		out = append(out, v.IP.String()+" ["+strings.Join(names, ",")+"] on="+strings.Join(c, ","))
 	}
 	return out
 }
@@ -75,35 +72,35 @@ func TestVIPsPerAddress(t *testing.T) {
 		{name: "two Cluster Services sharing an address: one VIP",
 			advs: []v1alpha1.L2Advertisement{every},
 			svcs: []corev1.Service{lbService("udp", false, "198.51.100.201"), lbService("tcp", false, "198.51.100.201")},
-			want: []string{"198.51.100.201 [tcp,udp] local=any"}},
+			want: []string{"198.51.100.201 [tcp,udp] on=n1,n2,n3"}},
 		{name: "Local Services sharing an address: the nodes with endpoints of both",
 			advs: []v1alpha1.L2Advertisement{every},
 			svcs: []corev1.Service{lbService("tcp", true, "198.51.100.201"), lbService("udp", true, "198.51.100.201")},
-			want: []string{"198.51.100.201 [tcp,udp] local=n2"}},
+			want: []string{"198.51.100.201 [tcp,udp] on=n2"}},
 		{name: "Local Services sharing an address, no node with both: any with one",
 			advs: []v1alpha1.L2Advertisement{every},
 			svcs: []corev1.Service{lbService("tcp", true, "198.51.100.201"), lbService("far", true, "198.51.100.201")},
-			want: []string{"198.51.100.201 [far,tcp] local=n1,n2,n3"}},
+			want: []string{"198.51.100.201 [far,tcp] on=n1,n2,n3"}},
 		{name: "Local Services sharing an address, no endpoint anywhere: no node",
 			advs: []v1alpha1.L2Advertisement{every},
 			svcs: []corev1.Service{lbService("none", true, "198.51.100.201"), lbService("gone", true, "198.51.100.201")},
-			want: []string{"198.51.100.201 [gone,none] local="}},
+			want: []string{"198.51.100.201 [gone,none] on="}},
 		{name: "a Local and a Cluster Service: the Local one's nodes",
 			advs: []v1alpha1.L2Advertisement{every},
 			svcs: []corev1.Service{lbService("tcp", true, "198.51.100.201"), lbService("web", false, "198.51.100.201")},
-			want: []string{"198.51.100.201 [tcp,web] local=n1,n2"}},
+			want: []string{"198.51.100.201 [tcp,web] on=n1,n2"}},
 		{name: "a Local Service without endpoints and a Cluster one: any node",
 			advs: []v1alpha1.L2Advertisement{every},
 			svcs: []corev1.Service{lbService("none", true, "198.51.100.201"), lbService("web", false, "198.51.100.201")},
-			want: []string{"198.51.100.201 [none,web] local=any"}},
+			want: []string{"198.51.100.201 [none,web] on=n1,n2,n3"}},
 		{name: "dual stack and shared: one VIP per address",
 			advs: []v1alpha1.L2Advertisement{every},
 			svcs: []corev1.Service{lbService("a", false, "198.51.100.201", "2001:db8:100::201"), lbService("b", false, "2001:db8:100::201")},
-			want: []string{"198.51.100.201 [a] local=any", "2001:db8:100::201 [a,b] local=any"}},
+			want: []string{"198.51.100.201 [a] on=n1,n2,n3", "2001:db8:100::201 [a,b] on=n1,n2,n3"}},
 		{name: "serviceSelectors: only matching Services",
 			advs: []v1alpha1.L2Advertisement{dnsOnly},
 			svcs: []corev1.Service{withLabels(lbService("dns", false, "198.51.100.201"), "app", "dns"), withLabels(lbService("web", false, "198.51.100.202"), "app", "web")},
-			want: []string{"198.51.100.201 [dns] local=any"}},
+			want: []string{"198.51.100.201 [dns] on=n1,n2,n3"}},
 		{name: "serviceSelectors on a shared address: every holder must match",
 			advs: []v1alpha1.L2Advertisement{dnsOnly},
 			svcs: []corev1.Service{withLabels(lbService("dns", false, "198.51.100.201"), "app", "dns"), withLabels(lbService("web", false, "198.51.100.201"), "app", "web")},
@@ -111,11 +108,11 @@ func TestVIPsPerAddress(t *testing.T) {
 		{name: "serviceSelectors on a shared address, every holder matching",
 			advs: []v1alpha1.L2Advertisement{dnsOnly},
 			svcs: []corev1.Service{withLabels(lbService("dns-tcp", false, "198.51.100.201"), "app", "dns"), withLabels(lbService("dns-udp", false, "198.51.100.201"), "app", "dns")},
-			want: []string{"198.51.100.201 [dns-tcp,dns-udp] local=any"}},
+			want: []string{"198.51.100.201 [dns-tcp,dns-udp] on=n1,n2,n3"}},
 		{name: "a selecting and a non-selecting advertisement: the address is answered",
 			advs: []v1alpha1.L2Advertisement{dnsOnly, every},
 			svcs: []corev1.Service{withLabels(lbService("web", false, "198.51.100.201"), "app", "web")},
-			want: []string{"198.51.100.201 [web] local=any"}},
+			want: []string{"198.51.100.201 [web] on=n1,n2,n3"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,7 +120,7 @@ func TestVIPsPerAddress(t *testing.T) {
 			if len(errs) > 0 {
 				t.Fatal(errs)
 			}
-			if got := renderVIPs(vips); !slices.Equal(got, tc.want) {
+			if got := renderVIPs(t, vips); !slices.Equal(got, tc.want) {
 				t.Fatalf("VIPs\n got %q\nwant %q", got, tc.want)
 			}
 		})
@@ -172,7 +169,7 @@ func TestVIPsRules(t *testing.T) {
 		tc.adv.Name = "broken"
 		vips, errs := VIPs(pools, []v1alpha1.L2Advertisement{tc.adv}, svcs, nil)
 		if len(vips) != 0 {
-			t.Errorf("%s: the advertisement still answers for %v", tc.name, renderVIPs(vips))
+			t.Errorf("%s: the advertisement still answers for %v", tc.name, renderVIPs(t, vips))
 		}
 		if len(errs) != 1 || !strings.Contains(errs[0].Error(), "l2advertisement broken: "+tc.want) {
 			t.Errorf("%s: errors %v, want one naming %s", tc.name, errs, tc.want)
@@ -220,6 +217,11 @@ func TestComputePlacement(t *testing.T) {
 		return out
 	}
 	all := []string{"n1", "n2", "n3"}
+	// Two Local Services share each address; only n2 has Pods of both.
+	shared := slices.Clone(vips)
+	for i := range shared {
+		shared[i].Local = []map[string]bool{{"n1": true, "n2": true}, {"n2": true, "n3": true}}
+	}
 	tests := []struct {
 		name    string
 		nodes   []election.Node
@@ -234,8 +236,10 @@ func TestComputePlacement(t *testing.T) {
 		{name: "preferred node gone: the others by hash", nodes: nodes, members: []string{"n1", "n3"}, vips: withPrefs(prefer(t, "n2")), notOn: []string{"n2"}},
 		{name: "preferred node excluded: the others", nodes: exclude(nodes, "n2"), members: all, vips: withPrefs(prefer(t, "n2")), notOn: []string{"n2"}},
 		{name: "excluded node owns nothing", nodes: exclude(nodes, "n1"), members: all, vips: vips, notOn: []string{"n1"}},
+		{name: "shared by Local Services: the node with Pods of both", nodes: nodes, members: all, vips: shared, want: "n2"},
+		{name: "shared by Local Services, that node dead: the live ones with Pods of either", nodes: nodes, members: []string{"n1", "n3"}, vips: shared, notOn: []string{"n2"}},
 		{name: "a Local address whose only endpoint is on an excluded node: no owner", nodes: exclude(nodes, "n3"), members: all,
-			vips: []VIP{{Services: svcKeys("loc"), IP: netip.MustParseAddr("198.51.100.250"), Local: map[string]bool{"n3": true}}}, want: "none"},
+			vips: []VIP{{Services: svcKeys("loc"), IP: netip.MustParseAddr("198.51.100.250"), Local: []map[string]bool{{"n3": true}}}}, want: "none"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
