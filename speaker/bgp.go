@@ -34,6 +34,9 @@ type bgpState struct {
 	bfdUp   map[netip.Addr]bool   // BFD sessions' last state, by peer
 	// bfdPeers are the peers with a BFD session (a bfdProfile).
 	bfdPeers map[netip.Addr]bool
+	// linkLocal is, by unnumbered BGPPeer name, the router address last
+	// found on its interface.
+	linkLocal map[string]netip.Addr
 }
 
 // announceBGP is the BGP phase: it plans the paths of every peer of this
@@ -230,6 +233,19 @@ func (r *reconciler) peerOf(ctx context.Context, bp *v1alpha1.BGPPeer) (bgp.Peer
 	}
 	if ifname := bp.Spec.Interface; ifname != "" {
 		addr, err := bgp.LinkLocalNeighbor(ifname)
+		r.mu.Lock()
+		if err == nil {
+			if r.bgp.linkLocal == nil {
+				r.bgp.linkLocal = map[string]netip.Addr{}
+			}
+			r.bgp.linkLocal[bp.Name] = addr
+		} else if last, ok := r.bgp.linkLocal[bp.Name]; ok && last.Zone() == ifname {
+			// A neighbour entry that failed for a moment (or a second
+			// neighbour that appeared) does not end a session in
+			// service: the last router found keeps it.
+			addr, err = last, nil
+		}
+		r.mu.Unlock()
 		if err != nil {
 			return bgp.Peer{}, fmt.Errorf("bgppeer %s: %w", bp.Name, err)
 		}
