@@ -224,6 +224,25 @@ func innerUnnumbered(t *testing.T, ps string) {
 		return ok && p.LocPrf != nil && *p.LocPrf == 300
 	})
 
+	// Attributes alone change (the path in the RIB stays the same): the
+	// routers get them without a session reset.
+	paths[ext.Address] = []Path{{Prefix: vipExt, Communities: []uint32{65000<<16 | 9}}}
+	paths[inter.Address] = []Path{{Prefix: vipInt, LocalPref: 310, LargeCommunities: []LargeCommunity{{GlobalAdmin: 64513, LocalData1: 1, LocalData2: 1}}}}
+	if err := s.SetPaths(ctx, paths); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a new community alone reaches the router", func() bool {
+		p, ok := routerPaths(t, ps, vipExt)[spkA]
+		return ok && p.Community != nil && p.Community.String == "65000:9"
+	})
+	eventually(t, 5*time.Second, "a new local-pref and large community reach the router", func() bool {
+		p, ok := routerPaths(t, ps, vipInt)[spkB]
+		return ok && p.LocPrf != nil && *p.LocPrf == 310 && p.LargeCommunity != nil && p.LargeCommunity.String == "64513:1:1"
+	})
+	if st := sessionByName(s, "dyn-ext"); !st.Up {
+		t.Fatalf("session %+v after an attribute change, want it up", st)
+	}
+
 	// dynamicASN external towards a router whose AS is the session's own:
 	// refused and reported, and no path ever reaches the router, not even
 	// for the moment before the reset.
