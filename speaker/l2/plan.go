@@ -198,8 +198,12 @@ func VIPs(pools []*v1alpha1.IPAddressPool, advs []v1alpha1.L2Advertisement, svcs
 // nodes with an endpoint of any (one Service served is better than none);
 // if none has any and a holder is Cluster, any node, as for Cluster alone.
 func Candidates(nodes []election.Node, v VIP, alive map[string]bool) ([]string, error) {
-	if len(v.Local) == 0 {
+	switch {
+	case len(v.Local) == 0:
 		return election.Eligible(nodes, v.Selectors, alive, nil)
+	case len(v.Local) == 1 && !v.Cluster:
+		// The common case, without copying: one Local Service.
+		return election.Eligible(nodes, v.Selectors, alive, nonNil(v.Local[0]))
 	}
 	every, anyOf := map[string]bool{}, map[string]bool{}
 	maps.Copy(every, v.Local[0])
@@ -217,6 +221,14 @@ func Candidates(nodes []election.Node, v VIP, alive map[string]bool) ([]string, 
 		return election.Eligible(nodes, v.Selectors, alive, nil)
 	}
 	return nil, nil
+}
+
+// nonNil keeps an empty set of nodes from reading as "any node".
+func nonNil(m map[string]bool) map[string]bool {
+	if m == nil {
+		return map[string]bool{}
+	}
+	return m
 }
 
 // ServiceList names the Services holding the address, for messages and
