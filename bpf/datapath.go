@@ -894,7 +894,7 @@ func (d *Datapath) DeleteService(key ServiceKey) error {
 // filterWords x 64 bits: the VIP pre-filter (vip_filter in the C code).
 const filterWords = 16384
 
-// filterBit must match maybe_vip() in zerohop.c.
+// filterBit must match maybe_vip() in c/backend.h.
 func filterBit(a netip.Addr) uint32 {
 	w := addrWords(a)
 	x := w[0]

@@ -107,6 +107,18 @@ func FuzzXDP(f *testing.F) {
 	for _, fr := range fragment6(l3Of(udp6), 77, 48) {
 		f.Add(frame(0x86dd, fr))
 	}
+	for _, ext := range [][]ext6{
+		{hopByHop(8)},
+		{dstOpts(16), srh(0, vip6, client6)},
+		{hopByHop(8), dstOpts(8), srh(0, vip6), dstOpts(8)},
+		{srh(1, podA6, vip6)},
+		{hopByHop(8), frag6Hdr(0, true, 9)},
+	} {
+		f.Add(pkt{src: client6, dst: vip6, sport: 8, dport: 80, proto: TCP, tcpFlags: tcpSYN, ext: ext}.bytes())
+		f.Add(pkt{src: client6, dst: vip6, sport: 8, dport: 53, proto: UDP, payload: []byte("e"), ext: ext}.bytes())
+	}
+	f.Add(pkt{src: client6, dst: vip6, sport: 8, dport: 8000, proto: TCP, tcpFlags: tcpSYN, tcpOptions: mssOpt(1460),
+		ext: []ext6{dstOpts(8)}}.bytes())
 	f.Add(icmpFrame(router4, vip4, quote(pkt{src: vip4, dst: client4, sport: 80, dport: 1, proto: TCP})))
 	f.Add(icmpFrame(router6, vip6, quote(pkt{src: vip6, dst: client6, sport: 80, dport: 1, proto: TCP})))
 	f.Add(echoFrame(client4, vip4, 8, 64, false))
@@ -294,8 +306,12 @@ func (f fuzzCheck) rewrite(ret uint32, in, out []byte, off int, et uint16) {
 	if v4 {
 		proto, l4 = in[off+9], off+int(in[off]&0xf)*4
 	}
-	if !v4 && proto == 44 { // fragment header
-		proto, l4 = in[off+40], off+48
+	c := chain6{frag: -1}
+	if !v4 {
+		c = walk6(in[off:])
+	}
+	if c.ok { // past extension headers, a fragment header
+		proto, l4 = byte(c.upper), off+c.l4
 	}
 	addrAt, alen := off+24, 16
 	if v4 {
@@ -314,7 +330,7 @@ func (f fuzzCheck) rewrite(ret uint32, in, out []byte, off int, et uint16) {
 		return false
 	}
 	later := v4 && binary.BigEndian.Uint16(in[off+6:])&0x1fff != 0 ||
-		!v4 && in[off+6] == 44 && len(in) >= off+44 && binary.BigEndian.Uint16(in[off+42:])&0xfff8 != 0
+		c.ok && c.frag >= 0 && binary.BigEndian.Uint16(in[off+c.frag+2:])&0xfff8 != 0
 	switch {
 	case (proto == 1 || proto == 58) && len(in) > l4 && (in[l4] == 8 || in[l4] == 128):
 		// Echo reply.
@@ -386,7 +402,7 @@ func (f fuzzCheck) rewrite(ret uint32, in, out []byte, off int, et uint16) {
 		// Whole, unfragmented packets: checksums must stay valid.
 		pi, po := parseFrame(in), parseFrame(out)
 		if !pi.ok {
-			if v4 && binary.BigEndian.Uint16(in[off+6:])&0x2000 != 0 || !v4 && in[off+6] == 44 {
+			if v4 && binary.BigEndian.Uint16(in[off+6:])&0x2000 != 0 || !v4 && c.fragmented(in[off:]) {
 				return // a first fragment: its L4 checksum covers data not here
 			}
 			f.fail("malformed frame rewritten", in, out)

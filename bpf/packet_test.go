@@ -5,6 +5,7 @@ package bpf
 // with the program's incremental logic.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
 )
@@ -26,6 +27,7 @@ type pkt struct {
 	ipOptions  []byte
 	ethPadding int // trailing bytes after the IP packet
 	tcpOptions []byte
+	ext        []ext6 // IPv6 extension headers, in order
 }
 
 const (
@@ -146,10 +148,129 @@ func (p pkt) bytes() []byte {
 		s, d := p.src.As16(), p.dst.As16()
 		copy(ip[8:], s[:])
 		copy(ip[24:], d[:])
-		b = append(b, ip...)
+		// The L4 checksum above covers the destination in the fixed
+		// header: the final one, as long as no segments are left.
+		b = append(b, withExt(append(ip, seg...), p.ext...)...)
+		return append(b, make([]byte, p.ethPadding)...)
 	}
 	b = append(b, seg...)
 	return append(b, make([]byte, p.ethPadding)...)
+}
+
+// ext6 is one IPv6 extension header: its type and what follows its next
+// header and length bytes (the length is derived from it).
+type ext6 struct {
+	typ  byte
+	body []byte
+}
+
+// padN fills n bytes of options with one PadN option.
+func padN(n int) []byte {
+	b := make([]byte, n)
+	b[0], b[1] = 1, byte(n-2)
+	return b
+}
+
+// hopByHop and dstOpts are option headers of n bytes (a multiple of 8).
+func hopByHop(n int) ext6 { return ext6{0, padN(n - 2)} }
+func dstOpts(n int) ext6  { return ext6{60, padN(n - 2)} }
+
+// srh is a segment routing header (routing type 4) over segs, segsLeft of
+// them still to be visited.
+func srh(segsLeft byte, segs ...netip.Addr) ext6 {
+	body := []byte{4, segsLeft, byte(len(segs) - 1), 0, 0, 0}
+	for _, a := range segs {
+		b := a.As16()
+		body = append(body, b[:]...)
+	}
+	return ext6{43, body}
+}
+
+// frag6Hdr is a fragment header: offset in bytes (a multiple of 8), more
+// fragments, identification.
+func frag6Hdr(off uint16, more bool, id uint32) ext6 {
+	body := make([]byte, 6)
+	fo := off
+	if more {
+		fo |= 1
+	}
+	binary.BigEndian.PutUint16(body, fo)
+	binary.BigEndian.PutUint32(body[2:], id)
+	return ext6{44, body}
+}
+
+// withExt puts extension headers between an IPv6 packet's fixed header
+// and its payload.
+func withExt(l3 []byte, ext ...ext6) []byte {
+	if len(ext) == 0 {
+		return l3
+	}
+	h := bytes.Clone(l3[:40])
+	var chain []byte
+	for i, e := range ext {
+		next := l3[6]
+		if i+1 < len(ext) {
+			next = ext[i+1].typ
+		}
+		chain = append(chain, next, byte((2+len(e.body))/8-1))
+		chain = append(chain, e.body...)
+	}
+	h[6] = ext[0].typ
+	binary.BigEndian.PutUint16(h[4:], binary.BigEndian.Uint16(h[4:])+uint16(len(chain)))
+	return append(append(h, chain...), l3[40:]...)
+}
+
+// chain6 is what walk6 finds in an IPv6 packet.
+type chain6 struct {
+	ok    bool
+	upper Proto // after the extension headers and a fragment header
+	l4    int   // where that header starts, from the IPv6 header
+	frag  int   // where the fragment header is; -1: none
+}
+
+// walk6 reads an IPv6 packet's extension headers as docs/datapath.md
+// defines it, written apart from the program: at most four hop-by-hop
+// (first only), destination options and routing headers without segments
+// left, each within the payload, then perhaps a fragment header, which
+// TCP or UDP must follow; ICMPv6 only without extension headers. Not ok:
+// the datapath passes the packet.
+func walk6(l3 []byte) chain6 {
+	c := chain6{frag: -1}
+	if len(l3) < 40 {
+		return c
+	}
+	if n := 40 + int(binary.BigEndian.Uint16(l3[4:])); n < len(l3) {
+		l3 = l3[:n]
+	}
+	nh, at := l3[6], 40
+	for i := 0; nh == 0 || nh == 43 || nh == 60; i++ {
+		if i == 4 || nh == 0 && i > 0 || len(l3) < at+8 || nh == 43 && l3[at+3] != 0 {
+			return c
+		}
+		n := (int(l3[at+1]) + 1) * 8
+		if at+n > len(l3) {
+			return c
+		}
+		nh, at = l3[at], at+n
+	}
+	if nh == 44 {
+		if len(l3) < at+8 || l3[at] != 6 && l3[at] != 17 {
+			return c
+		}
+		c.frag = at
+		nh, at = l3[at], at+8
+	}
+	if nh == 58 && at != 40 {
+		return c
+	}
+	c.ok, c.upper, c.l4 = true, Proto(nh), at
+	return c
+}
+
+// fragmented: the fragment header of a walked packet says it is one part
+// of several (an atomic fragment, offset 0 and no M, is a whole datagram).
+func (c chain6) fragmented(l3 []byte) bool {
+	return c.frag >= 0 && binary.BigEndian.Uint16(l3[c.frag+2:])&0xfff9 != 0
 }
 
 // parsed is what the tests' own parser makes of a frame.
@@ -163,8 +284,9 @@ type parsed struct {
 }
 
 // parseFrame accepts exactly what the datapath should balance: Ethernet
-// (+ one tag), IPv4 without fragmentation or IPv6 without extension
-// headers, and a complete TCP or UDP header inside the IP length.
+// (+ one tag), IPv4 without fragmentation or IPv6 with the extension
+// headers walk6 steps over and no fragmentation, and a complete TCP or
+// UDP header inside the IP length.
 func parseFrame(b []byte) parsed {
 	var p parsed
 	if len(b) < 14 {
@@ -209,12 +331,16 @@ func parseFrame(b []byte) parsed {
 		if pl == 0 || len(b) < off+40+pl {
 			return p
 		}
-		p.proto = Proto(b[off+6])
+		c := walk6(b[off : off+40+pl])
+		if !c.ok || c.fragmented(b[off:]) {
+			return p
+		}
+		p.proto = c.upper
 		p.src = netip.AddrFrom16([16]byte(b[off+8 : off+24]))
 		p.dst = netip.AddrFrom16([16]byte(b[off+24 : off+40]))
-		p.l4 = off + 40
+		p.l4 = off + c.l4
 		p.l3len = 40 + pl
-		l4len = pl
+		l4len = 40 + pl - c.l4
 	default:
 		return p
 	}

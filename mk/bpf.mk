@@ -5,12 +5,21 @@
 # exceeded" when the deadline lands while a worker is busy on a loaded machine.
 BPF_FUZZTIME ?= 300000x
 
-.PHONY: generate-bpf test-bpf fuzz-bpf bench-xdp
+.PHONY: generate-bpf test-bpf fuzz-bpf bench-xdp vendor-bpf-headers
 
-# Rebuilds bpf/zh_bpfel.{o,go} from bpf/c/ with clang-19 (deterministic:
-# bpf2go strips DWARF and maps source paths to relative ones).
+# Rebuilds bpf/zh_bpfel.{o,go} from bpf/c/ with clang-19 against the headers
+# in bpf/c/vendor only (deterministic: bpf2go strips DWARF and maps source
+# paths to relative ones).
 generate-bpf:
 	cd bpf && $(GO) generate ./
+
+# Refreshes the kernel UAPI and libbpf headers in bpf/c/vendor (the build
+# uses only those): BPF_UAPI is an installed UAPI include directory,
+# BPF_LIBBPF libbpf's src/ or installed include/bpf. Then generate-bpf.
+BPF_UAPI ?= /usr/include
+BPF_LIBBPF ?= /usr/include/bpf
+vendor-bpf-headers:
+	bpf/c/vendor/update.sh $(BPF_UAPI) $(BPF_LIBBPF)
 
 # PROG_TEST_RUN packet tests, netns end-to-end, pinning hand-over.
 test-bpf:
