@@ -34,7 +34,8 @@ const (
 
 // lbService creates a LoadBalancer Service with labels for the Pods
 // labelled app=sel on the echo server's port with protocol proto, and
-// writes ips into its status as the controller would.
+// writes ips into its status itself (no zerohop controller runs in this
+// lab: the speakers' side alone is under test).
 func (e *env) lbService(name, sel string, proto corev1.Protocol, lbls map[string]string, ips ...string) {
 	e.t.Helper()
 	svc := &corev1.Service{

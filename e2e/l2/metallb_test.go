@@ -32,7 +32,10 @@ const (
 
 // lbService creates a LoadBalancer Service with labels for the Pods
 // labelled app=sel, on the echo server's port with protocol proto, and
-// writes ips into its status as the controller would.
+// writes ips into its status itself: no zerohop controller runs in this
+// lab, so the test can give two Local Services with different selectors
+// one address, which the controller would refuse, and see that the
+// speakers still answer for it from one node.
 func (e *env) lbService(name, sel string, proto corev1.Protocol, local bool, lbls map[string]string, ips ...string) {
 	e.t.Helper()
 	svc := &corev1.Service{
