@@ -16,9 +16,11 @@ TEST_EXCLUDE_PKGS += /speaker/l2(/.*)?$$
 
 # The lab e2e of L2 mode (e2e/l2; root): three speakers answer ARP/NDP from
 # the node namespaces; checks one answer per VIP, eTP Local, and measures
-# the failover gap when the owner's speaker is killed. Prints the numbers.
+# the failover gap when the owner's speaker is killed (TestL2); node
+# preference, shared addresses and excluded nodes (TestL2MetalLB). Prints
+# the numbers.
 test-l2:
-	$(GO) test -count=1 -timeout 6m -v ./e2e/l2/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)' | grep -v '^=== RUN'
+	$(GO) test -count=1 -timeout 11m -v ./e2e/l2/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)' | grep -v '^=== RUN'
 
 TEST_TARGETS += test-l2
 TEST_EXCLUDE_PKGS += /e2e/l2$$

@@ -11,9 +11,10 @@ SPEAKER_PKGS := ./speaker/ ./speaker/bgp/
 test-speaker:
 	$(GO) test -count=1 -timeout 5m $(SPEAKER_PKGS)
 
-# One lab for all the scenarios; prints the measured timings.
+# One lab per test (TestBGP's scenarios, then TestBGPMetalLB's); prints
+# the measured timings.
 test-bgp:
-	$(GO) test -count=1 -timeout 9m -v ./e2e/bgp/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)' | grep -v '^=== RUN'
+	$(GO) test -count=1 -timeout 16m -v ./e2e/bgp/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)' | grep -v '^=== RUN'
 
 # Cost of one Service change in the BGP layer at 100 and 10k prefixes; not
 # part of `make test`.

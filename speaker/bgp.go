@@ -18,15 +18,25 @@ import (
 	"github.com/zerohop/zerohop/speaker/bgp"
 )
 
+// unnumberedRecheck is how often the link-local neighbour of an unnumbered
+// session is looked up again.
+const unnumberedRecheck = 5 * time.Second
+
 // bgpState is what the speaker knows of its BGP sessions; guarded by the
 // reconciler's mu.
 type bgpState struct {
 	server *bgp.Server
-	peers  map[netip.Addr]string // address -> BGPPeer name
-	up     map[netip.Addr]bool   // sessions last seen established
-	bfdUp  map[netip.Addr]bool   // BFD sessions' last state, by peer
+	// started is set once the process started a server: a later one
+	// (another router ID) is not a restart for the routers.
+	started bool
+	peers   map[netip.Addr]string // address -> BGPPeer name
+	up      map[netip.Addr]bool   // sessions last seen established
+	bfdUp   map[netip.Addr]bool   // BFD sessions' last state, by peer
 	// bfdPeers are the peers with a BFD session (a bfdProfile).
 	bfdPeers map[netip.Addr]bool
+	// linkLocal is, by unnumbered BGPPeer name, the router address last
+	// found on its interface.
+	linkLocal map[string]netip.Addr
 }
 
 // announceBGP is the BGP phase: it plans the paths of every peer of this
@@ -60,13 +70,14 @@ func (r *reconciler) announceBGP(ctx context.Context, snap *snapshot, svcs []cor
 	rd.problem(errs...)
 	r.bgpEvents(plan, svcs)
 
-	srv, err := r.server(ctx, plan, &snap.node)
+	srv, err := r.server(ctx, plan, &snap.node, rd)
 	if err != nil {
 		return plan, err
 	}
 	var peers []bgp.Peer
 	paths := map[netip.Addr][]bgp.Path{}
 	names := map[netip.Addr]string{}
+	byAddr := map[netip.Addr]string{}
 	var bfdSessions []BFDSession
 	profileByName := map[string]*v1alpha1.BFDProfile{}
 	for i := range snap.profiles {
@@ -87,16 +98,25 @@ func (r *reconciler) announceBGP(ctx context.Context, snap *snapshot, svcs []cor
 		}
 	}
 	for _, pp := range plan.Peers {
+		if pp.Peer.Spec.Interface != "" {
+			// The router's link-local address is in no object: look
+			// again now and then, for a router that appears or changes.
+			rd.recheck = unnumberedRecheck
+		}
 		p, err := r.peerOf(ctx, pp.Peer)
 		if err != nil {
 			rd.problem(err)
 			continue
 		}
 		p.NextHop4, p.NextHop6 = nh4, nh6
-		if _, dup := names[p.Address]; dup {
-			rd.problem(fmt.Errorf("bgppeer %s: address %v used by bgppeer %s too", p.Name, p.Address, names[p.Address]))
+		// GoBGP reports, and its export policy matches, a link-local
+		// neighbour without its zone: two unnumbered routers with one
+		// link-local address could not be told apart.
+		if other, dup := byAddr[p.Address.WithZone("")]; dup {
+			rd.problem(fmt.Errorf("bgppeer %s: address %v used by bgppeer %s too", p.Name, p.Address, other))
 			continue
 		}
+		byAddr[p.Address.WithZone("")] = p.Name
 		names[p.Address] = p.Name
 		peers = append(peers, p)
 		paths[p.Address] = pp.Paths
@@ -135,22 +155,24 @@ func (r *reconciler) announceBGP(ctx context.Context, snap *snapshot, svcs []cor
 	return plan, nil
 }
 
-// server returns the BGP server, starting it on first use: the router ID
-// comes from the flags, a selected peer, or the node's address.
-func (r *reconciler) server(ctx context.Context, plan bgp.Plan, node *corev1.Node) (*bgp.Server, error) {
+// server returns the BGP server, starting it on first use. Its router ID
+// is --router-id, else the routerID the node's BGPPeers ask for
+// (crosscheck.RouterID), else the node's first IPv4 InternalIP. GoBGP
+// cannot change a running router's identifier: a server without sessions
+// is replaced at once; one with sessions keeps its identifier, as
+// replacing it would close every session with a Cease and make the
+// routers withdraw this node's paths, and the change is reported until
+// the speaker restarts (with graceful restart, routers keep the paths
+// over that restart).
+func (r *reconciler) server(ctx context.Context, plan bgp.Plan, node *corev1.Node, rd *round) (*bgp.Server, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.bgp.server != nil {
-		return r.bgp.server, nil
-	}
 	id := r.opts.RouterID
-	for _, pp := range plan.Peers {
-		if id.IsValid() {
-			break
-		}
-		if a, err := netip.ParseAddr(pp.Peer.Spec.RouterID); err == nil && a.Is4() {
-			id = a
-		}
+	if id.IsValid() && plan.RouterID.IsValid() && plan.RouterID != id {
+		rd.problem(fmt.Errorf("the BGPPeers of this node ask for routerID %s; this speaker runs with --router-id %s, which wins", plan.RouterID, id))
+	}
+	if !id.IsValid() {
+		id = plan.RouterID
 	}
 	for _, a := range node.Status.Addresses {
 		if id.IsValid() {
@@ -163,34 +185,77 @@ func (r *reconciler) server(ctx context.Context, plan bgp.Plan, node *corev1.Nod
 			id = ip
 		}
 	}
+	if s := r.bgp.server; s != nil {
+		switch {
+		case !id.IsValid() || s.RouterID() == id:
+			return s, nil
+		case !s.Idle():
+			rd.problem(fmt.Errorf("BGP router ID: this node's BGP router runs as %s and now should be %s; it keeps %s until the speaker restarts, "+
+				"as changing it closes every session (with enableGracefulRestart the routers keep the paths over the restart)", s.RouterID(), id, s.RouterID()))
+			return s, nil
+		}
+		r.log.Info("BGP router ID changed, no sessions: restarting the BGP server", "from", s.RouterID(), "to", id)
+		s.Close(false)
+		r.bgp.server = nil
+	}
 	if !id.IsValid() {
 		return nil, errors.New("no BGP router ID: set --router-id, a BGPPeer routerID, or an IPv4 InternalIP on the node")
 	}
 	s, err := bgp.New(ctx, bgp.Options{
-		RouterID:   id,
-		Restarting: true,
+		RouterID: id,
+		// Only the process's first server follows a restart of the
+		// speaker; one replaced later had no sessions to resume.
+		Restarting: !r.bgp.started,
 		Log:        r.opts.Log.WithName("gobgp"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.Watch(r.sessionChanged)
-	r.bgp.server = s
+	r.bgp.server, r.bgp.started = s, true
 	return s, nil
 }
 
 func (r *reconciler) peerOf(ctx context.Context, bp *v1alpha1.BGPPeer) (bgp.Peer, error) {
-	addr, err := netip.ParseAddr(bp.Spec.PeerAddress)
-	if err != nil {
-		return bgp.Peer{}, fmt.Errorf("bgppeer %s: peerAddress: %w", bp.Name, err)
-	}
 	p := bgp.Peer{
-		Name: bp.Name, Address: addr.Unmap(), Port: bp.Spec.PeerPort,
+		Name: bp.Name, Port: bp.Spec.PeerPort,
 		MyASN: bp.Spec.MyASN, PeerASN: bp.Spec.PeerASN,
 		EBGPMultiHop: bp.Spec.EBGPMultiHop, GracefulRestart: bp.Spec.EnableGracefulRestart,
 		// Reconnect quickly by default: a router that restarts should
 		// get its routes back in seconds, not GoBGP's two minutes.
 		ConnectTime: 5 * time.Second,
+	}
+	switch bp.Spec.DynamicASN {
+	case v1alpha1.DynamicASNInternal:
+		p.PeerASN = bp.Spec.MyASN
+	case v1alpha1.DynamicASNExternal:
+		p.PeerASN, p.ExternalOnly = 0, true
+	}
+	if ifname := bp.Spec.Interface; ifname != "" {
+		addr, err := bgp.LinkLocalNeighbor(ifname)
+		r.mu.Lock()
+		if err == nil {
+			if r.bgp.linkLocal == nil {
+				r.bgp.linkLocal = map[string]netip.Addr{}
+			}
+			r.bgp.linkLocal[bp.Name] = addr
+		} else if last, ok := r.bgp.linkLocal[bp.Name]; ok && last.Zone() == ifname {
+			// A neighbour entry that failed for a moment (or a second
+			// neighbour that appeared) does not end a session in
+			// service: the last router found keeps it.
+			addr, err = last, nil
+		}
+		r.mu.Unlock()
+		if err != nil {
+			return bgp.Peer{}, fmt.Errorf("bgppeer %s: %w", bp.Name, err)
+		}
+		p.Address, p.Interface = addr, ifname
+	} else {
+		addr, err := netip.ParseAddr(bp.Spec.PeerAddress)
+		if err != nil {
+			return bgp.Peer{}, fmt.Errorf("bgppeer %s: peerAddress: %w", bp.Name, err)
+		}
+		p.Address = addr.Unmap()
 	}
 	if bp.Spec.SourceAddress != "" {
 		src, err := netip.ParseAddr(bp.Spec.SourceAddress)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,11 +92,10 @@ func (r *reconciler) announceL2(ctx context.Context, snap *snapshot, svcs []core
 	port := r.opts.MemberlistPort
 	for i := range snap.nodes {
 		n := &snap.nodes[i]
-		// A node that may not announce by BGP (cordoned, excluded,
-		// shutting down) hands its L2 addresses over too.
-		if bgp.NodeHealthy(n) {
-			enodes = append(enodes, election.Node{Name: n.Name, Labels: n.Labels})
-		}
+		// A node kept out of load balancing (excluded, unavailable,
+		// cordoned, shutting down) is nobody's candidate, on every
+		// speaker alike (the rule BGP mode applies to itself).
+		enodes = append(enodes, election.Node{Name: n.Name, Labels: n.Labels, Excluded: !bgp.NodeHealthy(n)})
 		if n.Name == r.opts.NodeName {
 			continue
 		}
@@ -287,8 +287,9 @@ func (r *reconciler) applyL2() []error {
 	return errs
 }
 
-// l2Events records an Event on a Service whose VIP this node took over,
-// at most one per Service per l2EventInterval. Called with s.mu held.
+// l2Events records an Event on each Service holding a VIP this node took
+// over, at most one per Service per l2EventInterval. Called with s.mu
+// held.
 func (r *reconciler) l2Events(before, after []l2.Owned) {
 	countL2Changes(before, after)
 	s := &r.l2
@@ -301,31 +302,39 @@ func (r *reconciler) l2Events(before, after []l2.Owned) {
 		if had[o.VIP.IP] {
 			continue
 		}
-		svc := s.svcs[o.VIP.Service]
-		if svc == nil || now.Sub(s.lastEvent[o.VIP.Service]) < l2EventInterval {
-			continue
+		for _, key := range o.VIP.Services {
+			svc := s.svcs[key]
+			if svc == nil || now.Sub(s.lastEvent[key]) < l2EventInterval {
+				continue
+			}
+			if s.lastEvent == nil {
+				s.lastEvent = map[types.NamespacedName]time.Time{}
+			}
+			s.lastEvent[key] = now
+			r.rec.Eventf(svc, nil, corev1.EventTypeNormal, "L2Owner", "Announce",
+				"node %s answers ARP/NDP for %s on %v", r.opts.NodeName, o.VIP.IP, o.Interfaces)
 		}
-		if s.lastEvent == nil {
-			s.lastEvent = map[types.NamespacedName]time.Time{}
-		}
-		s.lastEvent[o.VIP.Service] = now
-		r.rec.Eventf(svc, nil, corev1.EventTypeNormal, "L2Owner", "Announce",
-			"node %s answers ARP/NDP for %s on %v", r.opts.NodeName, o.VIP.IP, o.Interfaces)
 	}
 }
 
 func sameOwned(a, b []l2.Owned) bool {
 	return slices.EqualFunc(a, b, func(x, y l2.Owned) bool {
-		return x.VIP.IP == y.VIP.IP && x.VIP.Service == y.VIP.Service && slices.Equal(x.Interfaces, y.Interfaces)
+		return x.VIP.IP == y.VIP.IP && slices.Equal(x.VIP.Services, y.VIP.Services) && slices.Equal(x.Interfaces, y.Interfaces)
 	})
 }
 
-// l2Status renders the owned VIPs for SpeakerStatus, sorted by address.
+// l2Status renders the owned VIPs for SpeakerStatus, sorted by address,
+// one entry per address; service names every Service holding it,
+// comma-separated.
 func l2Status(owned []l2.Owned) []v1alpha1.L2Ownership {
 	out := make([]v1alpha1.L2Ownership, 0, len(owned))
 	for _, o := range owned {
+		names := make([]string, len(o.VIP.Services))
+		for i, k := range o.VIP.Services {
+			names[i] = k.String()
+		}
 		out = append(out, v1alpha1.L2Ownership{
-			IP: o.VIP.IP.String(), Service: o.VIP.Service.String(), Interfaces: o.Interfaces,
+			IP: o.VIP.IP.String(), Service: strings.Join(names, ","), Interfaces: o.Interfaces,
 		})
 	}
 	slices.SortFunc(out, func(a, b v1alpha1.L2Ownership) int {

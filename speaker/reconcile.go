@@ -43,6 +43,9 @@ func (r *reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if next == 0 && r.l2.active() {
 		next = 10 * time.Second
 	}
+	if rd.recheck > 0 && (next == 0 || rd.recheck < next) {
+		next = rd.recheck
+	}
 	return reconcile.Result{RequeueAfter: next}, nil
 }
 
@@ -54,6 +57,9 @@ func (r *reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 type round struct {
 	problems []error
 	failures []error
+	// recheck, when set, is when to look again at what no watched object
+	// announces (an unnumbered peer's link-local neighbour).
+	recheck time.Duration
 }
 
 func (rd *round) problem(errs ...error) { rd.problems = append(rd.problems, errs...) }

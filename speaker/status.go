@@ -124,6 +124,9 @@ func (r *reconciler) writeStatus(ctx context.Context) error {
 				ss.Since = &t
 			}
 			st.Sessions = append(st.Sessions, ss)
+			if s.Refused != "" && len(st.Errors) < maxErrors && !slices.Contains(st.Errors, s.Refused) {
+				st.Errors = append(st.Errors, s.Refused)
+			}
 		}
 	}
 	err := r.putStatus(ctx, st)

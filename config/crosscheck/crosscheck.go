@@ -28,26 +28,37 @@ func Older(a, b metav1.Object) int {
 }
 
 // PeerConflict is a BGPPeer refused on a node because an older BGPPeer that
-// the node also uses has the same peerAddress: one node can hold only one
-// session to an address.
+// the node also uses has the same peerAddress, or (BGP unnumbered) the same
+// interface: one node can hold only one session to an address, and GoBGP
+// resolves an interface to its one link-local neighbour.
 type PeerConflict struct {
 	Peer    string // the refused, younger peer
-	Keeper  string // the older peer that keeps the address
+	Keeper  string // the older peer that keeps the address or interface
 	Address netip.Addr
+	// Interface is set instead of Address for unnumbered peers.
+	Interface string
 }
 
 func (c PeerConflict) Error() string {
+	if c.Interface != "" {
+		return fmt.Sprintf("bgppeer %s: interface %s is already used by the older bgppeer %s on this node; this peer is not used here", c.Peer, c.Interface, c.Keeper)
+	}
 	return fmt.Sprintf("bgppeer %s: peerAddress %s is already used by the older bgppeer %s on this node; this peer is not used here", c.Peer, c.Address, c.Keeper)
 }
 
 // Peers returns the peers a node with these labels uses, oldest first, and
 // the ones it does not use because an older peer for the same node has the
-// same address. A peer whose node selectors do not parse or whose address
-// does not parse is left out with an error.
+// same address, or for unnumbered peers the same interface. A peer whose
+// node selectors do not parse or whose address does not parse is left out
+// with an error.
 func Peers(peers []*v1alpha1.BGPPeer, nodeLabels map[string]string) (inForce []*v1alpha1.BGPPeer, conflicts []PeerConflict, errs []error) {
 	sorted := slices.Clone(peers)
 	slices.SortFunc(sorted, func(a, b *v1alpha1.BGPPeer) int { return Older(a, b) })
-	keeper := map[netip.Addr]string{}
+	type key struct {
+		addr  netip.Addr
+		iface string
+	}
+	keeper := map[key]string{}
 	for _, p := range sorted {
 		ok, err := p.Spec.SelectsNode(nodeLabels)
 		if err != nil {
@@ -57,20 +68,72 @@ func Peers(peers []*v1alpha1.BGPPeer, nodeLabels map[string]string) (inForce []*
 		if !ok {
 			continue
 		}
-		addr, err := netip.ParseAddr(p.Spec.PeerAddress)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("bgppeer %s: peerAddress: %w", p.Name, err))
+		var k key
+		if p.Spec.Interface != "" {
+			k.iface = p.Spec.Interface
+		} else {
+			addr, err := netip.ParseAddr(p.Spec.PeerAddress)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("bgppeer %s: peerAddress: %w", p.Name, err))
+				continue
+			}
+			k.addr = addr.Unmap()
+		}
+		if name, taken := keeper[k]; taken {
+			conflicts = append(conflicts, PeerConflict{Peer: p.Name, Keeper: name, Address: k.addr, Interface: k.iface})
 			continue
 		}
-		addr = addr.Unmap()
-		if k, taken := keeper[addr]; taken {
-			conflicts = append(conflicts, PeerConflict{Peer: p.Name, Keeper: k, Address: addr})
-			continue
-		}
-		keeper[addr] = p.Name
+		keeper[k] = p.Name
 		inForce = append(inForce, p)
 	}
 	return inForce, conflicts, errs
+}
+
+// RouterIDConflict is a BGPPeer refused on a node because an older BGPPeer
+// the node uses asks for another routerID: a node runs one BGP router, with
+// one identifier for all its sessions.
+type RouterIDConflict struct {
+	Peer     string // the refused, younger peer
+	Keeper   string // the older peer whose routerID the node uses
+	RouterID string // what the refused peer asks for
+	KeeperID netip.Addr
+}
+
+func (c RouterIDConflict) Error() string {
+	if c.Keeper == "" {
+		return fmt.Sprintf("bgppeer %s: routerID %q is not an IPv4 address; this peer is not used here", c.Peer, c.RouterID)
+	}
+	return fmt.Sprintf("bgppeer %s: routerID %s differs from %s, set by the older bgppeer %s on this node, which runs one BGP router; this peer is not used here",
+		c.Peer, c.RouterID, c.KeeperID, c.Keeper)
+}
+
+// RouterID applies the one-router rule to the peers a node uses (as Peers
+// returns them, oldest first): the node's router ID is the routerID of the
+// oldest peer that sets one (invalid when none does), and a younger peer
+// that asks for another one is not used, so that a peer added by mistake
+// never changes the identity of a router in service. Peers without a
+// routerID agree with any.
+func RouterID(inForce []*v1alpha1.BGPPeer) (id netip.Addr, kept []*v1alpha1.BGPPeer, conflicts []RouterIDConflict) {
+	keeper := ""
+	for _, p := range inForce {
+		if p.Spec.RouterID == "" {
+			kept = append(kept, p)
+			continue
+		}
+		a, err := netip.ParseAddr(p.Spec.RouterID)
+		switch {
+		case err != nil || !a.Is4():
+			conflicts = append(conflicts, RouterIDConflict{Peer: p.Name, RouterID: p.Spec.RouterID})
+			continue
+		case !id.IsValid():
+			id, keeper = a, p.Name
+		case a != id:
+			conflicts = append(conflicts, RouterIDConflict{Peer: p.Name, Keeper: keeper, RouterID: p.Spec.RouterID, KeeperID: id})
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return id, kept, conflicts
 }
 
 // PoolRanges parses a pool's declared addresses. An entry that does not

@@ -47,6 +47,14 @@ func TestPeers(t *testing.T) {
 			[]string{"s"}, nil},
 		{"older peer not for this node", []*v1alpha1.BGPPeer{peer("r", 0, "198.51.100.1", "rack=a"), peer("s", 1, "198.51.100.1")}, map[string]string{"rack": "b"},
 			[]string{"s"}, nil},
+		{"unnumbered peers on two interfaces", []*v1alpha1.BGPPeer{unnumbered("a", 0, "eth1"), unnumbered("b", 1, "eth2")}, nil,
+			[]string{"a", "b"}, nil},
+		{"a later unnumbered peer on an interface in use is refused", []*v1alpha1.BGPPeer{unnumbered("zz", 0, "eth1"), unnumbered("aa", 1, "eth1")}, nil,
+			[]string{"zz"}, []string{"aa<zz"}},
+		{"an unnumbered and a numbered peer do not collide", []*v1alpha1.BGPPeer{unnumbered("u", 0, "eth1"), peer("r", 1, "198.51.100.1")}, nil,
+			[]string{"u", "r"}, nil},
+		{"same interface for other nodes only", []*v1alpha1.BGPPeer{unnumbered("u", 0, "eth1", "rack=a"), unnumbered("v", 1, "eth1", "rack=b")}, map[string]string{"rack": "b"},
+			[]string{"v"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,6 +75,68 @@ func TestPeers(t *testing.T) {
 			}
 			if !slices.Equal(got, tc.want) || !slices.Equal(gotC, tc.conflicts) {
 				t.Fatalf("in force %v conflicts %v, want %v %v", got, gotC, tc.want, tc.conflicts)
+			}
+		})
+	}
+}
+
+func unnumbered(name string, age int, iface string, nodeLabels ...string) *v1alpha1.BGPPeer {
+	p := peer(name, age, "", nodeLabels...)
+	p.Spec.Interface = iface
+	return p
+}
+
+func TestPeerConflictNamesTheKey(t *testing.T) {
+	_, conflicts, _ := Peers([]*v1alpha1.BGPPeer{unnumbered("keep", 0, "eth1"), unnumbered("late", 1, "eth1")}, nil)
+	if len(conflicts) != 1 || !strings.Contains(conflicts[0].Error(), "interface eth1") {
+		t.Fatalf("conflicts %v, want one naming interface eth1", conflicts)
+	}
+	_, conflicts, _ = Peers([]*v1alpha1.BGPPeer{peer("keep", 0, "198.51.100.1"), peer("late", 1, "198.51.100.1")}, nil)
+	if len(conflicts) != 1 || !strings.Contains(conflicts[0].Error(), "peerAddress 198.51.100.1") {
+		t.Fatalf("conflicts %v, want one naming peerAddress 198.51.100.1", conflicts)
+	}
+}
+
+func TestRouterID(t *testing.T) {
+	withID := func(p *v1alpha1.BGPPeer, id string) *v1alpha1.BGPPeer {
+		p.Spec.RouterID = id
+		return p
+	}
+	tests := []struct {
+		name      string
+		peers     []*v1alpha1.BGPPeer // oldest first, as Peers returns them
+		wantID    string
+		want      []string
+		conflicts []string // "peer<keeper"
+	}{
+		{"none set", []*v1alpha1.BGPPeer{peer("a", 0, "198.51.100.1"), peer("b", 1, "198.51.100.2")}, "invalid IP",
+			[]string{"a", "b"}, nil},
+		{"one set, the others agree with any", []*v1alpha1.BGPPeer{peer("a", 0, "198.51.100.1"), withID(peer("b", 1, "198.51.100.2"), "192.0.2.7")}, "192.0.2.7",
+			[]string{"a", "b"}, nil},
+		{"two agree", []*v1alpha1.BGPPeer{withID(peer("a", 0, "198.51.100.1"), "192.0.2.7"), withID(peer("b", 1, "198.51.100.2"), "192.0.2.7")}, "192.0.2.7",
+			[]string{"a", "b"}, nil},
+		{"the older wins, the younger is refused", []*v1alpha1.BGPPeer{withID(peer("zz", 0, "198.51.100.1"), "192.0.2.7"), withID(peer("aa", 1, "198.51.100.2"), "192.0.2.8")}, "192.0.2.7",
+			[]string{"zz"}, []string{"aa<zz"}},
+		{"the older without a routerID does not decide", []*v1alpha1.BGPPeer{peer("a", 0, "198.51.100.1"), withID(peer("b", 1, "198.51.100.2"), "192.0.2.8"), withID(peer("c", 2, "198.51.100.3"), "192.0.2.9")}, "192.0.2.8",
+			[]string{"a", "b"}, []string{"c<b"}},
+		{"not IPv4", []*v1alpha1.BGPPeer{withID(peer("a", 0, "198.51.100.1"), "2001:db8::1"), withID(peer("b", 1, "198.51.100.2"), "192.0.2.8")}, "192.0.2.8",
+			[]string{"b"}, []string{"a<"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id, kept, conflicts := RouterID(tc.peers)
+			var got, gotC []string
+			for _, p := range kept {
+				got = append(got, p.Name)
+			}
+			for _, c := range conflicts {
+				gotC = append(gotC, c.Peer+"<"+c.Keeper)
+				if !strings.Contains(c.Error(), c.Peer) || !strings.Contains(c.Error(), c.RouterID) {
+					t.Errorf("error %q does not name the peer and its routerID", c.Error())
+				}
+			}
+			if id.String() != tc.wantID || !slices.Equal(got, tc.want) || !slices.Equal(gotC, tc.conflicts) {
+				t.Fatalf("id %s kept %v conflicts %v, want %s %v %v", id, got, gotC, tc.wantID, tc.want, tc.conflicts)
 			}
 		})
 	}

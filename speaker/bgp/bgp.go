@@ -29,12 +29,26 @@ import (
 // Peer is one BGP session.
 type Peer struct {
 	// Name is the BGPPeer's name, used in events and status.
-	Name    string
+	Name string
+	// Address is the router's address; for an unnumbered session, its
+	// IPv6 link-local address with the interface as zone.
 	Address netip.Addr
+	// Interface, for an unnumbered session (RFC 8950), is the node
+	// interface the session runs on: prefixes of both families go with
+	// this node's link-local address there as next hop.
+	Interface string
 	// Port is the router's port; 0 means 179.
-	Port    uint16
-	MyASN   uint32
+	Port  uint16
+	MyASN uint32
+	// PeerASN is the router's AS; 0 takes whatever AS the router's OPEN
+	// carries (dynamicASN), which decides iBGP or eBGP.
 	PeerASN uint32
+	// ExternalOnly, with PeerASN 0, refuses a router whose OPEN carries
+	// MyASN (dynamicASN external): the session is reset as soon as its
+	// OPEN is seen, and SessionState.Refused says why. Until an OPEN with
+	// another AS is seen, the export policy sends the peer nothing, so a
+	// refused router never receives a path.
+	ExternalOnly bool
 	// SourceAddress, when valid, is the local address of the session.
 	SourceAddress netip.Addr
 	// HoldTime, KeepaliveTime and ConnectTime: 0 means GoBGP's defaults
@@ -82,6 +96,9 @@ type SessionState struct {
 	Up    bool
 	// Since is when the state was entered (as seen by this speaker).
 	Since time.Time
+	// Refused, when not empty, is why the speaker last reset the session
+	// itself (a router AS that dynamicASN does not accept).
+	Refused string
 }
 
 // Server is the embedded GoBGP server.
@@ -101,9 +118,18 @@ type Server struct {
 	rib map[netip.Prefix]uint32
 	// attrs is the attribute set of each key in applied.
 	attrs map[string]attrSet
+	// advertisers send Router Advertisements on the interfaces of
+	// unnumbered sessions.
+	advertisers map[string]*advertiser
+	// accepted holds the ExternalOnly peers whose current session's OPEN
+	// carried another AS: only those get export statements.
+	accepted map[netip.Addr]bool
 
-	stateMu  sync.Mutex
-	states   map[netip.Addr]SessionState
+	stateMu sync.Mutex
+	states  map[netip.Addr]SessionState
+	// refused keeps, per peer, why the speaker last reset its session;
+	// cleared when the session comes up or the peer is re-created.
+	refused  map[netip.Addr]string
 	watchers []func(SessionState)
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -134,6 +160,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		rib:     map[netip.Prefix]uint32{},
 		attrs:   map[string]attrSet{},
 		states:  map[netip.Addr]SessionState{},
+		refused: map[netip.Addr]string{},
+
+		advertisers: map[string]*advertiser{},
+		accepted:    map[netip.Addr]bool{},
 	}
 	go s.s.Serve()
 	if err := s.s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
@@ -181,6 +211,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 func (s *Server) Close(graceful bool) {
 	s.stopOnce.Do(func() {
 		s.cancel()
+		s.mu.Lock()
+		for name, a := range s.advertisers {
+			a.stop()
+			delete(s.advertisers, name)
+		}
+		s.mu.Unlock()
 		if graceful {
 			// GoBGP's Stop sends Cease to every peer, which ends graceful
 			// restart on the router. Leaving the sockets to the process
@@ -189,6 +225,17 @@ func (s *Server) Close(graceful bool) {
 		}
 		s.s.Stop()
 	})
+}
+
+// RouterID is the BGP identifier the server runs with.
+func (s *Server) RouterID() netip.Addr { return s.opts.RouterID }
+
+// Idle reports whether the server has no sessions configured, so that
+// replacing it (for another router ID) disturbs no router.
+func (s *Server) Idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers) == 0
 }
 
 // Watch registers fn to be called on every session state change. fn must
@@ -216,6 +263,7 @@ func (s *Server) Sessions() []SessionState {
 			st = SessionState{Address: a, State: "idle"}
 		}
 		st.Name = p.Name
+		st.Refused = s.refused[a]
 		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b SessionState) int {
@@ -241,10 +289,30 @@ func (s *Server) onEvent(r *api.WatchEventResponse) {
 	}
 	state := sessionStateName(pe.Peer.State.SessionState)
 	s.mu.Lock()
-	name := s.peers[addr].Name
+	p, known := s.peerOf(addr.Unmap())
+	accepted := s.accepted[p.Address]
 	s.mu.Unlock()
-	st := SessionState{Name: name, Address: addr.Unmap(), State: state, Up: state == "established", Since: time.Now()}
+	if known {
+		addr = p.Address
+	}
+	st := SessionState{Name: p.Name, Address: addr.Unmap(), State: state, Up: state == "established", Since: time.Now()}
+	if known && p.ExternalOnly && p.PeerASN == 0 {
+		opened := state == "openconfirm" || state == "established"
+		switch {
+		case opened && pe.Peer.State.PeerAsn == p.MyASN:
+			s.refuse(p, fmt.Sprintf("bgppeer %s: the router's OPEN carries AS %d, this session's own, and dynamicASN external accepts only another AS; session reset", p.Name, p.MyASN))
+			st.Up = false
+		case opened && !accepted:
+			go s.accept(p, true)
+		case !opened && accepted:
+			go s.accept(p, false)
+		}
+	}
 	s.stateMu.Lock()
+	if st.Up {
+		delete(s.refused, st.Address)
+	}
+	st.Refused = s.refused[st.Address]
 	old, had := s.states[st.Address]
 	if had && old.State == st.State {
 		s.stateMu.Unlock()
@@ -256,6 +324,71 @@ func (s *Server) onEvent(r *api.WatchEventResponse) {
 	for _, w := range watchers {
 		w(st)
 	}
+}
+
+// peerOf finds the configured peer of a session address as GoBGP reports
+// it: GoBGP drops the zone of an unnumbered peer's link-local address.
+// Called with s.mu held.
+func (s *Server) peerOf(addr netip.Addr) (Peer, bool) {
+	if p, ok := s.peers[addr]; ok {
+		return p, true
+	}
+	if addr.Zone() == "" && addr.Is6() && addr.IsLinkLocalUnicast() {
+		for a, p := range s.peers {
+			if a.WithZone("") == addr {
+				return p, true
+			}
+		}
+	}
+	return Peer{}, false
+}
+
+// accept lets an ExternalOnly peer's session receive its paths (ok) or
+// stops that (the session went down: the next OPEN is checked again). It
+// runs in its own goroutine: GoBGP's event callbacks must not wait on its
+// management loop.
+func (s *Server) accept(p Peer, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, in := s.peers[p.Address]; !in || cur != p || s.accepted[p.Address] == ok {
+		return
+	}
+	if ok {
+		s.accepted[p.Address] = true
+	} else {
+		delete(s.accepted, p.Address)
+	}
+	ctx := context.Background()
+	if err := s.setPolicy(ctx, s.applied, s.attrs); err != nil {
+		s.log.Error(err, "export policy", "peer", p.Name)
+		return
+	}
+	if !ok {
+		return
+	}
+	// The session may have sent its initial table under the old policy:
+	// send it again under the new one.
+	if err := s.s.ResetPeer(ctx, &api.ResetPeerRequest{Address: p.Address.String(), Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {
+		s.log.Error(err, "resend paths", "peer", p.Name)
+	}
+}
+
+// refuse resets p's session (from its own goroutine: GoBGP's event
+// callbacks must not wait on its management loop) and records why.
+func (s *Server) refuse(p Peer, why string) {
+	s.stateMu.Lock()
+	again := s.refused[p.Address] == why
+	s.refused[p.Address] = why
+	s.stateMu.Unlock()
+	// The router retries every few seconds: log the first refusal.
+	if !again {
+		s.log.Info("session refused", "peer", p.Name, "address", p.Address, "reason", why)
+	}
+	go func() {
+		if err := s.ResetSession(context.Background(), p.Address, "dynamicASN external: AS not accepted"); err != nil {
+			s.log.Error(err, "reset refused session", "peer", p.Name)
+		}
+	}()
 }
 
 func sessionStateName(s api.PeerState_SessionState) string {
@@ -323,8 +456,10 @@ func (s *Server) removePeers(ctx context.Context, peers []Peer) ([]Peer, []error
 			continue
 		}
 		delete(s.peers, addr)
+		delete(s.accepted, addr)
 		s.stateMu.Lock()
 		delete(s.states, addr)
+		delete(s.refused, addr)
 		s.stateMu.Unlock()
 	}
 	var added []Peer
@@ -335,7 +470,30 @@ func (s *Server) removePeers(ctx context.Context, peers []Peer) ([]Peer, []error
 		s.peers[addr] = p
 		added = append(added, p)
 	}
+	s.advertise(want)
 	return added, errs
+}
+
+// advertise runs a Router Advertisement sender on the interface of every
+// unnumbered peer, and stops the others. Called with s.mu held.
+func (s *Server) advertise(peers map[netip.Addr]Peer) {
+	want := map[string]bool{}
+	for _, p := range peers {
+		if p.Interface != "" {
+			want[p.Interface] = true
+		}
+	}
+	for name, a := range s.advertisers {
+		if !want[name] {
+			a.stop()
+			delete(s.advertisers, name)
+		}
+	}
+	for name := range want {
+		if s.advertisers[name] == nil {
+			s.advertisers[name] = startAdvertiser(name, s.log)
+		}
+	}
 }
 
 func (s *Server) addPeers(ctx context.Context, added []Peer) []error {
@@ -385,6 +543,17 @@ func (s *Server) peerConfig(p Peer) *api.Peer {
 	}
 	if p.ConnectTime > 0 {
 		conf.Timers.Config.ConnectRetry = uint64(max(p.ConnectTime/time.Second, 1))
+	}
+	// An unnumbered session is opened to the zoned link-local neighbour
+	// address rather than with GoBGP's NeighborInterface, which resolves
+	// the neighbour again on every DeletePeer and fails once the router is
+	// gone from the neighbour table, leaving a session that can no longer
+	// be removed. Its local address is left to the kernel ("::", the
+	// interface's link-local address): GoBGP would otherwise fill in the
+	// zoned link-local address, which it cannot parse back, and announce
+	// "::" as next hop, which routers refuse.
+	if p.Interface != "" {
+		conf.Transport.LocalAddress = netip.IPv6Unspecified().String()
 	}
 	if p.EBGPMultiHop && p.MyASN != p.PeerASN {
 		conf.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: 255}

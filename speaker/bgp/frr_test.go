@@ -121,7 +121,7 @@ func TestFRR(t *testing.T) {
 	run(t, "ip", "-n", nsS, "link", "set", "zhs0", "up")
 	run(t, "ip", "-n", nsR, "link", "set", "zhr0", "up")
 
-	stop := startFRR(t, nsR, pathspace)
+	stop := startFRR(t, nsR, pathspace, frrConfig)
 	defer stop()
 
 	exe, err := os.Executable()
@@ -141,9 +141,9 @@ func TestFRR(t *testing.T) {
 	}
 }
 
-// startFRR starts zebra and bgpd in ns and returns a function that stops
-// them.
-func startFRR(t *testing.T, ns, pathspace string) func() {
+// startFRR starts zebra and bgpd, configured by bgpdConf, in ns and
+// returns a function that stops them.
+func startFRR(t *testing.T, ns, pathspace string, bgpdConf func(logDir string) string) func() {
 	t.Helper()
 	u, err := user.Lookup("frr")
 	if err != nil {
@@ -169,7 +169,7 @@ func startFRR(t *testing.T, ns, pathspace string) func() {
 	t.Cleanup(func() { _ = os.RemoveAll(sock) })
 	confs := map[string]string{
 		"zebra": fmt.Sprintf("hostname zh-bgpt\nlog file %s/zebra.log informational\n!\n", dir),
-		"bgpd":  frrConfig(dir),
+		"bgpd":  bgpdConf(dir),
 	}
 	var procs []*exec.Cmd
 	stop := func() {

@@ -63,8 +63,9 @@ func attrsOf(p Path) attrSet {
 
 // SetPaths makes the paths each peer receives those given, keyed by peer
 // address. Peers not configured with SetPeers are ignored. A path whose
-// attributes or peers did not change is not touched, so routers see
-// updates only for what changed.
+// attributes or peers did not change is not touched; a peer that receives
+// a path in the RIB with new attributes (or for the first time) gets its
+// table again, without a session reset.
 func (s *Server) SetPaths(ctx context.Context, paths map[netip.Addr][]Path) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -97,9 +98,15 @@ func (s *Server) setPaths(ctx context.Context, paths map[netip.Addr][]Path) erro
 	// the next policy rebuild: a Service going unready and back then costs
 	// no policy change at all.
 	policyChanged := false
-	reannounce := map[netip.Prefix]bool{} // attributes or receivers changed
-	shrink := map[netip.Prefix]bool{}     // some peer must stop receiving it
+	shrink := map[netip.Prefix]bool{} // some peer must stop receiving it
+	// resend are the peers that must get a path already in the RIB with
+	// other attributes, or for the first time. GoBGP sends nothing when
+	// the export policy changes, nor when a path is added again unchanged:
+	// these peers get their table again (a soft reset out, no session
+	// reset), which carries the new attributes.
+	resend := map[netip.Addr]bool{}
 	for prefix := range rib {
+		_, inRIB := s.rib[prefix]
 		for addr := range s.peers {
 			want, wok := desired[addr][prefix]
 			have, hok := s.applied[addr][prefix]
@@ -107,9 +114,11 @@ func (s *Server) setPaths(ctx context.Context, paths map[netip.Addr][]Path) erro
 				continue
 			}
 			policyChanged = true
-			reannounce[prefix] = true
 			if hok && !wok {
 				shrink[prefix] = true
+			}
+			if wok && inRIB {
+				resend[addr] = true
 			}
 		}
 	}
@@ -144,13 +153,14 @@ func (s *Server) setPaths(ctx context.Context, paths map[netip.Addr][]Path) erro
 		}
 		if err := s.setPolicy(ctx, applied, newAttrs); err != nil {
 			errs = append(errs, err)
+			resend = nil
 		} else {
 			s.applied = applied
 			s.attrs = newAttrs
 		}
 	}
 	for prefix, w := range rib {
-		if old, in := s.rib[prefix]; in && old == w && !reannounce[prefix] {
+		if old, in := s.rib[prefix]; in && old == w {
 			continue
 		}
 		if err := s.addPath(ctx, prefix, w); err != nil {
@@ -168,6 +178,18 @@ func (s *Server) setPaths(ctx context.Context, paths map[netip.Addr][]Path) erro
 			continue
 		}
 		delete(s.rib, prefix)
+	}
+	for addr := range resend {
+		// A session that is not up gets the whole table when it comes up.
+		s.stateMu.Lock()
+		up := s.states[addr].Up
+		s.stateMu.Unlock()
+		if !up {
+			continue
+		}
+		if err := s.s.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true, Direction: api.ResetPeerRequest_OUT}); err != nil {
+			errs = append(errs, fmt.Errorf("bgppeer %s: send the changed paths: %w", s.peers[addr].Name, err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -204,6 +226,11 @@ func (s *Server) setPolicy(ctx context.Context, applied map[netip.Addr]map[netip
 		if len(groups) == 0 {
 			continue
 		}
+		// A dynamicASN external router gets nothing until its OPEN
+		// showed another AS than the session's own.
+		if p := s.peers[addr]; p.ExternalOnly && p.PeerASN == 0 && !s.accepted[addr] {
+			continue
+		}
 		nset := fmt.Sprintf("zh-n%d", i)
 		req.DefinedSets = append(req.DefinedSets, &api.DefinedSet{
 			DefinedType: api.DefinedType_NEIGHBOR, Name: nset,
@@ -219,7 +246,10 @@ func (s *Server) setPolicy(ctx context.Context, applied map[netip.Addr]map[netip
 			req.DefinedSets = append(req.DefinedSets, ds)
 			a := attrs[k]
 			actions := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
-			if fam6 := strings.HasSuffix(gk, "#6"); fam6 != addr.Is6() {
+			// Over an unnumbered session both families keep GoBGP's
+			// next hop, this node's link-local address (RFC 8950 for
+			// IPv4): the link has no other addresses.
+			if fam6 := strings.HasSuffix(gk, "#6"); fam6 != addr.Is6() && s.peers[addr].Interface == "" {
 				nh := s.peers[addr].NextHop4
 				if fam6 {
 					nh = s.peers[addr].NextHop6

@@ -25,6 +25,8 @@ import (
 type Service struct {
 	// Key is namespace/name.
 	Key string
+	// Labels are the Service's labels, for serviceSelectors.
+	Labels map[string]string
 	// IPs are the ingress IPs from the Service's status.
 	IPs []netip.Addr
 	// Pools, parallel to IPs, are the pools the controller recorded the
@@ -130,6 +132,19 @@ type Plan struct {
 	// Peers are the BGPPeers selected for this node, sorted by name, each
 	// with its paths (maybe none).
 	Peers []PeerPlan
+	// RouterID is the routerID the peers ask for (crosscheck.RouterID);
+	// invalid when none sets one.
+	RouterID netip.Addr
+}
+
+// IBGP reports whether a session with peer is internal: its AS is the
+// session's own, given (peerASN) or required of the router's OPEN
+// (dynamicASN internal). A dynamicASN external session is external.
+func IBGP(peer *v1alpha1.BGPPeerSpec) bool {
+	if peer.DynamicASN != "" {
+		return peer.DynamicASN == v1alpha1.DynamicASNInternal
+	}
+	return peer.PeerASN == peer.MyASN
 }
 
 // Well-known communities (RFC 1997, RFC 3765, RFC 7999).
@@ -179,13 +194,17 @@ func ParseCommunity(s string) (std uint32, lc LargeCommunity, large bool, err er
 
 // advert is a BGPAdvertisement that applies to this node, parsed once.
 type advert struct {
-	adv     *v1alpha1.BGPAdvertisement
-	std     []uint32
-	large   []LargeCommunity
-	peers   []*v1alpha1.BGPPeer
-	len4    int
-	len6    int
-	weights bool
+	adv *v1alpha1.BGPAdvertisement
+	// services are the compiled serviceSelectors; selects caches, by
+	// address, whether every Service holding it matches.
+	services v1alpha1.Selection
+	selects  map[netip.Addr]bool
+	std      []uint32
+	large    []LargeCommunity
+	peers    []*v1alpha1.BGPPeer
+	len4     int
+	len6     int
+	weights  bool
 }
 
 // pathAcc accumulates the contributions to one (peer, prefix).
@@ -213,8 +232,14 @@ func Compute(in Input) (Plan, []error) {
 	for _, c := range conflicts {
 		errs = append(errs, c)
 	}
+	// One router per node: a peer asking for another router ID than an
+	// older one is not used.
+	routerID, peers, idConflicts := crosscheck.RouterID(peers)
+	for _, c := range idConflicts {
+		errs = append(errs, c)
+	}
 	slices.SortFunc(peers, func(a, b *v1alpha1.BGPPeer) int { return cmp.Compare(a.Name, b.Name) })
-	plan := Plan{Peers: make([]PeerPlan, len(peers))}
+	plan := Plan{Peers: make([]PeerPlan, len(peers)), RouterID: routerID}
 	for i, p := range peers {
 		plan.Peers[i].Peer = p
 	}
@@ -232,6 +257,15 @@ func Compute(in Input) (Plan, []error) {
 		}
 		if ok {
 			adverts = append(adverts, a)
+		}
+	}
+
+	// The Services holding each address, ready or not: serviceSelectors
+	// decide per address, and a shared address is one route.
+	holders := map[netip.Addr][]*Service{}
+	for i := range in.Services {
+		for _, ip := range in.Services[i].IPs {
+			holders[ip.Unmap()] = append(holders[ip.Unmap()], &in.Services[i])
 		}
 	}
 
@@ -272,7 +306,7 @@ func Compute(in Input) (Plan, []error) {
 					}
 					covers[i][pool] = ok
 				}
-				if !ok {
+				if !ok || !a.selectsAddress(ip, holders[ip]) {
 					continue
 				}
 				bits := a.len4
@@ -308,7 +342,7 @@ func Compute(in Input) (Plan, []error) {
 					for _, c := range a.large {
 						pa.large[c] = true
 					}
-					if peer.Spec.MyASN == peer.Spec.PeerASN {
+					if IBGP(&peer.Spec) {
 						pa.pref = max(pa.pref, a.adv.Spec.LocalPref)
 					}
 					if a.weights && svc.LocalOnly {
@@ -356,6 +390,9 @@ func parseAdvert(adv *v1alpha1.BGPAdvertisement, node Node, peers []*v1alpha1.BG
 		return advert{}, false, nil
 	}
 	a := advert{adv: adv, len4: 32, len6: 128, weights: adv.Spec.WeightedECMP}
+	if a.services, err = v1alpha1.NewSelection(adv.Spec.ServiceSelectors); err != nil {
+		return advert{}, false, fmt.Errorf("bgpadvertisement %s: serviceSelectors: %w", adv.Name, err)
+	}
 	if l := adv.Spec.AggregationLength; l != nil {
 		if *l < 0 || *l > 32 {
 			return advert{}, false, fmt.Errorf("bgpadvertisement %s: aggregationLength %d out of 0-32", adv.Name, *l)
@@ -387,6 +424,31 @@ func parseAdvert(adv *v1alpha1.BGPAdvertisement, node Node, peers []*v1alpha1.BG
 	return a, true, nil
 }
 
+// selectsAddress reports whether the advertisement's serviceSelectors
+// cover ip: every Service holding it matches one of them (a Service that
+// shares the address but does not match never widens the advertisement
+// to it). Without serviceSelectors every address is covered.
+func (a *advert) selectsAddress(ip netip.Addr, holders []*Service) bool {
+	if len(a.adv.Spec.ServiceSelectors) == 0 {
+		return true
+	}
+	if ok, seen := a.selects[ip]; seen {
+		return ok
+	}
+	ok := len(holders) > 0
+	for _, h := range holders {
+		if !a.services.Matches(h.Labels) {
+			ok = false
+			break
+		}
+	}
+	if a.selects == nil {
+		a.selects = map[netip.Addr]bool{}
+	}
+	a.selects[ip] = ok
+	return ok
+}
+
 func comparePrefix(a, b netip.Prefix) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {
 		return c
@@ -408,6 +470,7 @@ func ServiceFrom(svc *corev1.Service, sls []*discoveryv1.EndpointSlice, node str
 	}
 	s := Service{
 		Key:       svc.Namespace + "/" + svc.Name,
+		Labels:    svc.Labels,
 		LocalOnly: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 	}
 	from := svc.Annotations[v1alpha1.AnnotationAllocatedFrom]

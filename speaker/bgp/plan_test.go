@@ -63,6 +63,24 @@ func svc(key string, local bool, localReady, ready int, ips ...string) Service {
 
 func i32(v int32) *int32 { return &v }
 
+// labelled sets a Service's labels.
+func labelled(s Service, kv ...string) Service {
+	s.Labels = labelsSel(kv...).MatchLabels
+	return s
+}
+
+// dynamic makes a BGPPeer that takes the router's AS from its OPEN.
+func dynamic(name string, myASN uint32, mode v1alpha1.DynamicASNMode) *v1alpha1.BGPPeer {
+	p := peer(name, myASN, 0)
+	p.Spec.DynamicASN = mode
+	return p
+}
+
+func routerID(p *v1alpha1.BGPPeer, id string) *v1alpha1.BGPPeer {
+	p.Spec.RouterID = id
+	return p
+}
+
 // recorded sets the pool the controller recorded for every address of s.
 func recorded(s Service, pool string) Service {
 	s.Pools = nil
@@ -367,6 +385,72 @@ func TestCompute(t *testing.T) {
 			peers: []*v1alpha1.BGPPeer{eR1}, advs: []*v1alpha1.BGPAdvertisement{all},
 			svcs: []Service{svc("ns/tcp", false, 0, 1, "192.0.2.4"), svc("ns/udp", false, 0, 1, "192.0.2.4")},
 			want: []string{"r1: 192.0.2.4/32 [ns/tcp,ns/udp]"}},
+		{name: "serviceSelectors: only matching Services",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{adv("x", func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.ServiceSelectors = []v1alpha1.LabelSelector{labelsSel("app", "dns")}
+			})},
+			svcs: []Service{labelled(web, "app", "web"), labelled(svc("ns/dns", false, 0, 1, "192.0.2.2"), "app", "dns")},
+			want: []string{"r1: 192.0.2.2/32 [ns/dns]"}},
+		{name: "serviceSelectors are ORed, an empty selector matches every Service",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{adv("x", func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.ServiceSelectors = []v1alpha1.LabelSelector{labelsSel("app", "nope"), {}}
+			})},
+			svcs: []Service{web},
+			want: []string{"r1: 192.0.2.1/32 [ns/web]"}},
+		{name: "serviceSelectors choose the communities: another advertisement announces the rest",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{all, adv("gold", func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.ServiceSelectors = []v1alpha1.LabelSelector{labelsSel("tier", "gold")}
+				s.Communities = []string{"65000:1"}
+			})},
+			svcs: []Service{labelled(web, "tier", "gold"), svc("ns/other", false, 0, 1, "192.0.2.2")},
+			want: []string{"r1: 192.0.2.1/32 c=65000:1 [ns/web]", "r1: 192.0.2.2/32 [ns/other]"}},
+		{name: "serviceSelectors on a shared address: every holder matches",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{adv("gold", func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.ServiceSelectors = []v1alpha1.LabelSelector{labelsSel("tier", "gold")}
+				s.Communities = []string{"65000:1"}
+			})},
+			svcs: []Service{labelled(svc("ns/tcp", false, 0, 1, "192.0.2.4"), "tier", "gold"), labelled(svc("ns/udp", false, 0, 1, "192.0.2.4"), "tier", "gold")},
+			want: []string{"r1: 192.0.2.4/32 c=65000:1 [ns/tcp,ns/udp]"}},
+		{name: "serviceSelectors on a shared address: one holder that does not match keeps the advertisement off it",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{all, adv("gold", func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.ServiceSelectors = []v1alpha1.LabelSelector{labelsSel("tier", "gold")}
+				s.Communities = []string{"65000:1"}
+			})},
+			svcs: []Service{labelled(svc("ns/tcp", false, 0, 1, "192.0.2.4"), "tier", "gold"), svc("ns/udp", false, 0, 1, "192.0.2.4")},
+			want: []string{"r1: 192.0.2.4/32 [ns/tcp,ns/udp]"}},
+		{name: "serviceSelectors on a shared address: a holder without endpoints still counts",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{adv("gold", func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.ServiceSelectors = []v1alpha1.LabelSelector{labelsSel("tier", "gold")}
+			})},
+			svcs: []Service{labelled(svc("ns/tcp", false, 0, 1, "192.0.2.4"), "tier", "gold"), svc("ns/udp", false, 0, 0, "192.0.2.4")},
+			want: []string{"r1: -"}},
+		{name: "serviceSelectors decide per address: a dual-stack Service's two addresses alike",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{adv("gold", func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.ServiceSelectors = []v1alpha1.LabelSelector{labelsSel("tier", "gold")}
+			})},
+			svcs: []Service{labelled(svc("ns/ds", false, 0, 1, "192.0.2.3", "2001:db8::3"), "tier", "gold"), svc("ns/v6", false, 0, 1, "2001:db8::3")},
+			want: []string{"r1: 192.0.2.3/32 [ns/ds]"}},
+		{name: "bad serviceSelector leaves its advertisement out",
+			peers: []*v1alpha1.BGPPeer{eR1},
+			advs: []*v1alpha1.BGPAdvertisement{adv("bad", func(s *v1alpha1.BGPAdvertisementSpec) {
+				s.ServiceSelectors = []v1alpha1.LabelSelector{{MatchExpressions: []v1alpha1.LabelSelectorRequirement{{Key: "app", Operator: "Bogus"}}}}
+			})},
+			svcs: []Service{web}, want: []string{"r1: -"}, wantErr: "bgpadvertisement bad: serviceSelectors"},
+		{name: "dynamicASN internal is iBGP: local pref sent",
+			peers: []*v1alpha1.BGPPeer{dynamic("d1", 64512, v1alpha1.DynamicASNInternal), dynamic("d2", 64512, v1alpha1.DynamicASNExternal)},
+			advs:  []*v1alpha1.BGPAdvertisement{adv("x", func(s *v1alpha1.BGPAdvertisementSpec) { s.LocalPref = 150 })},
+			svcs:  []Service{web}, want: []string{"d1: 192.0.2.1/32 lp=150 [ns/web]", "d2: 192.0.2.1/32 [ns/web]"}},
+		{name: "a peer asking for another router ID than an older one is not used",
+			peers: []*v1alpha1.BGPPeer{aged(routerID(peer("r1", 64512, 64513), "192.0.2.101"), 0), aged(routerID(peer("r2", 64512, 64513), "192.0.2.102"), 5), aged(peer("r3", 64512, 64513), 9)},
+			advs:  []*v1alpha1.BGPAdvertisement{all}, svcs: []Service{web},
+			want: []string{"r1: 192.0.2.1/32 [ns/web]", "r3: 192.0.2.1/32 [ns/web]"}, wantErr: "bgppeer r2: routerID 192.0.2.102 differs from 192.0.2.101, set by the older bgppeer r1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -503,6 +587,44 @@ func TestNodeHealthy(t *testing.T) {
 	for _, tc := range tests {
 		if got := NodeHealthy(tc.node); got != tc.want {
 			t.Errorf("%s: got %v want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestIBGP(t *testing.T) {
+	tests := []struct {
+		name string
+		spec v1alpha1.BGPPeerSpec
+		want bool
+	}{
+		{"same AS", v1alpha1.BGPPeerSpec{MyASN: 64512, PeerASN: 64512}, true},
+		{"other AS", v1alpha1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513}, false},
+		{"dynamic internal", v1alpha1.BGPPeerSpec{MyASN: 64512, DynamicASN: v1alpha1.DynamicASNInternal}, true},
+		{"dynamic external", v1alpha1.BGPPeerSpec{MyASN: 64512, DynamicASN: v1alpha1.DynamicASNExternal}, false},
+	}
+	for _, tc := range tests {
+		if got := IBGP(&tc.spec); got != tc.want {
+			t.Errorf("%s: IBGP = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestPlanRouterID(t *testing.T) {
+	node := Node{Name: "n1", Healthy: true}
+	tests := []struct {
+		name  string
+		peers []*v1alpha1.BGPPeer
+		want  string
+	}{
+		{"none", []*v1alpha1.BGPPeer{peer("r1", 64512, 64513)}, "invalid IP"},
+		{"from a peer", []*v1alpha1.BGPPeer{peer("r1", 64512, 64513), routerID(peer("r2", 64512, 64513), "192.0.2.9")}, "192.0.2.9"},
+		{"the oldest wins", []*v1alpha1.BGPPeer{aged(routerID(peer("r2", 64512, 64513), "192.0.2.9"), 3), aged(routerID(peer("r1", 64512, 64513), "192.0.2.8"), 1)}, "192.0.2.8"},
+		{"a peer for other nodes does not count", []*v1alpha1.BGPPeer{routerID(peer("r1", 64512, 64513, labelsSel("rack", "b")), "192.0.2.9")}, "invalid IP"},
+	}
+	for _, tc := range tests {
+		plan, _ := Compute(Input{Node: node, Peers: tc.peers})
+		if got := plan.RouterID.String(); got != tc.want {
+			t.Errorf("%s: router ID %s, want %s", tc.name, got, tc.want)
 		}
 	}
 }

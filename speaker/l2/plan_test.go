@@ -59,6 +59,15 @@ func slice(svc string, eps map[string]bool) *discoveryv1.EndpointSlice {
 	return sl
 }
 
+// svcKeys names Services of namespace default.
+func svcKeys(names ...string) []types.NamespacedName {
+	var out []types.NamespacedName
+	for _, n := range names {
+		out = append(out, types.NamespacedName{Namespace: "default", Name: n})
+	}
+	return out
+}
+
 func TestVIPs(t *testing.T) {
 	pools := []*v1alpha1.IPAddressPool{
 		pool("l2", map[string]string{"mode": "l2"}, "198.51.100.200-198.51.100.250", "2001:db8:100::200/120"),
@@ -140,14 +149,14 @@ func TestVIPs(t *testing.T) {
 				t.Errorf("interfaces %v, want %v", v.Interfaces, tc.wantIfaces)
 			}
 			for _, v := range vips {
-				switch v.Service.Name {
+				switch v.Services[0].Name {
 				case "local":
-					if !v.Local["n2"] || v.Local["n1"] || len(v.Local) != 1 {
+					if len(v.Local) != 1 || !v.Local[0]["n2"] || v.Local[0]["n1"] || len(v.Local[0]) != 1 || v.Cluster {
 						t.Errorf("local endpoints %v, want only n2", v.Local)
 					}
 				default:
-					if v.Local != nil {
-						t.Errorf("%s: cluster policy has local set %v", v.Service, v.Local)
+					if v.Local != nil || !v.Cluster {
+						t.Errorf("%s: cluster policy has local set %v", v.Services, v.Local)
 					}
 				}
 			}
@@ -169,20 +178,20 @@ func TestCompute(t *testing.T) {
 	var vips []VIP
 	for i := range 30 {
 		vips = append(vips, VIP{
-			Service: types.NamespacedName{Namespace: "default", Name: fmt.Sprint("s", i)},
-			IP:      netip.AddrFrom4([4]byte{198, 51, 100, byte(200 + i)}),
+			Services: svcKeys(fmt.Sprint("s", i)),
+			IP:       netip.AddrFrom4([4]byte{198, 51, 100, byte(200 + i)}),
 		})
 	}
-	v6 := VIP{Service: types.NamespacedName{Namespace: "default", Name: "v6"}, IP: netip.MustParseAddr("2001:db8:100::200")}
-	rackB := VIP{Service: types.NamespacedName{Namespace: "default", Name: "rackb"}, IP: netip.MustParseAddr("198.51.100.100"),
+	v6 := VIP{Services: svcKeys("v6"), IP: netip.MustParseAddr("2001:db8:100::200")}
+	rackB := VIP{Services: svcKeys("rackb"), IP: netip.MustParseAddr("198.51.100.100"),
 		Selectors: []v1alpha1.LabelSelector{{MatchLabels: map[string]string{"rack": "b"}}}}
-	local := VIP{Service: types.NamespacedName{Namespace: "default", Name: "local"}, IP: netip.MustParseAddr("198.51.100.101"),
-		Local: map[string]bool{"n3": true}}
-	localNone := VIP{Service: types.NamespacedName{Namespace: "default", Name: "nolocal"}, IP: netip.MustParseAddr("198.51.100.102"),
-		Local: map[string]bool{}}
-	named := VIP{Service: types.NamespacedName{Namespace: "default", Name: "named"}, IP: netip.MustParseAddr("203.0.113.9"),
+	local := VIP{Services: svcKeys("local"), IP: netip.MustParseAddr("198.51.100.101"),
+		Local: []map[string]bool{{"n3": true}}}
+	localNone := VIP{Services: svcKeys("nolocal"), IP: netip.MustParseAddr("198.51.100.102"),
+		Local: []map[string]bool{{}}}
+	named := VIP{Services: svcKeys("named"), IP: netip.MustParseAddr("203.0.113.9"),
 		Interfaces: []string{"eth1", "eth9"}}
-	offLink := VIP{Service: types.NamespacedName{Namespace: "default", Name: "off"}, IP: netip.MustParseAddr("203.0.113.10")}
+	offLink := VIP{Services: svcKeys("off"), IP: netip.MustParseAddr("203.0.113.10")}
 	all := append(slices.Clone(vips), v6, rackB, local, localNone)
 
 	// ownersOf runs the plan as each node would and returns VIP -> owners.
@@ -207,7 +216,7 @@ func TestCompute(t *testing.T) {
 		per := map[string]int{}
 		for _, v := range all {
 			o := owners[v.IP]
-			if v.Service.Name == "nolocal" {
+			if v.Services[0].Name == "nolocal" {
 				if len(o) != 0 {
 					t.Errorf("Local Service without endpoints owned by %v", o)
 				}

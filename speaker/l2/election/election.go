@@ -79,13 +79,19 @@ func mix64(x uint64) uint64 {
 type Node struct {
 	Name   string
 	Labels map[string]string
+	// Excluded nodes never own an address: labelled
+	// node.kubernetes.io/exclude-from-external-load-balancers, or with
+	// NetworkUnavailable, as BGP mode treats them. Every speaker reads it
+	// from the same Node objects, so all agree.
+	Excluded bool
 }
 
 // Eligible returns, sorted, the names of the nodes that may own an address
 // announced by an L2Advertisement with these node selectors: nodes that
-// match any selector (all nodes when there is none), that are alive in the
-// memberlist cluster, and — when withEndpoints is not nil, as for a Service
-// with externalTrafficPolicy Local — that have a ready local endpoint.
+// are not excluded, match any selector (all nodes when there is none), are
+// alive in the memberlist cluster, and — when withEndpoints is not nil, as
+// for a Service with externalTrafficPolicy Local — have a ready local
+// endpoint.
 func Eligible(nodes []Node, nodeSelectors []v1alpha1.LabelSelector, alive, withEndpoints map[string]bool) ([]string, error) {
 	sel, err := v1alpha1.NewSelection(nodeSelectors)
 	if err != nil {
@@ -93,7 +99,7 @@ func Eligible(nodes []Node, nodeSelectors []v1alpha1.LabelSelector, alive, withE
 	}
 	var out []string
 	for _, n := range nodes {
-		if !alive[n.Name] {
+		if n.Excluded || !alive[n.Name] {
 			continue
 		}
 		if withEndpoints != nil && !withEndpoints[n.Name] {
@@ -106,4 +112,48 @@ func Eligible(nodes []Node, nodeSelectors []v1alpha1.LabelSelector, alive, withE
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// Preference adds Weight to the score of every node that Nodes selects
+// (an L2Advertisement's preferredNodeSelectors entry).
+type Preference struct {
+	Weight int32
+	Nodes  v1alpha1.Selection
+}
+
+// Preferred narrows eligible (sorted, as Eligible returns it) to the nodes
+// with the highest score, the sum of the weights of the preferences that
+// select each; Owner then breaks ties by hash. Without preferences, or when
+// every node scores alike, it is eligible itself, so the plain hash
+// decides. When a preferred node leaves, the next best score takes over;
+// when it comes back, it takes the address back.
+func Preferred(nodes []Node, eligible []string, prefs []Preference) []string {
+	if len(prefs) == 0 || len(eligible) < 2 {
+		return eligible
+	}
+	var (
+		best    []string
+		top     int64
+		counted = map[string]bool{}
+	)
+	for _, n := range nodes {
+		if _, ok := slices.BinarySearch(eligible, n.Name); !ok || counted[n.Name] {
+			continue
+		}
+		counted[n.Name] = true
+		var score int64
+		for _, p := range prefs {
+			if p.Nodes.Matches(n.Labels) {
+				score += int64(p.Weight)
+			}
+		}
+		switch {
+		case best == nil || score > top:
+			best, top = []string{n.Name}, score
+		case score == top:
+			best = append(best, n.Name)
+		}
+	}
+	slices.Sort(best)
+	return best
 }

@@ -162,8 +162,16 @@ func TestEligible(t *testing.T) {
 		{Name: "n4", Labels: map[string]string{"zone": "c"}},
 	}
 	allAlive := map[string]bool{"n1": true, "n2": true, "n3": true, "n4": true}
+	excluded := func(names ...string) []Node {
+		out := slices.Clone(nodes)
+		for i := range out {
+			out[i].Excluded = slices.Contains(names, out[i].Name)
+		}
+		return out
+	}
 	tests := []struct {
 		name      string
+		nodes     []Node // default: nodes
 		selectors []v1alpha1.LabelSelector
 		alive     map[string]bool
 		endpoints map[string]bool
@@ -199,10 +207,22 @@ func TestEligible(t *testing.T) {
 			endpoints: map[string]bool{"n2": true},
 			want:      nil,
 		},
+		{name: "excluded nodes left out", nodes: excluded("n1", "n4"), alive: allAlive, want: []string{"n2", "n3"}},
+		{name: "an excluded node with the only endpoint: none", nodes: excluded("n3"), alive: allAlive, endpoints: map[string]bool{"n3": true}, want: nil},
+		{
+			name:      "excluded even where a selector names it",
+			nodes:     excluded("n1"),
+			selectors: []v1alpha1.LabelSelector{{MatchLabels: map[string]string{"zone": "a"}}},
+			alive:     allAlive, want: []string{"n3"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Eligible(nodes, tc.selectors, tc.alive, tc.endpoints)
+			ns := nodes
+			if tc.nodes != nil {
+				ns = tc.nodes
+			}
+			got, err := Eligible(ns, tc.selectors, tc.alive, tc.endpoints)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -217,6 +237,78 @@ func TestEligibleBadSelector(t *testing.T) {
 	bad := []v1alpha1.LabelSelector{{MatchExpressions: []v1alpha1.LabelSelectorRequirement{{Key: "k", Operator: "Near"}}}}
 	if _, err := Eligible([]Node{{Name: "n"}}, bad, map[string]bool{"n": true}, nil); err == nil {
 		t.Fatal("Eligible accepted an unknown operator")
+	}
+}
+
+func pref(t *testing.T, weight int32, sel v1alpha1.LabelSelector) Preference {
+	t.Helper()
+	s, err := v1alpha1.NewSelection([]v1alpha1.LabelSelector{sel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Preference{Weight: weight, Nodes: s}
+}
+
+func TestPreferred(t *testing.T) {
+	nodes := []Node{
+		{Name: "n1", Labels: map[string]string{"zone": "a", "ssd": "yes"}},
+		{Name: "n2", Labels: map[string]string{"zone": "b", "ssd": "yes"}},
+		{Name: "n3", Labels: map[string]string{"zone": "a"}},
+		{Name: "n4", Labels: map[string]string{"zone": "c"}},
+	}
+	all := []string{"n1", "n2", "n3", "n4"}
+	zone := func(z string) v1alpha1.LabelSelector {
+		return v1alpha1.LabelSelector{MatchLabels: map[string]string{"zone": z}}
+	}
+	ssd := v1alpha1.LabelSelector{MatchLabels: map[string]string{"ssd": "yes"}}
+	tests := []struct {
+		name     string
+		eligible []string
+		prefs    []Preference
+		want     []string
+	}{
+		{"no preferences: all", all, nil, all},
+		{"one preferred node", all, []Preference{pref(t, 50, zone("c"))}, []string{"n4"}},
+		{"the weights add up", all, []Preference{pref(t, 30, zone("a")), pref(t, 20, ssd)}, []string{"n1"}},
+		{"a heavier preference wins", all, []Preference{pref(t, 30, zone("a")), pref(t, 40, zone("b"))}, []string{"n2"}},
+		{"ties stay for the hash", all, []Preference{pref(t, 10, zone("a"))}, []string{"n1", "n3"}},
+		{"an empty selector weighs every node alike", all, []Preference{pref(t, 10, v1alpha1.LabelSelector{})}, all},
+		{"the preferred node is not eligible: the next best", []string{"n2", "n3", "n4"}, []Preference{pref(t, 30, zone("a")), pref(t, 20, ssd)}, []string{"n3"}},
+		{"the next best, tied", []string{"n2", "n3", "n4"}, []Preference{pref(t, 20, zone("a")), pref(t, 20, ssd)}, []string{"n2", "n3"}},
+		{"no preferred node eligible: all that are", []string{"n2", "n4"}, []Preference{pref(t, 30, zone("a"))}, []string{"n2", "n4"}},
+		{"one eligible node", []string{"n2"}, []Preference{pref(t, 30, zone("a"))}, []string{"n2"}},
+		{"none eligible", nil, []Preference{pref(t, 30, zone("a"))}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Preferred(nodes, tc.eligible, tc.prefs); !slices.Equal(got, tc.want) {
+				t.Fatalf("Preferred = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPreferredFailover: with a preference for one node, every address
+// lives there while it is eligible, moves by hash among the others when it
+// goes, and comes back when it returns; every speaker computes the same.
+func TestPreferredFailover(t *testing.T) {
+	nodes := []Node{{Name: "edge-1", Labels: map[string]string{"kubernetes.io/hostname": "edge-1"}}, {Name: "edge-2"}, {Name: "edge-3"}}
+	prefs := []Preference{pref(t, 100, v1alpha1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/hostname": "edge-1"}})}
+	all := []string{"edge-1", "edge-2", "edge-3"}
+	moved := map[string]int{}
+	for _, v := range vips(200) {
+		if got := Owner(v, Preferred(nodes, all, prefs)); got != "edge-1" {
+			t.Fatalf("%s owned by %s with edge-1 preferred and up", v, got)
+		}
+		rest := []string{"edge-2", "edge-3"}
+		after := Owner(v, Preferred(nodes, rest, prefs))
+		if after != Owner(v, rest) {
+			t.Fatalf("%s: with edge-1 gone, %s instead of the hash's %s", v, after, Owner(v, rest))
+		}
+		moved[after]++
+	}
+	if moved["edge-2"] == 0 || moved["edge-3"] == 0 {
+		t.Fatalf("with edge-1 gone the addresses went to %v, want both others", moved)
 	}
 }
 

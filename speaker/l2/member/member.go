@@ -188,20 +188,31 @@ func (c *Cluster) HasMajority() bool {
 	c.mu.Lock()
 	expected := c.expected
 	c.mu.Unlock()
+	var alive []string
+	for _, n := range c.ml.Members() {
+		alive = append(alive, n.Name)
+	}
+	return majority(expected, alive)
+}
+
+// majority counts a live member as expected too: the expected set comes
+// from the SpeakerStatuses the speaker last read, which may lack a speaker
+// that has just started; leaving it out would count it against the
+// majority while it is alive, and a member that sees two of three live
+// would stop answering when one of the two it knew died.
+func majority(expected, alive []string) bool {
 	if len(expected) == 0 {
 		return true
 	}
-	alive := map[string]bool{}
-	for _, n := range c.ml.Members() {
-		alive[n.Name] = true
-	}
-	seen := 0
+	all := map[string]bool{}
 	for _, e := range expected {
-		if alive[e] {
-			seen++
-		}
+		all[e] = true
 	}
-	return 2*seen > len(expected)
+	live := map[string]bool{}
+	for _, a := range alive {
+		all[a], live[a] = true, true
+	}
+	return 2*len(live) > len(all)
 }
 
 // SetReady says whether this node can own VIPs (its announcing interface

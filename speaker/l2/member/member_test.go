@@ -187,3 +187,27 @@ func TestParseLogLine(t *testing.T) {
 		}
 	}
 }
+
+func TestMajority(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		expected, alive []string
+		want            bool
+	}{
+		{"none expected", nil, []string{"a"}, true},
+		{"all alive", []string{"a", "b", "c"}, []string{"a", "b", "c"}, true},
+		{"two of three", []string{"a", "b", "c"}, []string{"a", "c"}, true},
+		{"one of three", []string{"a", "b", "c"}, []string{"a"}, false},
+		{"half is not a majority", []string{"a", "b", "c", "d"}, []string{"a", "b"}, false},
+		// c has not written its SpeakerStatus yet when a read them, and b
+		// dies: a and c are two live of three.
+		{"live member not yet expected", []string{"a", "b"}, []string{"a", "c"}, true},
+		{"live newcomers on the minority side", []string{"a", "b", "c", "d", "e"}, []string{"a", "b", "f"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := majority(tc.expected, tc.alive); got != tc.want {
+				t.Errorf("majority(%v, %v) = %v, want %v", tc.expected, tc.alive, got, tc.want)
+			}
+		})
+	}
+}
