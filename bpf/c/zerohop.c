@@ -11,6 +11,10 @@
  *                 Also: fragments follow their first fragment, ICMP
  *                 frag-needed / packet-too-big go to the flow's backend,
  *                 echo requests to a VIP are answered.
+ *   zh_tc_ingress tcx ingress on the uplink: a frame XDP rewrote for a local
+ *                 Pod, marked in its metadata, goes into the Pod by
+ *                 bpf_redirect_peer, ahead of the node's routing and
+ *                 netfilter.
  *   zh_tc_egress  tcx egress on the uplink: Pod reply -> SNAT back to VIP
  *                 (and the SYN-ACK's MSS clamped for encapsulated flows).
  *
@@ -77,6 +81,14 @@ static __always_inline int front(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct zh_pkt p = {};
+	struct ethhdr *eth = data;
+
+	/* The mark is ours alone: tc ingress trusts it (to_peer in fwd.h). */
+	if ((void *)(eth + 1) <= end && eth->h_source[0] == ZH_MARK0 && eth->h_source[1] == ZH_MARK1 &&
+	    eth->h_source[2] == ZH_MARK2 && eth->h_source[3] == ZH_MARK3) {
+		DLV_INC(spoofed, 1);
+		return XDP_DROP;
+	}
 	__be16 ethertype = parse_eth(&p, data, end);
 
 	if (ethertype == bpf_htons(ETH_P_IPV6)) {
@@ -104,7 +116,7 @@ static __always_inline int front(struct xdp_md *ctx)
 	struct backend *be = backend_fast(&fc->backend, fc->svc, ZH_AF_INET);
 	if (!be)
 		return ZH_FAST;
-	return hit_out(&p, data, end, be, fc->svc, fc->backend, fc->nh_ifindex, fc->nh_dmac, fc->nh_smac);
+	return hit_out(ctx, &p, data, end, be, fc->svc, fc->backend, fc->nh_ifindex, fc->nh_dmac, fc->nh_smac);
 }
 
 /* Stage 2: an established flow to a local backend of a service without
@@ -143,7 +155,7 @@ __attribute__((noinline)) int zh_fast(struct xdp_md *ctx)
 		ct->last_seen = now;
 	if (p.t.family == ZH_AF_INET)
 		fcache_fill(&p.t, ct);
-	return hit_out(&p, data, end, be, ct->svc, ct->backend, ct->nh_ifindex, ct->nh_dmac, ct->nh_smac);
+	return hit_out(ctx, &p, data, end, be, ct->svc, ct->backend, ct->nh_ifindex, ct->nh_dmac, ct->nh_smac);
 }
 
 /* Stage 3, one packet in full: the special kinds, then conntrack, else the
@@ -242,6 +254,35 @@ int zh_xdp(struct xdp_md *ctx)
 	if (bench_restore(ctx))
 		return XDP_ABORTED;
 	return r;
+}
+
+/* ----------------------------------------------------- tc ingress -- */
+
+/* What XDP (to_peer in fwd.h) rewrote and marked for a Pod on this node:
+ * into the Pod's own interface, whose other end is in the Pod's
+ * namespace, with the MACs a router's frame to the Pod would carry. The
+ * kernel hands the packet to the Pod's stack right away; the node's IP
+ * layer never sees it. Anything unmarked, or not addressed to this host
+ * (a promiscuous uplink), goes on. */
+SEC("tcx/ingress")
+int zh_tc_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end || eth->h_source[0] != ZH_MARK0 || eth->h_source[1] != ZH_MARK1 ||
+	    eth->h_source[2] != ZH_MARK2 || eth->h_source[3] != ZH_MARK3 || skb->pkt_type != ZH_PACKET_HOST)
+		return ZH_TCX_NEXT;
+	__u32 slot = (__u32)eth->h_source[4] << 8 | eth->h_source[5];
+	struct pod_slot *ps = bpf_map_lookup_elem(&pod_slots, &slot);
+	if (!ps || !ps->ifindex)
+		return ZH_TCX_NEXT;
+	__builtin_memcpy(eth->h_source, ps->host_mac, ETH_ALEN);
+	if (ps->pod_mac[0] | ps->pod_mac[1] | ps->pod_mac[2] | ps->pod_mac[3] | ps->pod_mac[4] | ps->pod_mac[5])
+		__builtin_memcpy(eth->h_dest, ps->pod_mac, ETH_ALEN);
+	DLV_INC(peer_tc, skb->gso_segs > 1 ? skb->gso_segs : 1);
+	return bpf_redirect_peer(ps->ifindex, 0);
 }
 
 /* ------------------------------------------------------ tc egress -- */
