@@ -147,7 +147,7 @@ type nodeCounters struct {
 	fwd4, fwd6 uint64            // Ip ForwDatagrams, Ip6 OutForwDatagrams
 	nft        map[string]uint64 // addCounters' counters
 	delivery   bpf.Delivery
-	balanced   uint64            // packets XDP balanced for the echo ports of every Service
+	balanced   uint64 // packets XDP balanced for the echo ports of every Service
 }
 
 func (a nodeCounters) minus(b nodeCounters) nodeCounters {

@@ -120,7 +120,7 @@ type Options struct {
 	// (podlinks.go), skipping the node's routing and netfilter; without
 	// it they are rewritten and passed to the node's stack.
 	DirectToPods bool
-	Log              logr.Logger
+	Log          logr.Logger
 	// OnWrite, when set, is told how many entries a round wrote and how
 	// long that took; OnSize how many the datapath holds after a change.
 	// The speaker exports both as metrics.
