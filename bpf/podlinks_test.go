@@ -21,7 +21,7 @@ import (
 func TestPodLinks(t *testing.T) {
 	requireRoot(t)
 	ns, ifindex := benchNetnsT(t)
-	routed, bridged := netip.MustParseAddr("203.0.113.11"), netip.MustParseAddr("203.0.114.13")
+	routed, bridged := netip.MustParseAddr("203.0.113.11"), netip.MustParseAddr("192.0.2.77")
 	podMAC := map[netip.Addr]net.HardwareAddr{routed: {2, 0, 0, 0, 0, 0x11}, bridged: {2, 0, 0, 0, 0, 0x13}}
 	for _, args := range [][]string{
 		{"ip", "-n", ns, "neigh", "add", routed.String(), "lladdr", podMAC[routed].String(), "dev", "zh-b1", "nud", "permanent"},
@@ -31,7 +31,7 @@ func TestPodLinks(t *testing.T) {
 		{"ip", "-n", ns, "link", "set", "zh-bp0", "up"},
 		{"ip", "-n", ns, "link", "set", "zh-bp1", "up"},
 		{"ip", "-n", ns, "link", "set", "zh-bbr", "up"},
-		{"ip", "-n", ns, "addr", "add", "203.0.114.1/24", "dev", "zh-bbr"},
+		{"ip", "-n", ns, "addr", "add", "192.0.2.65/26", "dev", "zh-bbr"},
 		{"ip", "-n", ns, "neigh", "add", bridged.String(), "lladdr", podMAC[bridged].String(), "dev", "zh-bbr", "nud", "permanent"},
 	} {
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {

@@ -1,0 +1,110 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/zerohop/zerohop/e2e/lab"
+)
+
+// nodeForwarded reads Ip ForwDatagrams of a namespace: the packets its IP
+// layer forwarded.
+func nodeForwarded(ns string) (uint64, error) {
+	var n uint64
+	err := lab.InNetns(ns, func() error {
+		// /proc/net follows the main thread; thread-self follows this one.
+		b, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		lines := strings.Split(string(b), "\n")
+		for i, line := range lines {
+			head := strings.Fields(line)
+			if len(head) == 0 || head[0] != "Ip:" || i+1 >= len(lines) {
+				continue
+			}
+			vals := strings.Fields(lines[i+1])
+			for j, h := range head {
+				if h == "ForwDatagrams" && j < len(vals) {
+					n, err = strconv.ParseUint(vals[j], 10, 64)
+					return err
+				}
+			}
+		}
+		return fmt.Errorf("no Ip ForwDatagrams in %s's snmp", ns)
+	})
+	return n, err
+}
+
+// countTable holds the counting run's rules: packets at the node's
+// prerouting and forward hooks, ahead of every other rule (priority
+// -400), whatever they are.
+const countTable = "zh_bench_count"
+
+// countNetfilter runs a short TCP load against the contender with counter
+// rules at the node's prerouting and forward hooks, and returns the
+// packets each saw per request. The rules exist only for this run, so the
+// timed runs pay for no hook that is not the contender's own.
+func (t *Topology) countNetfilter(ctx context.Context, c Config, targets []netip.AddrPort) (pre, fwd float64, err error) {
+	script := "table inet " + countTable + " {\n" +
+		"  chain count_pre { type filter hook prerouting priority -400; policy accept; counter }\n" +
+		"  chain count_forward { type filter hook forward priority -400; policy accept; counter }\n}\n"
+	if err := nsRun(ctx, t.NodeNS(), script, "nft", "-f", "-"); err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		if derr := nsRun(ctx, t.NodeNS(), "", "nft", "delete", "table", "inet", countTable); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+	var addrs []string
+	for _, a := range targets {
+		addrs = append(addrs, a.String())
+	}
+	load, err := t.runLoadHelper(ctx, LoadConfig{Proto: "tcp", Addr: strings.Join(addrs, ","), Workers: c.Workers, Duration: time.Second})
+	if err != nil {
+		return 0, 0, err
+	}
+	if load.Requests == 0 {
+		return 0, 0, fmt.Errorf("counting run: no request completed (%d errors, first: %s)", load.Errors, load.FirstErr)
+	}
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", t.NodeNS(), "nft", "-j", "list", "table", "inet", countTable).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("nft list table %s: %w", countTable, err)
+	}
+	var doc struct {
+		Nftables []struct {
+			Rule *struct {
+				Chain string `json:"chain"`
+				Expr  []struct {
+					Counter *struct {
+						Packets uint64 `json:"packets"`
+					} `json:"counter"`
+				} `json:"expr"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		return 0, 0, fmt.Errorf("nft counters %q: %w", out, err)
+	}
+	got := map[string]uint64{}
+	for _, e := range doc.Nftables {
+		if e.Rule == nil {
+			continue
+		}
+		for _, x := range e.Rule.Expr {
+			if x.Counter != nil {
+				got[e.Rule.Chain] += x.Counter.Packets
+			}
+		}
+	}
+	n := float64(load.Requests)
+	return float64(got["count_pre"]) / n, float64(got["count_forward"]) / n, nil
+}
