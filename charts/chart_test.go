@@ -101,6 +101,10 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"defaultClass=maybe", "defaultClass"},
 		{"controller.typo=1", "typo"},
 		{"prometheus.serviceMonitor.interval=soon", "interval"},
+		{"metrics.secure=sometimes", "secure"},
+		{"metrics.readers[0].name=prometheus", "namespace"},
+		{"prometheus.podMonitor.enabled=true", "podMonitor"},
+		{"grafana.dashboard.labels.grafana_dashboard=1", "grafana_dashboard"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.set, func(t *testing.T) {
@@ -178,6 +182,10 @@ func TestInstallRBAC(t *testing.T) {
 			{"list", "zerohop.io", "l2advertisements", "", "", false},
 			{"list", "", "nodes", "", "", true},
 			{"update", "", "nodes", "", "", false},
+			{"watch", "zerohop.io", "speakerstatuses", "", "", true},
+			{"update", "zerohop.io", "speakerstatuses", "status", "", false},
+			{"create", "authentication.k8s.io", "tokenreviews", "", "", true},
+			{"create", "authorization.k8s.io", "subjectaccessreviews", "", "", true},
 		}},
 		{"zerohop-speaker", []check{
 			{"list", "", "services", "", "", true},
@@ -195,6 +203,8 @@ func TestInstallRBAC(t *testing.T) {
 			{"create", "zerohop.io", "speakerstatuses", "", "", true},
 			{"update", "zerohop.io", "speakerstatuses", "status", "", true},
 			{"delete", "zerohop.io", "speakerstatuses", "", "", false},
+			{"create", "authentication.k8s.io", "tokenreviews", "", "", true},
+			{"create", "authorization.k8s.io", "subjectaccessreviews", "", "", true},
 		}},
 	}
 	for _, tc := range tests {

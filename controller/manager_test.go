@@ -53,6 +53,7 @@ func TestManagerEndpoints(t *testing.T) {
 		LeaderElection:   true,
 		LeaderElectionID: lease,
 		MetricsAddr:      metrics,
+		MetricsPlainHTTP: true,
 		HealthAddr:       health,
 	})
 	defer stop()

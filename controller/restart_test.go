@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/zerohop/zerohop/controller"
@@ -199,6 +201,61 @@ func TestFailoverKeepsIPs(t *testing.T) {
 				t.Errorf("%s held by %s and %s", ip, prev, name)
 			}
 			seen[ip] = name
+		}
+	}
+}
+
+// TestHandover times the standby's takeover: after the leader stops
+// cleanly (SIGTERM in a Pod: ctx cancelled) it must lead within 2 s,
+// every time, because the Lease is released on the way out.
+func TestHandover(t *testing.T) {
+	e := newEnv(t)
+	e.namespace(t, "zerohop-system", nil)
+	lease := fmt.Sprintf("zh-handover-%d", time.Now().UnixNano())
+	opts := controller.Options{LeaderElection: true, LeaderElectionID: lease}
+	holder := func() string {
+		var l coordinationv1.Lease
+		if err := e.cli.Get(context.Background(), types.NamespacedName{Namespace: "zerohop-system", Name: lease}, &l); err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+	const rounds = 5
+	var took []time.Duration
+	stop := e.startController(t, opts)
+	for range rounds {
+		eventually(t, 30*time.Second, func() string {
+			if holder() == "" {
+				return "no leader yet"
+			}
+			return ""
+		})
+		leader := holder()
+		next := e.startController(t, opts)
+		time.Sleep(1500 * time.Millisecond) // the standby is trying
+		if h := holder(); h != leader {
+			t.Fatalf("the standby took the Lease from a live leader: %q -> %q", leader, h)
+		}
+		t0 := time.Now()
+		stop()
+		var d time.Duration
+		for time.Since(t0) < 10*time.Second {
+			if h := holder(); h != "" && h != leader {
+				d = time.Since(t0)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if d == 0 {
+			t.Fatalf("no takeover within 10s of a clean stop")
+		}
+		took = append(took, d)
+		stop = next
+	}
+	t.Logf("takeover after a clean stop, %d rounds: %v", rounds, took)
+	for i, d := range took {
+		if d >= 2*time.Second {
+			t.Errorf("round %d: takeover took %s, want < 2s", i, d)
 		}
 	}
 }

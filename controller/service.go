@@ -59,6 +59,9 @@ func (s *state) setup(mgr manager.Manager) error {
 	if err != nil {
 		return fmt.Errorf("pool controller: %w", err)
 	}
+	if err := s.setupConditions(mgr); err != nil {
+		return err
+	}
 	return s.setupAccepted(mgr)
 }
 
@@ -139,9 +142,11 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 		s.rec.Eventf(&svc, nil, corev1.EventTypeWarning, string(ipam.ReasonIPInUse), "Restore",
 			"the IP in this Service's status was not kept at controller start: %s", conflict)
 	}
+	var refusal *ipamNote
 	for _, n := range res.Notes {
 		typ := corev1.EventTypeNormal
 		if n.Refusal {
+			refusal = &ipamNote{reason: string(n.Reason), message: n.Message}
 			typ = corev1.EventTypeWarning
 			refusals.WithLabelValues(string(n.Reason)).Inc()
 		}
@@ -174,6 +179,9 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	// Status: exactly the IPs held, and the outside-pool condition.
 	orig := svc.DeepCopy()
 	var ingress []corev1.LoadBalancerIngress
+	// VIP: traffic reaches the node addressed to the VIP and the node's own
+	// datapath (XDP) picks the Pod; and kube-proxy keeps serving in-cluster
+	// clients, which never cross the uplink's XDP hook, only for VIP.
 	vip := corev1.LoadBalancerIPModeVIP
 	for _, ip := range res.IPs {
 		ingress = append(ingress, corev1.LoadBalancerIngress{IP: ip.String(), IPMode: &vip})
@@ -194,10 +202,23 @@ func (r *serviceReconciler) Reconcile(ctx context.Context, req reconcile.Request
 	} else {
 		meta.RemoveStatusCondition(&svc.Status.Conditions, ConditionOutsidePool)
 	}
+	assigned := assignedCondition(res.IPs, res.Pools, res.Satisfied, refusal)
+	if have := meta.FindStatusCondition(svc.Status.Conditions, ConditionAddressAssigned); have == nil || have.Status != assigned.Status ||
+		have.Reason != assigned.Reason || have.Message != assigned.Message || have.ObservedGeneration != svc.Generation {
+		assigned.ObservedGeneration = svc.Generation
+		meta.SetStatusCondition(&svc.Status.Conditions, assigned)
+	}
 	if reflect.DeepEqual(orig.Status, svc.Status) {
 		return reconcile.Result{}, nil
 	}
-	if err := s.client.Status().Patch(ctx, &svc, client.MergeFrom(orig), client.FieldOwner(FieldOwner)); err != nil {
+	// A patch that carries the conditions replaces the whole list: it
+	// must not be computed from a copy older than the conditions
+	// reconciler's last write, or it would undo that write.
+	patch := client.MergeFrom(orig)
+	if !reflect.DeepEqual(orig.Status.Conditions, svc.Status.Conditions) {
+		patch = client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
+	}
+	if err := s.client.Status().Patch(ctx, &svc, patch, client.FieldOwner(FieldOwner)); err != nil {
 		if apierrors.IsNotFound(err) {
 			s.release(key)
 			return reconcile.Result{}, nil
@@ -272,11 +293,14 @@ func (r *serviceReconciler) stopServing(ctx context.Context, svc *corev1.Service
 		}
 	}
 	svc.Status.LoadBalancer.Ingress = keep
-	meta.RemoveStatusCondition(&svc.Status.Conditions, ConditionOutsidePool)
+	for _, t := range []string{ConditionOutsidePool, ConditionAddressAssigned, ConditionAnnounced, ConditionDatapathProgrammed} {
+		meta.RemoveStatusCondition(&svc.Status.Conditions, t)
+	}
 	if reflect.DeepEqual(orig.Status, svc.Status) {
 		return nil
 	}
-	if err := s.client.Status().Patch(ctx, svc, client.MergeFrom(orig), client.FieldOwner(FieldOwner)); err != nil && !apierrors.IsNotFound(err) {
+	patch := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
+	if err := s.client.Status().Patch(ctx, svc, patch, client.FieldOwner(FieldOwner)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("service %s status: %w", key, err)
 	}
 	return nil

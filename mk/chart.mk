@@ -3,7 +3,8 @@
 # test-chart runs ./charts (helm lint --strict, golden renderings —
 # ZEROHOP_UPDATE_GOLDEN=1 rewrites them —, the values schema, an install
 # into a real API server with RBAC checks, the components in-process with
-# the chart's tokens) and ./e2e/chart (root: the lab; helm install into the
+# the chart's tokens, promtool's check and unit tests of the alerts) and
+# ./e2e/chart (root: the lab; helm install into the
 # lab's API server, the real controller and speakers as processes with the
 # chart's ServiceAccount tokens through the BGP demo path, 403 counts,
 # forbidden-action checks, helm uninstall leaving only the CRDs).

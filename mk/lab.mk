@@ -42,3 +42,17 @@ test-e2e:
 
 TEST_TARGETS += test-e2e
 TEST_EXCLUDE_PKGS += /e2e/datapath$$
+
+.PHONY: test-cluster
+# e2e/cluster (root): zerohop beside Kubernetes' own components. A node's
+# kubelet stand-in killed, then the node shut down: the node lifecycle
+# controller's NotReady, the EndpointSlice change and the router's route
+# withdrawn, each timed; and kube-proxy (iptables, then nftables) on every
+# node beside zerohop: external, in-cluster, node, hairpin and NodePort
+# traffic to a LoadBalancer IP, each handled by exactly one of them (the
+# table is printed).
+test-cluster:
+	$(GO) test -count=1 -timeout 10m -v ./e2e/cluster/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)|^\s+(kube-proxy|iptables|nftables)\s' | grep -v '^=== RUN'
+
+TEST_TARGETS += test-cluster
+TEST_EXCLUDE_PKGS += /e2e/cluster$$

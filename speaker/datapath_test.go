@@ -197,6 +197,12 @@ func TestSpeakerDatapathOrdering(t *testing.T) {
 		st := status()
 		return slices.ContainsFunc(st.Errors, func(s string) bool { return strings.Contains(s, "map full") }), fmt.Sprint(st.Errors)
 	})
+	eventually(t, "the Service listed as failed in the datapath status", func() (bool, string) {
+		d := status().Datapath
+		ok := d != nil && len(d.Programmed) == 0 && len(d.Failed) == 1 &&
+			d.Failed[0].Service == "default/web" && strings.Contains(d.Failed[0].Reason, "map full")
+		return ok, fmt.Sprintf("%+v", d)
+	})
 	time.Sleep(500 * time.Millisecond)
 	if got := paths(); len(got) != 0 {
 		t.Fatalf("VIP announced without its datapath entry: %v", got)
@@ -212,6 +218,10 @@ func TestSpeakerDatapathOrdering(t *testing.T) {
 	if snap := dp.snapshot(); !strings.Contains(snap, "203.0.113.1:80/tcp->[100.64.0.1:80 100.64.0.2:80 100.64.0.3:80]") {
 		t.Fatalf("datapath entry: %s", snap)
 	}
+	eventually(t, "the Service listed as programmed", func() (bool, string) {
+		d := status().Datapath
+		return d != nil && slices.Equal(d.Programmed, []string{"default/web"}) && len(d.Failed) == 0, fmt.Sprintf("%+v", d)
+	})
 
 	// Deleting the Service withdraws first; the entry goes after the grace.
 	var announcedAtDelete []string

@@ -46,11 +46,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/internal/kubescheme"
+	"github.com/zerohop/zerohop/internal/metricsauth"
 	"github.com/zerohop/zerohop/speaker/bgp"
 	"github.com/zerohop/zerohop/speaker/datapath"
 )
@@ -72,9 +72,14 @@ type Options struct {
 	// RouterID overrides the BGP router ID; default: the routerID of a
 	// selected BGPPeer, else the node's first IPv4 InternalIP.
 	RouterID netip.Addr
-	// MetricsAddr and HealthAddr: "0" or "" disables them.
-	MetricsAddr string
-	HealthAddr  string
+	// MetricsAddr and HealthAddr: "0" or "" disables them. Metrics are
+	// served over HTTPS, only to a bearer token allowed to GET /metrics
+	// (internal/metricsauth), unless MetricsPlainHTTP.
+	MetricsAddr      string
+	MetricsPlainHTTP bool
+	// MetricsCertDir holds tls.crt and tls.key; empty: self-signed.
+	MetricsCertDir string
+	HealthAddr     string
 	// PprofAddr serves Go's /debug/pprof; "" or "0" (the default) disables it.
 	PprofAddr string
 	// KeepPathsOnExit leaves the BGP sessions to die with the process
@@ -169,11 +174,18 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 	if st, ok := opts.Datapath.(datapathStats); ok {
 		registerXDPMetrics(st)
 	}
+	if opts.Datapath != nil {
+		registerDatapathStatusMetrics()
+	}
+	metricsOpts, err := metricsauth.Serving{Addr: opts.MetricsAddr, PlainHTTP: opts.MetricsPlainHTTP, CertDir: opts.MetricsCertDir}.Options()
+	if err != nil {
+		return nil, err
+	}
 	skip := true
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                 Scheme(),
 		Logger:                 opts.Log,
-		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Metrics:                metricsOpts,
 		HealthProbeBindAddress: opts.HealthAddr,
 		PprofBindAddress:       opts.PprofAddr,
 		Cache: cache.Options{
@@ -311,6 +323,9 @@ type reconciler struct {
 	l2 l2State
 	// dp programs the kernel datapath; nil without one (announce only).
 	dp *datapath.Programmer
+	// dpStatus is the last Program round's outcome per Service, for
+	// SpeakerStatus (datapath_status.go); nil without a datapath.
+	dpStatus *v1alpha1.DatapathStatus
 
 	prefixEv prefixEvents // Announced/Withdrawn Events (events.go)
 }

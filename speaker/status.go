@@ -64,6 +64,8 @@ func (r *reconciler) setStatus(plan bgp.Plan, errs []error) {
 	}
 	r.mu.Lock()
 	st.L2 = r.status.L2 // owned by applyL2
+
+	st.Datapath = r.dpStatus // owned by noteDatapath
 	if !equality.Semantic.DeepEqual(st, r.status) {
 		r.status = st
 		r.dirty = true

@@ -88,6 +88,21 @@ type VIP struct {
 	AnnouncedBy []Announcer `json:"announcedBy"`
 	// Ports are the (port, protocol) keys of the address, sorted.
 	Ports []Port `json:"ports"`
+	// Conditions are the zerohop.io conditions of the Service holding
+	// the address (each Service's, for a shared one), as the controller
+	// wrote them.
+	Conditions []Condition `json:"conditions,omitempty"`
+}
+
+// Condition is one zerohop.io condition of a Service.
+type Condition struct {
+	Service string `json:"service"`
+	Type    string `json:"type"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Since is when the condition last changed status (RFC 3339).
+	Since string `json:"since,omitempty"`
 }
 
 // Announcer is one node that attracts a VIP's traffic.
@@ -418,6 +433,12 @@ func joinAPI(a *API, node string, now time.Time, vipOf func(netip.Addr) *VIP,
 				v.AnnouncedBy = mergeAnnouncer(v.AnnouncedBy, an)
 			}
 			v.Mode = modeOf(bgp, l2)
+			for _, c := range svc.Status.Conditions {
+				if strings.HasPrefix(c.Type, "zerohop.io/") {
+					v.Conditions = append(v.Conditions, Condition{Service: name, Type: c.Type, Status: string(c.Status),
+						Reason: c.Reason, Message: c.Message, Since: c.LastTransitionTime.UTC().Format(time.RFC3339)})
+				}
+			}
 			for _, sp := range svc.Spec.Ports {
 				proto := strings.ToLower(string(cmp.Or(sp.Protocol, corev1.ProtocolTCP)))
 				p := portOf(ip, portKey{uint16(sp.Port), proto})

@@ -57,7 +57,12 @@ func api() *API {
 			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
 				ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 				Ports:                 []corev1.ServicePort{{Name: "tcp", Port: 9000, Protocol: corev1.ProtocolTCP}}},
-			Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "203.0.113.1"}}}},
+			Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "203.0.113.1"}}},
+				Conditions: []metav1.Condition{
+					{Type: "zerohop.io/Announced", Status: metav1.ConditionTrue, Reason: "Announced",
+						Message: "203.0.113.1 by node1 (BGP to r4, r6)", LastTransitionTime: metav1.NewTime(now.Add(-time.Minute))},
+					{Type: "example.com/Other", Status: metav1.ConditionTrue, Reason: "NotOurs"},
+				}},
 		}, {
 			// Not a LoadBalancer: ignored.
 			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "plain"},
@@ -231,6 +236,20 @@ func TestBuild(t *testing.T) {
 	}
 }
 
+// TestConditions: the Service's zerohop.io conditions, and only those,
+// are carried to its VIP.
+func TestConditions(t *testing.T) {
+	r := Build(Input{API: api(), Now: now})
+	if len(r.VIPs) != 2 || r.VIPs[1].Conditions != nil {
+		t.Fatalf("vips %+v: want the Service's and an L2 leftover without conditions", r.VIPs)
+	}
+	want := []Condition{{Service: "default/web", Type: "zerohop.io/Announced", Status: "True", Reason: "Announced",
+		Message: "203.0.113.1 by node1 (BGP to r4, r6)", Since: now.Add(-time.Minute).UTC().Format(time.RFC3339)}}
+	if !reflect.DeepEqual(r.VIPs[0].Conditions, want) {
+		t.Fatalf("conditions %+v\nwant %+v", r.VIPs[0].Conditions, want)
+	}
+}
+
 func TestWriteText(t *testing.T) {
 	var b bytes.Buffer
 	if err := Build(Input{Datapath: snapshot(), PinRoot: "/p", API: api(), Node: "node1", Now: now}).WriteText(&b); err != nil {
@@ -243,6 +262,7 @@ func TestWriteText(t *testing.T) {
 		"drops: no-backend 2, source-range 4", "source ranges", "192.0.2.0/24",
 		"web-1", "web-2", "terminating",
 		"BGP SESSIONS", "1m30s", "L2 OWNERSHIP", "conntrack entries in use: 7",
+		"zerohop.io/Announced True (Announced): 203.0.113.1 by node1 (BGP to r4, r6)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text output lacks %q:\n%s", want, out)

@@ -54,6 +54,9 @@ func (r Report) WriteText(w io.Writer) error {
 		if len(v.AnnouncedBy) == 0 && v.Mode != "" {
 			p("  announced by no node")
 		}
+		for _, c := range v.Conditions {
+			p("  %s %s (%s): %s", c.Type, c.Status, orDash(c.Reason), c.Message)
+		}
 		for _, pt := range v.Ports {
 			where := "not in this node's datapath"
 			if pt.InDatapath {

@@ -36,7 +36,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&stateDir, "state-dir", lab.DefaultStateDir, "where the lab keeps its state, logs and configs")
-	root.AddCommand(newUpCommand(&stateDir), newDownCommand(&stateDir), newStatusCommand(&stateDir), newHelperCommand())
+	root.AddCommand(newUpCommand(&stateDir), newDownCommand(&stateDir), newStatusCommand(&stateDir), newNodeCommand(&stateDir), newHelperCommand())
 	return root
 }
 
@@ -75,10 +75,11 @@ func zerohopBinary(flag, self string) (string, error) {
 
 func newUpCommand(stateDir *string) *cobra.Command {
 	var (
-		nodes   int
-		bfd     bool
-		demo    bool
-		zerohop string
+		nodes     int
+		bfd       bool
+		demo      bool
+		zerohop   string
+		kubeProxy string
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -102,7 +103,7 @@ func newUpCommand(stateDir *string) *cobra.Command {
 			out := cmd.OutOrStdout()
 			t0 := time.Now()
 			l, err := lab.Start(ctx, lab.Options{
-				Nodes: nodes, BFD: bfd, StateDir: *stateDir, HelperCommand: helper, Detach: true, Log: out,
+				Nodes: nodes, BFD: bfd, KubeProxy: kubeProxy, StateDir: *stateDir, HelperCommand: helper, Detach: true, Log: out,
 			})
 			if err != nil {
 				return err
@@ -118,6 +119,7 @@ func newUpCommand(stateDir *string) *cobra.Command {
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", lab.DefaultNodes, "number of nodes")
 	cmd.Flags().BoolVar(&bfd, "bfd", false, "enable BFD on the router's BGP neighbors")
+	cmd.Flags().StringVar(&kubeProxy, "kube-proxy", lab.KubeProxyIPTables, "run kube-proxy on every node in this mode: iptables, nftables or none")
 	cmd.Flags().BoolVar(&demo, "demo", false, "apply the demo (pool, peers, advertisement, a Service with Pods on two nodes), run zerohop's controller and a speaker per node, and show what works")
 	cmd.Flags().StringVar(&zerohop, "zerohop", "", "the zerohop binary whose controller and speakers the demo runs (default: zerohop next to this binary)")
 	return cmd
@@ -161,12 +163,61 @@ func newStatusCommand(stateDir *string) *cobra.Command {
 	}
 }
 
+// newNodeCommand acts on a node's kubelet stand-in, to watch the cluster
+// and zerohop react.
+func newNodeCommand(stateDir *string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Kill, start or shut down a node's kubelet stand-in",
+	}
+	act := func(use, short string, do func(ctx context.Context, l *lab.Lab, i int) error) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " N",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				var i int
+				if _, err := fmt.Sscan(args[0], &i); err != nil {
+					return fmt.Errorf("node %q: want its number", args[0])
+				}
+				helper, err := helperCommand()
+				if err != nil {
+					return err
+				}
+				l, err := lab.Load(lab.Options{StateDir: *stateDir, HelperCommand: helper, Detach: true})
+				if err != nil {
+					return err
+				}
+				if i < 1 || i > l.Nodes() {
+					return fmt.Errorf("no node %d (the lab has %d)", i, l.Nodes())
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+				defer cancel()
+				if err := do(ctx, l, i); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s done\n", lab.NodeName(i), use)
+				return nil
+			},
+		}
+	}
+	cmd.AddCommand(
+		act("kill-kubelet", "SIGKILL the node's kubelet stand-in: its Pods keep running, the node turns NotReady after the grace period",
+			func(_ context.Context, l *lab.Lab, i int) error { return l.KillKubelet(i) }),
+		act("start-kubelet", "start the node's kubelet stand-in again; it adopts its running Pods",
+			func(_ context.Context, l *lab.Lab, i int) error { return l.StartKubelet(i) }),
+		act("shutdown", "shut the node down gracefully: NotReady, its Pods terminated and Failed, the stand-in exits",
+			func(ctx context.Context, l *lab.Lab, i int) error { return l.ShutdownNode(ctx, i) }),
+	)
+	return cmd
+}
+
 // newHelperCommand is how the lab re-executes this binary inside a
 // namespace to run a Pod's echo server or a test BGP peer.
 func newHelperCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:                "helper ROLE [flags]",
-		Short:              "Internal: run a lab helper process (echo, bgp-peer)",
+		Short:              "Internal: run a lab helper process (echo, bgp-peer, kubelet)",
 		Hidden:             true,
 		DisableFlagParsing: true,
 		RunE: func(_ *cobra.Command, args []string) error {

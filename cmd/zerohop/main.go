@@ -22,8 +22,12 @@ import (
 )
 
 func main() {
-	if err := newRootCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "zerohop:", err)
+	root, name := newRootCommand(), "zerohop"
+	if isPlugin(os.Args[0]) {
+		root, name = newPluginCommand(), "kubectl zerohop"
+	}
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
 		os.Exit(1)
 	}
 }

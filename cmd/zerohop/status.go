@@ -22,9 +22,14 @@ import (
 
 func init() { subcommands = append(subcommands, newStatusCommand) }
 
-func newStatusCommand() *cobra.Command {
+func newStatusCommand() *cobra.Command { return statusCommand(false) }
+
+// statusCommand builds `status`; asPlugin (kubectl zerohop status) makes
+// the API's view of every node the default, as no datapath is at hand.
+func statusCommand(asPlugin bool) *cobra.Command {
 	var (
 		kubeconfig string
+		kubeCtx    string
 		pinRoot    string
 		node       string
 		nodeName   string
@@ -53,12 +58,18 @@ its fields.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			in := status.Input{Now: time.Now(), Node: nodeName}
-			if node != "" {
+			apiOnly := asPlugin && !cmd.Flags().Changed("bpf-pin-root")
+			switch {
+			case apiOnly && noAPI:
+				return errors.New("kubectl zerohop status reads the API; --no-api needs --bpf-pin-root")
+			case apiOnly:
+				in.Node = node
+			case node != "":
 				if noAPI {
 					return errors.New("--node reads the API; it cannot be combined with --no-api")
 				}
 				in.Node = node
-			} else {
+			default:
 				snap, err := bpf.Inspect(pinRoot)
 				if err != nil {
 					return fmt.Errorf("datapath: %w (is the speaker running on this node, with --bpf-pin-root %s? --node NAME shows the API's view alone)", err, orDefault(pinRoot, bpf.DefaultPinRoot))
@@ -66,11 +77,11 @@ its fields.`,
 				in.Datapath, in.PinRoot = snap, orDefault(pinRoot, bpf.DefaultPinRoot)
 			}
 			if !noAPI {
-				cfg, err := statusRestConfig(kubeconfig)
+				cfg, err := statusRestConfig(kubeconfig, kubeCtx)
 				switch {
 				case err != nil:
 					return err
-				case cfg == nil && node != "":
+				case cfg == nil && (node != "" || apiOnly):
 					return errors.New("--node needs the API: no kubeconfig (--kubeconfig, $KUBECONFIG, in-cluster, ~/.kube/config)")
 				case cfg == nil:
 					in.Notes = append(in.Notes, "no kubeconfig found: datapath only")
@@ -91,9 +102,24 @@ its fields.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster config, then ~/.kube/config; none: datapath only)")
+	f.StringVar(&kubeCtx, "context", "", "kubeconfig context to use (default: the current one)")
 	f.StringVar(&pinRoot, "bpf-pin-root", bpf.DefaultPinRoot, "bpffs directory the speaker pinned the datapath under")
 	f.StringVar(&node, "node", "", "show this node's view through the API only (no local maps)")
-	f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "the node this runs on, to show only its sessions and L2 ownership (default $NODE_NAME; empty: all nodes)")
+	if asPlugin {
+		cmd.Long = `kubectl zerohop status shows, for every LoadBalancer Service zerohop serves,
+its addresses and pools, the nodes announcing them and to which peers, the
+Service's zerohop.io conditions, every node's BGP sessions and L2 owners:
+the API's view (Services, pools, SpeakerStatuses, EndpointSlices).
+
+--node NAME limits sessions and L2 ownership to that node. Run on a node
+with --bpf-pin-root to join that node's XDP counters as well.
+
+-o json writes a stable document for scripts; docs/troubleshooting.md lists
+its fields.`
+		f.StringVar(&nodeName, "node-name", "", "the node this runs on, to show only its sessions and L2 ownership (with --bpf-pin-root)")
+	} else {
+		f.StringVar(&nodeName, "node-name", os.Getenv("NODE_NAME"), "the node this runs on, to show only its sessions and L2 ownership (default $NODE_NAME; empty: all nodes)")
+	}
 	f.StringVarP(&format, "output", "o", "text", "text or json")
 	f.BoolVar(&noAPI, "no-api", false, "do not read the API even if a kubeconfig is found")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up on the API after this long")
@@ -110,7 +136,17 @@ func orDefault(s, d string) string {
 // statusRestConfig is restConfig with one difference: finding no
 // kubeconfig at all is not an error (the datapath part stands alone), but
 // a kubeconfig named by --kubeconfig or $KUBECONFIG that does not load is.
-func statusRestConfig(kubeconfig string) (*rest.Config, error) {
+func statusRestConfig(kubeconfig, kubeCtx string) (*rest.Config, error) {
+	if kubeCtx != "" {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		rules.ExplicitPath = kubeconfig
+		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules,
+			&clientcmd.ConfigOverrides{CurrentContext: kubeCtx}).ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig context %s: %w", kubeCtx, err)
+		}
+		return cfg, nil
+	}
 	if kubeconfig != "" || os.Getenv("KUBECONFIG") != "" {
 		return restConfig(kubeconfig)
 	}

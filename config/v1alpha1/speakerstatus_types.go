@@ -35,6 +35,11 @@ type SpeakerStatusStatus struct {
 	// +optional
 	Truncated bool `json:"truncated,omitempty"`
 
+	// Datapath says which Services this node's XDP datapath serves;
+	// absent when the speaker runs without one (announce only).
+	// +optional
+	Datapath *DatapathStatus `json:"datapath,omitempty"`
+
 	// Errors are configuration problems the speaker found (bad selectors,
 	// missing password Secrets, duplicate peer addresses), capped at 50.
 	// +listType=atomic

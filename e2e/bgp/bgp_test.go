@@ -55,7 +55,7 @@ func (e *env) create(obj client.Object) {
 }
 
 // service creates a LoadBalancer Service for the Pods labelled app=sel
-// and writes its ingress IPs as the controller would.
+// and waits for zerohop's controller to assign it ips.
 func (e *env) service(name, sel string, local bool, ips ...string) {
 	e.t.Helper()
 	if err := e.l.AddLBService(e.ctx, name, sel, local, ips...); err != nil {
@@ -247,6 +247,7 @@ func TestBGP(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &env{t: t, ctx: ctx, l: l, c: c, speakers: l.Speakers(t, zerohopBin, speakerNS, nil, nil)}
+	l.Controller(t, zerohopBin)
 	routerConfig(ctx, t)
 
 	r4, r6 := lab.RouterNodeAddrs()
@@ -354,10 +355,10 @@ func TestBGP(t *testing.T) {
 		if err := l.SetPodReady(ctx, "web-2", false); err != nil {
 			t.Fatal(err)
 		}
-		t0 := time.Now() // the EndpointSlice is written
+		t0 := time.Now() // kubelet has reported the Pod not Ready
 		waitHops(t, ctx, 10*time.Second, vipLocal, nodeIPs(1))
 		took := time.Since(t0)
-		t.Logf("EndpointSlice change -> path withdrawn in the router's RIB: %s", took.Round(time.Millisecond))
+		t.Logf("Pod not Ready -> EndpointSlice controller -> path withdrawn in the router's RIB: %s", took.Round(time.Millisecond))
 		if took > time.Second {
 			t.Errorf("withdrawal took %s, want within 1s", took)
 		}
@@ -460,7 +461,7 @@ func TestBGP(t *testing.T) {
 				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				rep, err := l.Request(rctx, "tcp", addr)
 				cancel()
-				results <- result{rep.Pod, err}
+				results <- result{l.Workload(rep.Pod), err}
 				time.Sleep(20 * time.Millisecond)
 			}
 		}()
@@ -549,7 +550,7 @@ func TestBGP(t *testing.T) {
 			vip := netip.PrefixFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(20 + i)}), 32)
 			t0 := time.Now()
 			e.service(fmt.Sprintf("lat-%d", i), "web", false, vip.Addr().String())
-			t1 := time.Now() // the status (the controller's part) is written
+			t1 := time.Now() // zerohop's controller has written the status
 			eventually(t, 15*time.Second, "route for "+vip.String(), func() (bool, string) {
 				hops, err := ribHops(ctx, vip)
 				if err != nil {
@@ -564,7 +565,7 @@ func TestBGP(t *testing.T) {
 		slices.Sort(fromIP)
 		t.Logf("IP written to Service status -> route in FRR's RIB: median %s (min %s, max %s)",
 			fromIP[len(fromIP)/2].Round(time.Millisecond), fromIP[0].Round(time.Millisecond), fromIP[len(fromIP)-1].Round(time.Millisecond))
-		t.Logf("Service created -> route in FRR's RIB: median %s (min %s, max %s, n=%d; includes writing the EndpointSlices and the status, polling vtysh every 10ms)",
+		t.Logf("Service created -> route in FRR's RIB: median %s (min %s, max %s, n=%d; includes the EndpointSlice controller's slices and zerohop's controller's status, polling vtysh every 10ms)",
 			took[len(took)/2].Round(time.Millisecond), took[0].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond), len(took))
 	})
 

@@ -153,7 +153,15 @@ func TestChaosBGP(t *testing.T) {
 		}
 		nextc <- bin
 	}()
-	l := lab.Up(t, lab.Options{Nodes: bgpNodes + 1, BFD: true})
+	// The lab's kube-controller-manager runs without leader election, so
+	// through the 60 s API server outage below its node lifecycle
+	// controller keeps counting the nodes' silent Leases and, when the API
+	// server answers again, marks every node NotReady and its Pods not
+	// ready (zerohop then drops their flows for a moment). A real one,
+	// leader-elected, loses its Lease in the outage and restarts, which
+	// forgives the silence. A grace period longer than the outage stands
+	// in for that.
+	l := lab.Up(t, lab.Options{Nodes: bgpNodes + 1, BFD: true, NodeMonitorGracePeriod: 2 * time.Minute})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	e := newEnv(t, l, ctx, bgpNodes)
@@ -874,7 +882,7 @@ func TestChaosBGP(t *testing.T) {
 				}
 			}
 			switch {
-			case down && f.kind == "long-probe" && f.pod == "web-2":
+			case down && f.kind == "long-probe" && l.Workload(f.pod) == "web-2":
 				lostOnDead++
 			case down && f.kind == "long-probe":
 				rehashed++

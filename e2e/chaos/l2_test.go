@@ -136,8 +136,9 @@ func TestChaosL2(t *testing.T) {
 		}
 	}
 	// Local with a Pod on every node: whichever node owns the VIP answers
-	// with its own Pod, so the answering Pod names the owner. IPs are
-	// written as the controller would; this lab runs none.
+	// with its own Pod, so the answering Pod names the owner. zerohop's
+	// controller assigns the requested IPs.
+	l.Controller(t, zerohopBin)
 	if err := l.AddLBService(ctx, "web", "web", true, l2VIP4, l2VIP6); err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +226,8 @@ func TestChaosL2(t *testing.T) {
 			}
 			t0 := time.Now()
 			link("down")
-			ownerPod := fmt.Sprintf("web-%d", owner)
+			ownerWeb, _ := l.PodByName(fmt.Sprintf("web-%d", owner))
+			ownerPod := ownerWeb.Name
 			var first time.Time
 			deadline := time.Now().Add(15 * time.Second)
 			for first.IsZero() && time.Now().Before(deadline) {

@@ -365,7 +365,7 @@ func (r *run) checkRequests(vips []netip.Addr) {
 			switch {
 			case err != nil:
 				failures = append(failures, fmt.Sprintf("%s: %v", v, err))
-			case rep.Pod != "echo-1" && rep.Pod != "echo-2":
+			case r.l.Workload(rep.Pod) != "echo-1" && r.l.Workload(rep.Pod) != "echo-2":
 				failures = append(failures, fmt.Sprintf("%s: answered by %q", v, rep.Pod))
 			case rep.ClientIP() != from.String():
 				failures = append(failures, fmt.Sprintf("%s: %s saw client %s, want %s (source not preserved)", v, rep.Pod, rep.ClientIP(), from))

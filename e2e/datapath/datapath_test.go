@@ -257,8 +257,9 @@ func TestBGPDatapath(t *testing.T) {
 	})
 
 	t.Run("endpoint-to-map-latency", func(t *testing.T) {
-		// Time from an EndpointSlice write (a Pod's readiness) to every
-		// speaker's datapath holding the change.
+		// Time from a Pod's readiness change (its readiness gate, then
+		// the kubelet stand-in's Ready, then the EndpointSlice
+		// controller's slice) to every speaker's datapath holding it.
 		const vip = "203.0.113.23"
 		e.pod("lat-1", "lat", 1)
 		lat2 := e.pod("lat-2", "lat", 2)
@@ -303,7 +304,7 @@ func TestBGPDatapath(t *testing.T) {
 		}
 		m1, x1 := med(samples)
 		m2, x2 := med(afterWrite)
-		t.Logf("EndpointSlice change → map update on all 3 speakers, 50 changes: median %v, max %v from the start of the lab's Pod status + EndpointSlice writes; median %v, max %v from the EndpointSlice write's return",
+		t.Logf("Pod readiness change → map update on all 3 speakers, 50 changes: median %v, max %v from the readiness gate's patch; median %v, max %v from the Pod's Ready condition (the EndpointSlice controller's write and the speakers')",
 			m1, x1, m2, x2)
 	})
 }

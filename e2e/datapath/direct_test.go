@@ -1,7 +1,6 @@
 package datapath_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,14 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-
 	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/e2e/echo"
 	"github.com/zerohop/zerohop/e2e/lab"
-	"github.com/zerohop/zerohop/speaker"
 )
 
 // TestDirectToPods checks what the speaker ships by default: a packet
@@ -36,19 +30,11 @@ import (
 // balanced packet as sent into its Pod by tc (none through the stack).
 func TestDirectToPods(t *testing.T) {
 	const nodes = 4
-	l := lab.Up(t, lab.Options{Nodes: nodes, BridgePods: []int{3, 4}})
+	e := upEnvWith(t, lab.Options{Nodes: nodes, BridgePods: []int{3, 4}}, 4*time.Minute)
+	l := e.l
 	if l.Ingress() != lab.IngressXDP {
 		t.Fatalf("lab ingress %q: this test is about NIC-like ingress", l.Ingress())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	t.Cleanup(cancel)
-	ctrllog.SetLogger(logr.Discard())
-	c, err := client.New(l.RESTConfig, client.Options{Scheme: speaker.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, ctx: ctx, l: l, c: c, nodes: nodes,
-		speakers: l.Speakers(t, zerohopBin, speakerNS, nil, []string{"ZEROHOP_MEMBERLIST_KEY=zh-datapath-e2e-key0"})}
 	e.bgpSetup()
 
 	styles := []struct {

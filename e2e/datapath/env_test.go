@@ -39,7 +39,13 @@ type env struct {
 // upEnv brings a lab up for t, with a client of its API server and a
 // context bounded by d.
 func upEnv(t *testing.T, nodes int, d time.Duration) *env {
-	l := lab.Up(t, lab.Options{Nodes: nodes})
+	return upEnvWith(t, lab.Options{Nodes: nodes}, d)
+}
+
+// upEnvWith is upEnv for a lab of opts.
+func upEnvWith(t *testing.T, opts lab.Options, d time.Duration) *env {
+	nodes := opts.Nodes
+	l := lab.Up(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	ctrllog.SetLogger(logr.Discard())
@@ -47,6 +53,8 @@ func upEnv(t *testing.T, nodes int, d time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// zerohop's controller assigns the Services' addresses.
+	l.Controller(t, zerohopBin)
 	return &env{t: t, ctx: ctx, l: l, c: c, nodes: nodes,
 		speakers: l.Speakers(t, zerohopBin, speakerNS, nil, []string{"ZEROHOP_MEMBERLIST_KEY=zh-datapath-e2e-key0"})}
 }
@@ -95,18 +103,12 @@ func (e *env) service(s svcSpec) {
 	if s.local {
 		svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 	}
+	lab.LoadBalancerFor(svc, s.ips...)
 	if err := e.l.AddService(e.ctx, svc); err != nil {
 		e.t.Fatal(err)
 	}
-	var got corev1.Service
-	if err := e.c.Get(e.ctx, client.ObjectKeyFromObject(svc), &got); err != nil {
+	if err := e.l.WaitIngress(e.ctx, svc.Namespace, svc.Name, s.ips...); err != nil {
 		e.t.Fatal(err)
-	}
-	for _, ip := range s.ips {
-		got.Status.LoadBalancer.Ingress = append(got.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
-	}
-	if err := e.c.Status().Update(e.ctx, &got); err != nil {
-		e.t.Fatalf("service %s status: %v", s.name, err)
 	}
 }
 
@@ -220,7 +222,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, s
 }
 
 // requests sends n requests to addr over proto from the client and
-// returns the answers per Pod, failing on any error or on a Pod seeing
+// returns the answers per workload (AddPod's name), failing on any error or on a Pod seeing
 // another client address than the client's own.
 func (e *env) requests(t *testing.T, proto, addr string, n int) map[string]int {
 	t.Helper()
@@ -240,7 +242,7 @@ func (e *env) requests(t *testing.T, proto, addr string, n int) map[string]int {
 		if rep.ClientIP() != want {
 			t.Fatalf("request %d %s %s: Pod %s saw client %s, want %s (source not preserved)", i+1, proto, addr, rep.Pod, rep.Client, want)
 		}
-		per[rep.Pod]++
+		per[e.l.Workload(rep.Pod)]++
 	}
 	return per
 }
@@ -289,7 +291,7 @@ func hostPort(vip string, port int) string { return net.JoinHostPort(vip, fmt.Sp
 // conn is a long-lived TCP connection through the VIP that echoes a probe
 // on demand: a reset or a lost flow shows as a failed probe.
 type conn struct {
-	pod string
+	pod string // the workload that answered
 	c   net.Conn
 	r   *bufio.Reader
 }
@@ -315,7 +317,7 @@ func (e *env) dial(t *testing.T, addr string) *conn {
 		pod = pod[:strings.IndexByte(pod, '"')]
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return &conn{pod: pod, c: c, r: r}
+	return &conn{pod: e.l.Workload(pod), c: c, r: r}
 }
 
 // probe sends a line and expects it back within a second.

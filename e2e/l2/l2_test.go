@@ -56,7 +56,7 @@ func (e *env) create(obj client.Object) {
 }
 
 // service creates a LoadBalancer Service for the Pods labelled app=sel
-// and writes its ingress IPs as the controller would.
+// and waits for zerohop's controller to assign it ips.
 func (e *env) service(name, sel string, local bool, ips ...string) {
 	e.t.Helper()
 	if err := e.l.AddLBService(e.ctx, name, sel, local, ips...); err != nil {
@@ -268,6 +268,7 @@ func TestL2(t *testing.T) {
 	}
 	e := &env{t: t, ctx: ctx, l: l, c: c,
 		speakers: l.Speakers(t, zerohopBin, speakerNS, []string{"--bfd=false"}, []string{"ZEROHOP_MEMBERLIST_KEY=zh-l2-e2e-shared-key"})}
+	l.Controller(t, zerohopBin)
 
 	e.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: speakerNS}})
 	e.create(&v1alpha1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "segment"},

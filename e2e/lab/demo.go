@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/netip"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -120,20 +119,16 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer, exe string) error {
 		return err
 	}
 	p("  created Service demo/echo (LoadBalancer, class %s, externalTrafficPolicy Local)", demoClass)
-	var pods []Pod
-	for i, node := range []int{1, 2} {
-		name := fmt.Sprintf("echo-%d", i+1)
-		pod, ok := l.PodByName(name)
-		if !ok {
-			if pod, err = l.AddPod(ctx, PodSpec{Name: name, Namespace: "demo", Node: node, Labels: map[string]string{"app": "echo"}}); err != nil {
-				return err
-			}
-		}
-		pods = append(pods, pod)
-		p("  Pod demo/%s on %s: %s, %s (echo on tcp/%d, udp/%d, http/%d)", pod.Name, NodeName(pod.Node), pod.IPv4, pod.IPv6,
-			echo.DefaultTCPPort, echo.DefaultUDPPort, echo.DefaultHTTPPort)
+	if err := l.applyDemoDeployment(ctx, demoReplicas); err != nil {
+		return err
 	}
-	p("  EndpointSlices for demo/echo written with both Pods ready")
+	p("  created Deployment demo/echo (%d replicas of %s)", demoReplicas, EchoImage)
+	pods, err := l.waitDeploymentPods(ctx, "demo", "echo", demoReplicas, podWait)
+	if err != nil {
+		p("  Deployment demo/echo NOT ready: %v", err)
+		return err
+	}
+	l.printDeployment(ctx, p, pods)
 
 	p("\n== zerohop (%s)", exe)
 	if err := ensureNamespace(ctx, l.Kube, demoSystemNS); err != nil {
@@ -163,38 +158,8 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer, exe string) error {
 	}
 
 	p("\n== router (FRR in %s)", RouterNS)
-	// With externalTrafficPolicy Local only nodes with a ready Pod announce.
-	var podNodes []int
-	for _, pod := range pods {
-		if !slices.Contains(podNodes, pod.Node) {
-			podNodes = append(podNodes, pod.Node)
-		}
-	}
 	const routeWait = 45 * time.Second
-	announced := map[netip.Addr]bool{}
-	for _, v := range vips {
-		r, err := waitRIBRoute(ctx, netip.PrefixFrom(v, v.BitLen()), len(podNodes), routeWait)
-		switch {
-		case err != nil:
-			p("  route for %s: %v", v, err)
-		case r == nil:
-			p("  route for %s: NONE after %s (no speaker announced it)", v, routeWait)
-		default:
-			announced[v] = true
-			var hops []string
-			for _, h := range r.NextHops {
-				hops = append(hops, h+hopNode(h))
-			}
-			p("  route for %s: %s %s, next hops %s (%s after zerohop started)", r.Prefix, r.Protocol, selectedWord(r),
-				strings.Join(hops, ", "), time.Since(t0).Round(10*time.Millisecond))
-			if len(r.NextHops) != len(podNodes) {
-				p("    (expected %d next hops, one per node with a Pod; saw %d)", len(podNodes), len(r.NextHops))
-			}
-		}
-	}
-	if len(vips) == 0 {
-		p("  route for the VIP: none to look up (no VIP assigned)")
-	}
+	announced := l.demoRoutes(ctx, p, vips, pods, routeWait, t0, "zerohop started")
 	ns, err := Neighbors(ctx)
 	if err != nil {
 		p("  cannot read BGP neighbors: %v", err)
@@ -213,7 +178,8 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer, exe string) error {
 	} else {
 		p("  client → router (ECMP over the announcing nodes) → node's XDP program on")
 		p("  %s rewrites the VIP to a Pod chosen by Maglev → Pod; the reply's source is", UplinkIf)
-		p("  rewritten back to the VIP by tc on the way out. No NodePort, no kube-proxy.")
+		p("  rewritten back to the VIP by tc on the way out. No NodePort, no kube-proxy rule")
+		p("  on the way, though kube-proxy (%s) runs on every node.", l.opts.KubeProxy)
 	}
 	for _, v := range vips {
 		if !announced[v] {
@@ -230,12 +196,19 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer, exe string) error {
 	}
 	if len(announced) > 0 {
 		l.demoCounters(p)
+		l.demoKubeProxyCounters(ctx, p, vips)
 	}
 	c4, c6 := ClientAddrs()
 	p("  (the client is %s / %s; a Pod seeing that address means the source was preserved)", c4, c6)
 
+	if len(announced) > 0 {
+		l.demoScale(ctx, p, vips, routeWait)
+	}
+
 	p("\n== poke it")
-	p("  ip netns exec %s curl -s http://%s:%d/", ClientNS, pods[0].IPv4, echo.DefaultHTTPPort)
+	if len(pods) > 0 {
+		p("  ip netns exec %s curl -s http://%s:%d/", ClientNS, pods[0].IPv4, echo.DefaultHTTPPort)
+	}
 	for _, v := range vips {
 		if v.Is4() && announced[v] {
 			p("  ip netns exec %s curl -s http://%s/    (the VIP, port %d → the Pods' %d)", ClientNS, v, demoHTTPPort, echo.DefaultHTTPPort)
@@ -427,8 +400,8 @@ func (l *Lab) PrintStatus(ctx context.Context, w io.Writer) error {
 			p("  bgp   %-20s AS%d %s, %d+%d prefixes%s", n.Addr, n.RemoteAS, n.State, n.PrefixesIn4, n.PrefixesIn6, bfd)
 		}
 	}
-	for _, pod := range st.Pods {
-		p("  pod   %s/%s on %s: %s %s ready=%v terminating=%v", pod.Namespace, pod.Name, NodeName(pod.Node), pod.IPv4, pod.IPv6, pod.Ready, pod.Terminating)
+	if l.Kube != nil {
+		l.printPods(ctx, p)
 	}
 	if l.Kube != nil {
 		for _, ref := range st.Services {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/zerohop/zerohop/e2e/echo"
 )
@@ -29,11 +30,12 @@ func HelperMain() {
 }
 
 // RunHelper runs one lab helper role in this process, which the lab has
-// started inside a namespace: "echo" (a Pod's echo server) or "bgp-peer"
-// (a test GoBGP peer driven over stdin). It returns when the helper ends.
+// started inside a namespace: "echo" (a Pod's echo server), "bgp-peer"
+// (a test GoBGP peer driven over stdin) or "kubelet" (a node's kubelet
+// stand-in, in the root namespace). It returns when the helper ends.
 func RunHelper(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("helper: missing role (echo, bgp-peer)")
+		return fmt.Errorf("helper: missing role (echo, bgp-peer, kubelet)")
 	}
 	switch args[0] {
 	case "echo":
@@ -42,14 +44,24 @@ func RunHelper(args []string) error {
 		tcp := fs.Int("tcp", echo.DefaultTCPPort, "TCP port")
 		udp := fs.Int("udp", echo.DefaultUDPPort, "UDP port")
 		httpPort := fs.Int("http", echo.DefaultHTTPPort, "HTTP port")
+		termDelay := fs.Duration("term-delay", 0, "keep serving this long after SIGTERM (a slow shutdown)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-		defer stop()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		go func() {
+			<-sigs
+			time.Sleep(*termDelay)
+			cancel()
+		}()
 		return echo.Serve(ctx, echo.Config{Name: *name, TCPPort: *tcp, UDPPort: *udp, HTTPPort: *httpPort})
 	case "bgp-peer":
 		return runPeerHelper(args[1:], os.Stdin, os.Stdout)
+	case "kubelet":
+		return runKubelet(args[1:])
 	default:
 		return fmt.Errorf("helper: unknown role %q", args[0])
 	}

@@ -2,244 +2,160 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"sort"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/zerohop/zerohop/e2e/echo"
 )
 
-// The lab plays kubelet and the EndpointSlice controller: it writes Nodes,
-// Pod status and EndpointSlices itself, so the speaker sees real objects in
-// a real API server without any kubelet or controller-manager running.
+// Workloads in the lab are Deployments: the controller manager makes their
+// ReplicaSets and Pods, the scheduler places the Pods, a node's kubelet
+// stand-in runs them, and the EndpointSlice controller turns them into the
+// EndpointSlices zerohop reads. The lab only writes what a user would.
 
-// ManagedBy is the endpointslice.kubernetes.io/managed-by value of the
-// lab's slices.
-const ManagedBy = "zerohop-lab"
+// WorkloadLabel names the lab workload (AddPod's PodSpec.Name) on its
+// Deployment's Pods.
+const WorkloadLabel = "zerohop.io/lab-workload"
 
-// Pod is a lab Pod: a namespace with an echo server, and its API object.
+// Pod is a lab workload's Pod: one replica of a Deployment, pinned to a
+// node.
 type Pod struct {
-	Name        string            `json:"name"`
-	Namespace   string            `json:"namespace"`
-	Node        int               `json:"node"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	IPv4        string            `json:"ipv4"`
-	IPv6        string            `json:"ipv6"`
-	Ready       bool              `json:"ready"`
-	Terminating bool              `json:"terminating"`
+	// Name is the Pod's name in the API, made by its ReplicaSet; the echo
+	// server answers with it.
+	Name string `json:"name"`
+	// Workload is the Deployment's name, the name AddPod was given.
+	Workload  string            `json:"workload"`
+	Namespace string            `json:"namespace"`
+	Node      int               `json:"node"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	IPv4      string            `json:"ipv4"`
+	IPv6      string            `json:"ipv6"`
 }
 
 // NetNS is the Pod's network namespace.
-func (p Pod) NetNS() string { return PodNSPrefix + p.Name }
+func (p Pod) NetNS() string { return PodNetNS(p.Namespace, p.Name) }
 
-// ServiceRef names a Service whose EndpointSlices the lab keeps.
+// ServiceRef names a Service the lab created.
 type ServiceRef struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 }
 
+// ensureNamespace creates a namespace and waits (bounded) for the
+// controller manager's ServiceAccount controller to give it its default
+// ServiceAccount: until then the API server refuses its Pods, and a
+// ReplicaSet would back off.
 func ensureNamespace(ctx context.Context, cs kubernetes.Interface, name string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("namespace %s: %w", name, err)
 	}
-	// The ServiceAccount admission plugin refuses Pods until the namespace's
-	// default ServiceAccount exists; the controller-manager would make it.
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: name}}
-	if _, err := cs.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("serviceaccount %s/default: %w", name, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := cs.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsNotFound(err) || time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s: no default ServiceAccount from kube-controller-manager: %w", name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return nil
 }
 
-// writeNode creates (or refreshes) Node i as kubelet would register it.
-func writeNode(ctx context.Context, cs kubernetes.Interface, i int) error {
-	name := NodeName(i)
-	n4, n6 := NodeAddrs(i)
-	p4, p6 := PodCIDRs(i)
-	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-			"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "zerohop.io/lab": "true",
-		}},
-		Spec: corev1.NodeSpec{PodCIDR: p4.String(), PodCIDRs: []string{p4.String(), p6.String()}},
-	}
-	got, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		got, err = cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	}
-	if err != nil {
-		return fmt.Errorf("node %s: %w", name, err)
-	}
-	now := metav1.Now()
-	got.Status.Addresses = []corev1.NodeAddress{
-		{Type: corev1.NodeInternalIP, Address: n4.String()},
-		{Type: corev1.NodeInternalIP, Address: n6.String()},
-		{Type: corev1.NodeHostName, Address: name},
-	}
-	got.Status.Conditions = []corev1.NodeCondition{{
-		Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-		Message: "zerohop lab node", LastHeartbeatTime: now, LastTransitionTime: now,
-	}}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("node %s status: %w", name, err)
-	}
-	return nil
-}
-
-// writePod creates the Pod object if needed and sets its status the way
-// kubelet would for the lab Pod's state.
-func writePod(ctx context.Context, cs kubernetes.Interface, p Pod) error {
-	pods := cs.CoreV1().Pods(p.Namespace)
-	obj, err := pods.Get(ctx, p.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		no := false
-		obj, err = pods.Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels},
-			Spec: corev1.PodSpec{
-				NodeName:                     NodeName(p.Node),
-				AutomountServiceAccountToken: &no,
-				Containers: []corev1.Container{{
-					Name: "echo", Image: "zerohop.io/lab-echo",
-					Ports: []corev1.ContainerPort{
-						{Name: "tcp", ContainerPort: 9000, Protocol: corev1.ProtocolTCP},
-						{Name: "udp", ContainerPort: 9000, Protocol: corev1.ProtocolUDP},
-						{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
-					},
-				}},
-			},
-		}, metav1.CreateOptions{})
-	}
-	if err != nil {
-		return fmt.Errorf("pod %s/%s: %w", p.Namespace, p.Name, err)
-	}
-	n4, _ := NodeAddrs(p.Node)
-	ready := corev1.ConditionFalse
-	if p.Ready && !p.Terminating {
-		ready = corev1.ConditionTrue
-	}
-	now := metav1.Now()
-	obj.Status = corev1.PodStatus{
-		Phase:  corev1.PodRunning,
-		HostIP: n4.String(),
-		PodIP:  p.IPv4,
-		PodIPs: []corev1.PodIP{{IP: p.IPv4}, {IP: p.IPv6}},
-		Conditions: []corev1.PodCondition{
-			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodReady, Status: ready, LastTransitionTime: now},
-			{Type: corev1.ContainersReady, Status: ready, LastTransitionTime: now},
+// EchoContainer is the echo server as a container: it answers with its
+// Pod's name (from the Downward API) and is ready once it answers HTTP on
+// its count path, which (unlike a TCP probe) the counts it reports leave
+// out, so tests can compare them with what clients saw.
+func EchoContainer() corev1.Container {
+	return corev1.Container{
+		Name: "echo", Image: EchoImage,
+		Args: []string{"-name", "$(POD_NAME)"},
+		Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+		Ports: []corev1.ContainerPort{
+			{Name: "tcp", ContainerPort: echo.DefaultTCPPort, Protocol: corev1.ProtocolTCP},
+			{Name: "udp", ContainerPort: echo.DefaultUDPPort, Protocol: corev1.ProtocolUDP},
+			{Name: "http", ContainerPort: echo.DefaultHTTPPort, Protocol: corev1.ProtocolTCP},
 		},
-		StartTime: &now,
-		ContainerStatuses: []corev1.ContainerStatus{{
-			Name: "echo", Image: "zerohop.io/lab-echo", Ready: ready == corev1.ConditionTrue,
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
-		}},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: echo.CountPath, Port: intstr.FromString("http")}},
+			// Three misses of two seconds each, as Kubernetes' default
+			// threshold: a starved shared CPU must not flip a Pod's
+			// readiness, which zerohop would act on.
+			PeriodSeconds: 1, TimeoutSeconds: 2, FailureThreshold: 3,
+		},
 	}
-	if _, err := pods.UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("pod %s/%s status: %w", p.Namespace, p.Name, err)
-	}
-	if p.Terminating && obj.DeletionTimestamp == nil {
-		// Scheduled Pods are deleted gracefully: the object stays, with a
-		// deletion timestamp, until "kubelet" confirms. That is terminating.
-		grace := int64(3600)
-		if err := pods.Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
-			return fmt.Errorf("pod %s/%s terminate: %w", p.Namespace, p.Name, err)
-		}
-	}
-	return nil
 }
 
-func deletePodObject(ctx context.Context, cs kubernetes.Interface, p Pod) error {
-	zero := int64(0)
-	err := cs.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("pod %s/%s delete: %w", p.Namespace, p.Name, err)
-	}
-	return nil
-}
+// drainSeconds is how long a lab workload's Pod keeps serving once
+// deleted: its preStop sleep and grace period. Tests that terminate a Pod
+// look at it while it drains; the lab's teardown ends it.
+const drainSeconds = 600
 
-// endpointSlices computes the slices the EndpointSlice controller would
-// write for svc from the lab's Pods: one per address family.
-func endpointSlices(svc *corev1.Service, pods []Pod) []*discoveryv1.EndpointSlice {
-	sel := labels.SelectorFromSet(svc.Spec.Selector)
-	var ports []discoveryv1.EndpointPort
-	for _, sp := range svc.Spec.Ports {
-		port := sp.Port
-		if sp.TargetPort.Type == intstr.Int && sp.TargetPort.IntVal != 0 {
-			port = sp.TargetPort.IntVal
-		}
-		ports = append(ports, discoveryv1.EndpointPort{Name: &sp.Name, Port: &port, Protocol: &sp.Protocol})
+// workloadDeployment is AddPod's Deployment: one replica, pinned to its
+// node by the node's hostname label, with the lab's readiness gate.
+func workloadDeployment(spec PodSpec) *appsv1.Deployment {
+	labels := map[string]string{WorkloadLabel: spec.Name}
+	for k, v := range spec.Labels {
+		labels[k] = v
 	}
-	var out []*discoveryv1.EndpointSlice
-	for _, fam := range []discoveryv1.AddressType{discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6} {
-		es := &discoveryv1.EndpointSlice{
-			ObjectMeta: metav1.ObjectMeta{
-				Name:      fmt.Sprintf("%s-zh-%s", svc.Name, map[discoveryv1.AddressType]string{"IPv4": "ipv4", "IPv6": "ipv6"}[fam]),
-				Namespace: svc.Namespace,
-				Labels: map[string]string{
-					discoveryv1.LabelServiceName: svc.Name,
-					discoveryv1.LabelManagedBy:   ManagedBy,
+	c := EchoContainer()
+	c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: drainSeconds}}}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: spec.Name, Namespace: spec.Namespace, Labels: map[string]string{WorkloadLabel: spec.Name}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(int32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{WorkloadLabel: spec.Name}},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					NodeSelector:                  map[string]string{"kubernetes.io/hostname": NodeName(spec.Node)},
+					AutomountServiceAccountToken:  ptr.To(false),
+					TerminationGracePeriodSeconds: ptr.To(int64(drainSeconds)),
+					ReadinessGates:                []corev1.PodReadinessGate{{ConditionType: LabReadyGate}},
+					Containers:                    []corev1.Container{c},
 				},
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}},
 			},
-			AddressType: fam,
-			Ports:       ports,
-			Endpoints:   []discoveryv1.Endpoint{},
-		}
-		for _, p := range pods {
-			if p.Namespace != svc.Namespace || len(svc.Spec.Selector) == 0 || !sel.Matches(labels.Set(p.Labels)) {
-				continue
-			}
-			addr := p.IPv4
-			if fam == discoveryv1.AddressTypeIPv6 {
-				addr = p.IPv6
-			}
-			// Conditions as the controller derives them: ready only when
-			// serving and not terminating; serving follows the Pod's
-			// readiness even while it terminates.
-			ready := p.Ready && !p.Terminating
-			serving := p.Ready
-			terminating := p.Terminating
-			node := NodeName(p.Node)
-			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
-				Addresses:  []string{addr},
-				Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &terminating},
-				NodeName:   &node,
-				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: p.Namespace, Name: p.Name},
-			})
-		}
-		sort.Slice(es.Endpoints, func(a, b int) bool { return es.Endpoints[a].Addresses[0] < es.Endpoints[b].Addresses[0] })
-		out = append(out, es)
+		},
 	}
-	return out
 }
 
-// syncService writes svc's EndpointSlices from the lab's Pods.
-func syncService(ctx context.Context, cs kubernetes.Interface, ref ServiceRef, pods []Pod) error {
-	svc, err := cs.CoreV1().Services(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil // deleted behind the lab's back: its slices go with it (owner reference)
+// setGate sets a Pod's LabReadyGate condition.
+func setGate(ctx context.Context, cs kubernetes.Interface, ns, name string, ready bool) error {
+	s := corev1.ConditionFalse
+	if ready {
+		s = corev1.ConditionTrue
 	}
+	c := corev1.PodCondition{Type: LabReadyGate, Status: s, LastTransitionTime: metav1.Now()}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.PodCondition{c}}})
 	if err != nil {
-		return fmt.Errorf("service %s/%s: %w", ref.Namespace, ref.Name, err)
+		return err
 	}
-	for _, es := range endpointSlices(svc, pods) {
-		api := cs.DiscoveryV1().EndpointSlices(es.Namespace)
-		cur, err := api.Get(ctx, es.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			_, err = api.Create(ctx, es, metav1.CreateOptions{})
-		case err == nil:
-			es.ResourceVersion = cur.ResourceVersion
-			_, err = api.Update(ctx, es, metav1.UpdateOptions{})
-		}
-		if err != nil {
-			return fmt.Errorf("endpointslice %s/%s: %w", es.Namespace, es.Name, err)
-		}
+	if _, err := cs.CoreV1().Pods(ns).Patch(ctx, name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		return fmt.Errorf("pod %s/%s readiness gate: %w", ns, name, err)
 	}
 	return nil
+}
+
+// podCondition returns a Pod's condition status ("" if absent).
+func podCondition(p *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatus {
+	for _, c := range p.Status.Conditions {
+		if c.Type == t {
+			return c.Status
+		}
+	}
+	return ""
 }

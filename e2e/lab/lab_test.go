@@ -2,11 +2,13 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/zerohop/zerohop/e2e/echo"
 )
@@ -142,8 +145,9 @@ func TestLab(t *testing.T) {
 		svc := &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "demo"},
 			Spec: corev1.ServiceSpec{
-				Type:     corev1.ServiceTypeLoadBalancer,
-				Selector: map[string]string{"app": "echo"},
+				Type:           corev1.ServiceTypeLoadBalancer,
+				Selector:       map[string]string{"app": "echo"},
+				IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicyPreferDualStack),
 				Ports: []corev1.ServicePort{
 					{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP},
 				},
@@ -164,48 +168,83 @@ func TestLab(t *testing.T) {
 			}
 			got := map[string]ep{}
 			for _, s := range list.Items {
+				if m := s.Labels[discoveryv1.LabelManagedBy]; m != "endpointslice-controller.k8s.io" {
+					return nil, fmt.Errorf("slice %s managed by %q, want the EndpointSlice controller", s.Name, m)
+				}
 				for _, e := range s.Endpoints {
 					got[e.TargetRef.Name+"/"+string(s.AddressType)] = ep{e.Addresses[0], *e.Conditions.Ready, *e.Conditions.Serving, *e.Conditions.Terminating}
 				}
 			}
 			return got, nil
 		}
-		got, err := slicesNow()
-		if err != nil {
+		want := map[string]ep{
+			pods[0].Name + "/IPv4": {pods[0].IPv4, true, true, false}, pods[0].Name + "/IPv6": {pods[0].IPv6, true, true, false},
+			pods[1].Name + "/IPv4": {pods[1].IPv4, true, true, false}, pods[1].Name + "/IPv6": {pods[1].IPv6, true, true, false},
+		}
+		eventually(t, 10*time.Second, "EndpointSlices with both Pods ready", func() error {
+			got, err := slicesNow()
+			if err == nil && fmt.Sprint(got) != fmt.Sprint(want) {
+				err = fmt.Errorf("endpoints = %v, want %v", got, want)
+			}
+			return err
+		})
+		for _, p := range pods {
+			obj, err := l.Kube.CoreV1().Pods("demo").Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(obj.OwnerReferences) == 0 || obj.OwnerReferences[0].Kind != "ReplicaSet" {
+				t.Errorf("pod %s owners %v, want its Deployment's ReplicaSet", p.Name, obj.OwnerReferences)
+			}
+			if podCondition(obj, corev1.PodScheduled) != corev1.ConditionTrue {
+				t.Errorf("pod %s not scheduled by the scheduler: %v", p.Name, conditionSummary(obj))
+			}
+			if by := l.scheduledBy(ctx, p); by != "default-scheduler" {
+				t.Errorf("pod %s scheduled by %q, want default-scheduler", p.Name, by)
+			}
+		}
+
+		// The readiness gate: not ready, then ready again.
+		if err := l.SetPodReady(ctx, "echo-1", false); err != nil {
 			t.Fatal(err)
 		}
-		want := map[string]ep{
-			"echo-1/IPv4": {pods[0].IPv4, true, true, false}, "echo-1/IPv6": {pods[0].IPv6, true, true, false},
-			"echo-2/IPv4": {pods[1].IPv4, true, true, false}, "echo-2/IPv6": {pods[1].IPv6, true, true, false},
+		eventually(t, 10*time.Second, "echo-1 not ready in its slices", func() error {
+			got, err := slicesNow()
+			if e := got[pods[0].Name+"/IPv4"]; err == nil && (e.ready || e.serving) {
+				err = fmt.Errorf("echo-1 = %+v", e)
+			}
+			return err
+		})
+		if err := l.SetPodReady(ctx, "echo-1", true); err != nil {
+			t.Fatal(err)
 		}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("endpoints = %v, want %v", got, want)
-		}
+
 		if err := l.TerminatePod(ctx, "echo-2"); err != nil {
 			t.Fatal(err)
 		}
-		got, err = slicesNow()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e := got["echo-2/IPv4"]; e.ready || !e.serving || !e.terminating {
-			t.Errorf("terminating echo-2 = %+v, want not ready, serving, terminating", e)
-		}
-		pod, err := l.Kube.CoreV1().Pods("demo").Get(ctx, "echo-2", metav1.GetOptions{})
-		if err != nil || pod.DeletionTimestamp == nil {
-			t.Errorf("echo-2 in the API: err %v, deletionTimestamp %v; want terminating", err, pod.DeletionTimestamp)
+		eventually(t, 10*time.Second, "echo-2 terminating, serving", func() error {
+			got, err := slicesNow()
+			if e := got[pods[1].Name+"/IPv4"]; err == nil && (e.ready || !e.serving || !e.terminating) {
+				err = fmt.Errorf("terminating echo-2 = %+v, want not ready, serving, terminating", e)
+			}
+			return err
+		})
+		// Draining: the preStop sleep keeps it answering.
+		addr := netip.AddrPortFrom(netip.MustParseAddr(pods[1].IPv4), echo.DefaultTCPPort).String()
+		if rep, err := l.Request(ctx, "tcp", addr); err != nil || rep.Pod != pods[1].Name {
+			t.Errorf("terminating echo-2 at %s: %+v, %v; want it still answering", addr, rep, err)
 		}
 		if err := l.DeletePod(ctx, "echo-2"); err != nil {
 			t.Fatal(err)
 		}
-		got, err = slicesNow()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := got["echo-2/IPv4"]; ok || len(got) != 2 {
-			t.Errorf("after deleting echo-2, endpoints = %v", got)
-		}
-		if nsExists(PodNSPrefix + "echo-2") {
+		eventually(t, 10*time.Second, "echo-2 gone from the slices", func() error {
+			got, err := slicesNow()
+			if _, ok := got[pods[1].Name+"/IPv4"]; err == nil && (ok || len(got) != 2) {
+				err = fmt.Errorf("after deleting echo-2, endpoints = %v", got)
+			}
+			return err
+		})
+		if nsExists(pods[1].NetNS()) {
 			t.Error("echo-2's namespace still exists")
 		}
 	})
@@ -328,4 +367,111 @@ func TestDownSweepsCrashLeftovers(t *testing.T) {
 	if left := Leftovers(stateDir, []Proc{p}); len(left) > 0 {
 		t.Errorf("left after Down: %v", left)
 	}
+}
+
+// TestKubelet checks the kubelet stand-in's Pod lifecycle on its own: a
+// TCP readiness probe, a container restart after its process dies, and
+// graceful termination (preStop sleep, SIGTERM, SIGKILL at the grace
+// deadline).
+func TestKubelet(t *testing.T) {
+	l := Up(t, Options{Nodes: 1, Log: testWriter{t}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := ensureNamespace(ctx, l.Kube, "kl"); err != nil {
+		t.Fatal(err)
+	}
+	c := EchoContainer()
+	// The workloads' probe is HTTP; this one is TCP.
+	c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("tcp")}},
+		PeriodSeconds: 1, FailureThreshold: 1}
+	// A slow shutdown: it keeps serving 60 s after SIGTERM, so only the
+	// SIGKILL at the 3 s grace deadline ends it.
+	c.Args = append(c.Args, "-term-delay", "60s")
+	c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 1}}}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "slow", Namespace: "kl"},
+		Spec: corev1.PodSpec{NodeName: NodeName(1), AutomountServiceAccountToken: ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To(int64(3)), Containers: []corev1.Container{c}},
+	}
+	if _, err := l.Kube.CoreV1().Pods("kl").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	get := func() *corev1.Pod {
+		p, err := l.Kube.CoreV1().Pods("kl").Get(ctx, "slow", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	eventually(t, 20*time.Second, "Ready by its TCP probe", func() error {
+		if p := get(); podCondition(p, corev1.PodReady) != corev1.ConditionTrue {
+			return fmt.Errorf("conditions %s", conditionSummary(p))
+		}
+		return nil
+	})
+	p := get()
+	addr := netip.AddrPortFrom(netip.MustParseAddr(p.Status.PodIP), echo.DefaultTCPPort).String()
+	ask := func() error {
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		defer rcancel()
+		rep, err := echo.Request(rctx, DialerIn(NodeName(1)), "tcp", addr)
+		if err == nil && rep.Pod != "slow" {
+			err = fmt.Errorf("answered by %q", rep.Pod)
+		}
+		return err
+	}
+
+	t.Run("restart", func(t *testing.T) {
+		var pid int
+		if _, err := fmt.Sscanf(p.Status.ContainerStatuses[0].ContainerID, "zerohop-lab://%d", &pid); err != nil {
+			t.Fatalf("container ID %q: %v", p.Status.ContainerStatuses[0].ContainerID, err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "restarted and Ready again", func() error {
+			p := get()
+			cs := p.Status.ContainerStatuses[0]
+			if cs.RestartCount != 1 || !cs.Ready || cs.LastTerminationState.Terminated == nil {
+				return fmt.Errorf("status %+v", cs)
+			}
+			if code := cs.LastTerminationState.Terminated.ExitCode; code != 128+9 {
+				return fmt.Errorf("last exit code %d, want 137 (SIGKILL)", code)
+			}
+			return nil
+		})
+		if err := ask(); err != nil {
+			t.Fatalf("after the restart: %v", err)
+		}
+	})
+
+	t.Run("graceful termination", func(t *testing.T) {
+		t0 := time.Now()
+		if err := l.Kube.CoreV1().Pods("kl").Delete(ctx, "slow", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if err := ask(); err != nil {
+			t.Errorf("during the preStop sleep: %v", err)
+		}
+		time.Sleep(time.Second)
+		if err := ask(); err != nil {
+			t.Errorf("after SIGTERM, within its slow shutdown: %v", err)
+		}
+		eventually(t, 20*time.Second, "Pod gone", func() error {
+			_, err := l.Kube.CoreV1().Pods("kl").Get(ctx, "slow", metav1.GetOptions{})
+			if err == nil {
+				return errors.New("still there")
+			}
+			return nil
+		})
+		took := time.Since(t0)
+		t.Logf("deleted with a 3 s grace period, 1 s preStop sleep and a process ignoring SIGTERM for 60 s: gone after %s", took.Round(10*time.Millisecond))
+		if took < 3*time.Second || took > 6*time.Second {
+			t.Errorf("gone after %s, want SIGKILL at the 3 s grace deadline", took)
+		}
+		if nsExists(PodNetNS("kl", "slow")) {
+			t.Error("the Pod's namespace is still there")
+		}
+	})
 }

@@ -3,8 +3,10 @@ package observability_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -48,7 +50,9 @@ const (
 // echo servers' counts exactly, and every metrics endpoint parses.
 func TestStatusAndMetrics(t *testing.T) {
 	start := time.Now()
-	l := lab.Up(t, lab.Options{Nodes: nodes})
+	// BFD: its metrics are part of what the dashboard shows, and it
+	// makes the node cut below quick to see.
+	l := lab.Up(t, lab.Options{Nodes: nodes, BFD: true})
 	t.Logf("lab up in %s", time.Since(start).Round(time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -83,6 +87,8 @@ func TestStatusAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Metrics as the chart serves them: HTTPS (self-signed), each scrape's
+	// token reviewed by the API server.
 	ctrlMetrics := freeLoopbackAddr(t)
 	startProc(t, logDir, "controller.log", []string{zerohopBin, "controller", "--kubeconfig", l.APIServer().Kubeconfig,
 		"--leader-election-namespace", systemNS, "--metrics-bind-address", ctrlMetrics, "--health-probe-bind-address", "0"})
@@ -96,6 +102,7 @@ func TestStatusAndMetrics(t *testing.T) {
 	}
 
 	vips := waitVIPs(t, ctx, c)
+	refused := refusedService(t, ctx, c)
 	for _, vip := range vips {
 		waitRoute(t, ctx, vip, 1, 2)
 	}
@@ -124,10 +131,11 @@ func TestStatusAndMetrics(t *testing.T) {
 				if err != nil {
 					t.Fatalf("request %d/%d %s %s: %v", i+1, r.n, r.proto, addr, err)
 				}
-				if answered[rep.Pod] == nil {
-					answered[rep.Pod] = map[string]int{}
+				name := l.Workload(rep.Pod)
+				if answered[name] == nil {
+					answered[name] = map[string]int{}
 				}
-				answered[rep.Pod][r.proto]++
+				answered[name][r.proto]++
 			}
 		}
 	}
@@ -150,7 +158,7 @@ func TestStatusAndMetrics(t *testing.T) {
 	t.Run("status", func(t *testing.T) {
 		for i := 1; i <= nodes; i++ {
 			r := runStatus(t, ctx, l, i)
-			checkStatus(t, r, i, vips, served, pods)
+			checkStatus(t, r, i, vips, served, pods, l.Workload)
 		}
 		// The table for people, as it looks on node 1.
 		out, err := exec.CommandContext(ctx, lab.NetnsCommand(lab.NodeName(1))[0], append(lab.NetnsCommand(lab.NodeName(1))[1:],
@@ -170,8 +178,47 @@ func TestStatusAndMetrics(t *testing.T) {
 		}
 	})
 
+	reader, stranger := metricsTokens(t, ctx, l)
+	ctrlURL := "https://" + ctrlMetrics + "/metrics"
+	speakerURL := fmt.Sprintf("https://127.0.0.1:%d/metrics", speakerPort)
+
+	t.Run("metrics-auth", func(t *testing.T) {
+		// The chart's own rule for scraping, rendered by helm: a token
+		// of a ServiceAccount bound to it reads every endpoint, no token
+		// or a token without it reads none.
+		for i := 0; i <= nodes; i++ {
+			who, url := "controller", ctrlURL
+			var dial func(context.Context, string, string) (net.Conn, error) // the root namespace
+			if i > 0 {
+				who, url, dial = lab.NodeName(i), speakerURL, lab.DialerIn(lab.NodeName(i))
+			}
+			for _, tc := range []struct {
+				name, token string
+				want        int
+			}{{"no token", "", http.StatusUnauthorized}, {"a token without the role", stranger, http.StatusForbidden},
+				{"the metrics-reader role", reader, http.StatusOK}} {
+				code, body := fetch(t, ctx, dial, url, tc.token)
+				if code != tc.want {
+					t.Errorf("%s, %s: HTTP %d, want %d", who, tc.name, code, tc.want)
+				}
+				if code != http.StatusOK && strings.Contains(body, "zerohop_") {
+					t.Errorf("%s, %s: refused, but the body holds metrics", who, tc.name)
+				}
+			}
+			// Plain HTTP is not served on the port at all.
+			if code, _ := fetch(t, ctx, dial, strings.Replace(url, "https://", "http://", 1), reader); code != http.StatusBadRequest {
+				t.Errorf("%s: plain HTTP answered %d, want 400 (the server speaks TLS only)", who, code)
+			}
+			t.Logf("%s: no token 401, no role 403, metrics-reader 200, plain HTTP 400", who)
+		}
+	})
+
+	// Every endpoint's families and label names, for the dashboard check.
+	seen := exported{}
+
 	t.Run("metrics", func(t *testing.T) {
-		ctrl := scrape(t, ctx, nil, "http://"+ctrlMetrics+"/metrics")
+		ctrl := scrape(t, ctx, nil, ctrlURL, reader)
+		seen.add(ctrl)
 		for _, name := range []string{"zerohop_pool_addresses", "zerohop_pool_addresses_assigned",
 			"zerohop_allocations_total", "zerohop_service_reconcile_seconds"} {
 			need(t, "controller", ctrl, name)
@@ -183,9 +230,18 @@ func TestStatusAndMetrics(t *testing.T) {
 		if got := sumWhere(ctrl["zerohop_allocations_total"], map[string]string{"pool": "obs"}); got != 2 {
 			t.Errorf("controller: zerohop_allocations_total{pool=obs} = %v, want 2", got)
 		}
+		if got := sumWhere(ctrl["zerohop_refusals_total"], map[string]string{"reason": "IPNotInPool"}); got < 1 {
+			t.Errorf("controller: zerohop_refusals_total{reason=IPNotInPool} = %v, want at least 1 (Service %s)", got, refused)
+		}
+		for _, vip := range vips {
+			if got := sumWhere(ctrl["zerohop_vip_announcing_nodes"], map[string]string{"vip": vip.String(), "service": "default/" + svcName}); got != 2 {
+				t.Errorf("controller: zerohop_vip_announcing_nodes{vip=%s} = %v, want 2 (nodes 1 and 2)", vip, got)
+			}
+		}
 		for i := 1; i <= nodes; i++ {
 			who := lab.NodeName(i)
-			m := scrape(t, ctx, lab.DialerIn(who), fmt.Sprintf("http://127.0.0.1:%d/metrics", speakerPort))
+			m := scrape(t, ctx, lab.DialerIn(who), speakerURL, reader)
+			seen.add(m)
 			for _, name := range []string{"zerohop_speaker_bgp_session_up", "zerohop_speaker_bgp_session_flaps_total",
 				"zerohop_speaker_bgp_announced_prefixes", "zerohop_speaker_datapath_entries",
 				"zerohop_speaker_datapath_update_seconds", "zerohop_speaker_l2_ownership_changes_total",
@@ -222,6 +278,27 @@ func TestStatusAndMetrics(t *testing.T) {
 			}
 			t.Logf("%s: zerohop_xdp_flows_total %v = Pod's %d; sessions up; %d families", who, flows, want, len(m))
 		}
+	})
+
+	t.Run("dashboard-and-alerts", func(t *testing.T) {
+		if len(seen) == 0 {
+			t.Fatal("no scrape to check against (the metrics subtest failed)")
+		}
+		queries := dashboardQueries(t, dashboardFile)
+		rules := ruleQueries(t, rulesFile)
+		for what, expr := range rules {
+			queries[what] = expr
+		}
+		for _, what := range slices.Sorted(maps.Keys(queries)) {
+			if bad := seen.check(queries[what]); len(bad) > 0 {
+				t.Errorf("%s names what zerohop does not export: %s\n  %s", what, strings.Join(bad, ", "), queries[what])
+			}
+		}
+		t.Logf("%d dashboard queries and %d alert expressions checked against %d exported families", len(queries)-len(rules), len(rules), len(seen))
+	})
+
+	t.Run("conditions", func(t *testing.T) {
+		nodeCutConditions(t, ctx, l, c, vips)
 	})
 
 	t.Run("events", func(t *testing.T) {
@@ -268,9 +345,10 @@ func setup(t *testing.T, ctx context.Context, c client.Client) {
 		&v1alpha1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: svcName},
 			Spec: v1alpha1.BGPAdvertisementSpec{IPAddressPools: []string{svcName}}},
 	}
+	objs = append(objs, &v1alpha1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast"}})
 	for name, addr := range map[string]netip.Addr{"router-v4": r4, "router-v6": r6} {
 		objs = append(objs, &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.BGPPeerSpec{
-			MyASN: lab.DefaultNodeASN, PeerASN: lab.DefaultRouterASN, PeerAddress: addr.String(),
+			MyASN: lab.DefaultNodeASN, PeerASN: lab.DefaultRouterASN, PeerAddress: addr.String(), BFDProfile: "fast",
 			HoldTime: &metav1.Duration{Duration: 9 * time.Second}, ConnectTime: &metav1.Duration{Duration: time.Second}}})
 	}
 	for _, o := range objs {
@@ -306,13 +384,14 @@ func service() *corev1.Service {
 }
 
 // checkStatus compares node i's status report with what the Pods served.
-func checkStatus(t *testing.T, r status.Report, i int, vips []netip.Addr, served map[string]echo.Counts, pods map[string]int) {
+// workload names a Pod's lab workload, the keys of pods and served.
+func checkStatus(t *testing.T, r status.Report, i int, vips []netip.Addr, served map[string]echo.Counts, pods map[string]int, workload func(string) string) {
 	t.Helper()
 	who := lab.NodeName(i)
 	if r.Sources.Datapath != lab.SpeakerPinRoot(i) || !r.Sources.API || r.Datapath == nil {
 		t.Fatalf("%s: sources %+v: want the datapath and the API", who, r.Sources)
 	}
-	flows := map[string]map[uint16]uint64{} // pod -> service port -> flows
+	flows := map[string]map[uint16]uint64{} // workload -> service port -> flows
 	for _, vip := range vips {
 		v := findVIP(r, vip.String())
 		if v == nil {
@@ -350,10 +429,11 @@ func checkStatus(t *testing.T, r status.Report, i int, vips []netip.Addr, served
 				if b.InDatapath != local {
 					t.Errorf("%s: %s:%d backend %s on %s: inDatapath %v (Local mode holds this node's Pods only)", who, vip, p.Port, b.Address, b.Node, b.InDatapath)
 				}
-				if flows[b.Pod] == nil {
-					flows[b.Pod] = map[uint16]uint64{}
+				name := workload(b.Pod)
+				if flows[name] == nil {
+					flows[name] = map[uint16]uint64{}
 				}
-				flows[b.Pod][p.Port] += b.Flows
+				flows[name][p.Port] += b.Flows
 			}
 		}
 	}
@@ -488,9 +568,12 @@ func waitRoute(t *testing.T, ctx context.Context, vip netip.Addr, nodes ...int) 
 
 // scrape fetches a metrics endpoint and parses it with the Prometheus text
 // parser; dial (nil: the root namespace) picks the network namespace.
-func scrape(t *testing.T, ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), url string) map[string]*dto.MetricFamily {
+func scrape(t *testing.T, ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), url, token string) map[string]*dto.MetricFamily {
 	t.Helper()
-	tr := &http.Transport{DialContext: dial, DisableKeepAlives: true}
+	tr := &http.Transport{DialContext: dial, DisableKeepAlives: true,
+		// The endpoints' self-signed certificates, as the chart's default
+		// ServiceMonitor accepts them; the token is what guards them.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // self-signed test endpoints
 	defer tr.CloseIdleConnections()
 	var (
 		body []byte
@@ -498,7 +581,7 @@ func scrape(t *testing.T, ctx context.Context, dial func(context.Context, string
 	)
 	// The manager starts its metrics server with the rest: bounded retry.
 	for range 50 {
-		body, err = get(ctx, &http.Client{Transport: tr, Timeout: 5 * time.Second}, url)
+		body, err = get(ctx, &http.Client{Transport: tr, Timeout: 5 * time.Second}, url, token)
 		if err == nil {
 			break
 		}
@@ -515,10 +598,13 @@ func scrape(t *testing.T, ctx context.Context, dial func(context.Context, string
 	return fams
 }
 
-func get(ctx context.Context, c *http.Client, url string) ([]byte, error) {
+func get(ctx context.Context, c *http.Client, url, token string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.Do(req)
 	if err != nil {

@@ -81,6 +81,14 @@ func (s *Server) EtcdPID() int { return s.etcd.Process.Pid }
 // APIServerPID is the process ID of kube-apiserver.
 func (s *Server) APIServerPID() int { return s.apiserver.Process.Pid }
 
+// CAFile is the cluster CA's certificate, which controllers publish to
+// Pods (kube-controller-manager's --root-ca-file).
+func (s *Server) CAFile() string { return s.pki.CAFile }
+
+// ServiceAccountKeyFile is the private key that signs ServiceAccount
+// tokens (kube-controller-manager's --service-account-private-key-file).
+func (s *Server) ServiceAccountKeyFile() string { return s.pki.SAKeyFile }
+
 // BinDir is the directory holding kube-apiserver and the other tools that
 // `make deps` builds.
 func BinDir() string {

@@ -189,27 +189,11 @@ func TestReportedFields(t *testing.T) {
 // TestOutputValues checks translated values against the input, so that a
 // golden file rewritten with a regression in it does not go unnoticed.
 func TestOutputValues(t *testing.T) {
-	objs := map[string]map[string]any{}
+	var results []*Result
 	for _, name := range goldenInputs {
-		for _, o := range convertFile(t, name).Objects {
-			m, err := toMap(o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			objs[outputName(o)] = m
-		}
+		results = append(results, convertFile(t, name))
 	}
-	get := func(obj string, path ...string) any {
-		var v any = objs[obj]
-		for _, p := range path {
-			m, ok := v.(map[string]any)
-			if !ok {
-				return nil
-			}
-			v = m[p]
-		}
-		return v
-	}
+	get := outputValues(t, results...)
 	for _, tc := range []struct {
 		obj  string
 		path []string
@@ -261,7 +245,7 @@ func TestOutputValues(t *testing.T) {
 		{"Service shop/was-lb", []string{"metadata", "annotations"}, map[string]any{"zerohop.io/loadBalancerIPs": "198.51.100.8"}},
 	} {
 		t.Run(tc.obj+"/"+strings.Join(tc.path, "."), func(t *testing.T) {
-			if _, ok := objs[tc.obj]; !ok {
+			if get(tc.obj) == nil {
 				t.Fatalf("%s not in the output", tc.obj)
 			}
 			if got := get(tc.obj, tc.path...); !reflect.DeepEqual(got, tc.want) {
@@ -271,7 +255,7 @@ func TestOutputValues(t *testing.T) {
 	}
 	for _, absent := range []string{"IPAddressPool/dev", "BGPPeer/in-vrf", "BGPAdvertisement/leaky",
 		"BGPPeer/no-asn", "BGPPeer/bad-address", "BGPPeer/legacy-bad-selector", "L2Advertisement/bad-interfaces", "Service shop/internal"} {
-		if _, ok := objs[absent]; ok {
+		if get(absent) != nil {
 			t.Errorf("%s is in the output; want it left out", absent)
 		}
 	}
@@ -551,5 +535,37 @@ func TestPinIPs(t *testing.T) {
 				t.Errorf("pin=%v %s: loadBalancerIPs %q, want %q", tc.pin, outputName(o), got, want)
 			}
 		}
+	}
+}
+
+// outputValues indexes the objects of results by name and returns a
+// lookup of the value at a path of maps in one of them; no path gives the
+// object; nil when absent.
+func outputValues(t *testing.T, results ...*Result) func(obj string, path ...string) any {
+	t.Helper()
+	objs := map[string]map[string]any{}
+	for _, res := range results {
+		for _, o := range res.Objects {
+			m, err := toMap(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs[outputName(o)] = m
+		}
+	}
+	return func(obj string, path ...string) any {
+		o, ok := objs[obj]
+		if !ok {
+			return nil
+		}
+		var v any = o
+		for _, p := range path {
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[p]
+		}
+		return v
 	}
 }

@@ -12,25 +12,7 @@ import (
 // narrows or leaves out, never widens, and says so.
 func TestRegressions(t *testing.T) {
 	res := convertFile(t, "regressions")
-	objs := map[string]map[string]any{}
-	for _, o := range res.Objects {
-		m, err := toMap(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs[outputName(o)] = m
-	}
-	get := func(obj string, path ...string) any {
-		var v any = objs[obj]
-		for _, p := range path {
-			m, ok := v.(map[string]any)
-			if !ok {
-				return nil
-			}
-			v = m[p]
-		}
-		return v
-	}
+	get := outputValues(t, res)
 	type value struct {
 		obj  string
 		path string // dotted
@@ -227,7 +209,7 @@ func TestRegressions(t *testing.T) {
 	} {
 		t.Run(tc.defect, func(t *testing.T) {
 			for _, v := range tc.values {
-				if _, ok := objs[v.obj]; !ok {
+				if get(v.obj) == nil {
 					t.Errorf("%s not in the output", v.obj)
 					continue
 				}
@@ -246,7 +228,7 @@ func TestRegressions(t *testing.T) {
 				}
 			}
 			for _, a := range tc.absent {
-				if _, ok := objs[a]; ok {
+				if get(a) != nil {
 					t.Errorf("%s is in the output; want it left out", a)
 				}
 			}

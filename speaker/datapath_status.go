@@ -1,0 +1,74 @@
+package speaker
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/config/v1alpha1"
+	"github.com/zerohop/zerohop/speaker/datapath"
+)
+
+// Caps of SpeakerStatus.Datapath, like those of the announcements.
+const (
+	maxProgrammed     = 5000
+	maxDatapathFailed = 50
+	maxReason         = 256
+)
+
+var (
+	datapathUnprogrammed = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "zerohop_speaker_datapath_unprogrammed_services",
+		Help: "Services with a datapath entry that is not in place on this node after the last reconcile; their addresses are not announced from it.",
+	})
+	datapathStatusOnce sync.Once
+)
+
+func registerDatapathStatusMetrics() {
+	datapathStatusOnce.Do(func() { metrics.Registry.MustRegister(datapathUnprogrammed) })
+}
+
+// noteDatapath records, for SpeakerStatus, which Services have every
+// entry of desired in place after a Program round (a Service is
+// programmed unless one of its addresses is blocked). errs are the
+// round's errors: the first becomes the reason of the failed Services,
+// which is all a write error says about which keys it hit.
+func (r *reconciler) noteDatapath(desired map[bpf.ServiceKey]datapath.Entry, blocked map[netip.Addr]bool, errs []error) {
+	failed := map[string]bool{}
+	all := map[string]bool{}
+	for key, e := range desired {
+		all[e.Service] = true
+		if blocked[key.Addr] {
+			failed[e.Service] = true
+		}
+	}
+	reason := ""
+	if len(errs) > 0 {
+		reason = errs[0].Error()
+		if len(reason) > maxReason {
+			reason = reason[:maxReason]
+		}
+	}
+	st := &v1alpha1.DatapathStatus{}
+	for _, s := range slices.Sorted(maps.Keys(all)) {
+		switch {
+		case failed[s]:
+			if len(st.Failed) < maxDatapathFailed {
+				st.Failed = append(st.Failed, v1alpha1.DatapathFailure{Service: s, Reason: reason})
+			}
+		case len(st.Programmed) == maxProgrammed:
+			st.Truncated = true
+		default:
+			st.Programmed = append(st.Programmed, s)
+		}
+	}
+	datapathUnprogrammed.Set(float64(len(failed)))
+	r.mu.Lock()
+	r.dpStatus = st
+	r.mu.Unlock()
+}
