@@ -112,7 +112,8 @@ type zhFlowCacheEntry struct {
 	Sport     uint16
 	Dport     uint16
 	Proto     uint8
-	Pad       [3]uint8
+	How       uint8
+	Slot      uint16
 	NhUntil   uint64
 	Backend   uint32
 	Svc       uint32

@@ -137,20 +137,19 @@ static __always_inline int to_peer(struct zh_pkt *p, void *data, void *end, __u3
 	return XDP_PASS;
 }
 
-/* Out through ifindex as the router would send it: into a Pod's own
- * interface (pod_links: by tc's bpf_redirect_peer, or as an XDP frame), or
- * to another interface that takes XDP frames (tx_ports). Otherwise
+/* Out through ifindex as the router would send it, as pod_links says
+ * (how, slot): into a Pod's own interface by tc's bpf_redirect_peer, or as
+ * an XDP frame to an interface that takes them (tx_ports). Otherwise
  * XDP_PASS: the kernel routes the already-rewritten packet (resolving
  * ARP/ND, sending ICMP errors). */
-static __always_inline int xmit(struct xdp_md *ctx, struct zh_pkt *p, void *data, void *end, __u32 ifindex,
-				const __u8 *dmac, const __u8 *smac)
+static __always_inline int xmit_how(struct zh_pkt *p, void *data, void *end, __u32 ifindex, __u32 how, __u32 slot,
+				    const __u8 *dmac, const __u8 *smac)
 {
 	struct ethhdr *eth = data;
-	struct pod_link *pl = bpf_map_lookup_elem(&pod_links, &ifindex);
 
-	if (pl && pl->how == ZH_POD_PEER)
-		return to_peer(p, data, end, pl->slot);
-	if ((void *)(eth + 1) > end || !bpf_map_lookup_elem(&tx_ports, &ifindex)) {
+	if (how == ZH_POD_PEER)
+		return to_peer(p, data, end, slot);
+	if (how != ZH_POD_XDP || (void *)(eth + 1) > end || !bpf_map_lookup_elem(&tx_ports, &ifindex)) {
 		DLV_INC(stack, 1);
 		return XDP_PASS;
 	}
@@ -159,6 +158,18 @@ static __always_inline int xmit(struct xdp_md *ctx, struct zh_pkt *p, void *data
 	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
 	DLV_INC(redirect, 1);
 	return bpf_redirect_map(&tx_ports, ifindex, XDP_PASS);
+}
+
+/* xmit_how with pod_links read for ifindex, which is read for every
+ * packet, so that a link removed takes effect at once. */
+static __always_inline int xmit(struct zh_pkt *p, void *data, void *end, __u32 ifindex, const __u8 *dmac,
+				const __u8 *smac)
+{
+	struct pod_link *pl = bpf_map_lookup_elem(&pod_links, &ifindex);
+
+	if (!pl)
+		return xmit_how(p, data, end, ifindex, 0, 0, dmac, smac);
+	return xmit_how(p, data, end, ifindex, pl->how, pl->slot, dmac, smac);
 }
 
 /* A rewritten packet to a local backend: its next hop, then xmit().
@@ -174,15 +185,14 @@ static __always_inline int forward(struct xdp_md *ctx, struct zh_pkt *p, void *d
 		DLV_INC(stack, 1);
 		return XDP_PASS;
 	}
-	return xmit(ctx, p, data, end, fib.ifindex, fib.dmac, fib.smac);
+	return xmit(p, data, end, fib.ifindex, fib.dmac, fib.smac);
 }
 
 /* An established hit to a valid local backend with a known next hop (the
  * fast paths): counters, rewrite, and on as forward() does with a cached
  * next hop. */
-static __always_inline int hit_out(struct xdp_md *ctx, struct zh_pkt *p, void *data, void *end,
-				   const struct backend *be, __u32 svc, __u32 be_id, __u32 ifindex, const __u8 *dmac,
-				   const __u8 *smac)
+static __always_inline int hit_out(struct zh_pkt *p, void *data, void *end, const struct backend *be, __u32 svc,
+				   __u32 be_id, __u32 ifindex, const __u8 *dmac, const __u8 *smac)
 {
 	stats_add(svc, p->len, 0, 0, 0);
 	stats_add(zh_max_services + be_id, p->len, 0, 0, 0);
@@ -192,5 +202,36 @@ static __always_inline int hit_out(struct xdp_md *ctx, struct zh_pkt *p, void *d
 		DLV_INC(stack, 1);
 		return XDP_PASS;
 	}
-	return xmit(ctx, p, data, end, ifindex, dmac, smac);
+	return xmit(p, data, end, ifindex, dmac, smac);
+}
+
+/* hit_out for a flow_cache hit, which also holds how its interface takes
+ * packets: a Pod link's slot is checked against the interface with an
+ * array read (inlined), not a hash lookup; a slot emptied or given to
+ * another link since sends the packet the long way, through pod_links.
+ * An interface that was no Pod link when the cache was filled is taken
+ * to be none still: one added is used from the next fill (ZH_TICKS). */
+static __always_inline int hit_out_cached(struct zh_pkt *p, void *data, void *end, const struct backend *be,
+					  const struct flow_cache_entry *fc)
+{
+	stats_add(fc->svc, p->len, 0, 0, 0);
+	stats_add(zh_max_services + fc->backend, p->len, 0, 0, 0);
+	if (dnat(p, end, be))
+		return XDP_PASS;
+	if (!hop_ok(p->l3, end, p->t.family)) {
+		DLV_INC(stack, 1);
+		return XDP_PASS;
+	}
+	if (!fc->how) {
+		DLV_INC(stack, 1);
+		return XDP_PASS;
+	}
+	if (fc->how == ZH_POD_PEER) {
+		__u32 slot = fc->slot;
+		struct pod_slot *ps = bpf_map_lookup_elem(&pod_slots, &slot);
+
+		if (ps && ps->ifindex == fc->nh_ifindex)
+			return to_peer(p, data, end, slot);
+	}
+	return xmit(p, data, end, fc->nh_ifindex, fc->nh_dmac, fc->nh_smac);
 }

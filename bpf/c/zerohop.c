@@ -116,7 +116,7 @@ static __always_inline int front(struct xdp_md *ctx)
 	struct backend *be = backend_fast(&fc->backend, fc->svc, ZH_AF_INET);
 	if (!be)
 		return ZH_FAST;
-	return hit_out(ctx, &p, data, end, be, fc->svc, fc->backend, fc->nh_ifindex, fc->nh_dmac, fc->nh_smac);
+	return hit_out_cached(&p, data, end, be, fc);
 }
 
 /* Stage 2: an established flow to a local backend of a service without
@@ -155,7 +155,7 @@ __attribute__((noinline)) int zh_fast(struct xdp_md *ctx)
 		ct->last_seen = now;
 	if (p.t.family == ZH_AF_INET)
 		fcache_fill(&p.t, ct);
-	return hit_out(ctx, &p, data, end, be, ct->svc, ct->backend, ct->nh_ifindex, ct->nh_dmac, ct->nh_smac);
+	return hit_out(&p, data, end, be, ct->svc, ct->backend, ct->nh_ifindex, ct->nh_dmac, ct->nh_smac);
 }
 
 /* Stage 3, one packet in full: the special kinds, then conntrack, else the

@@ -94,7 +94,8 @@ struct flow_cache_entry {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;   /* 0: empty slot */
-	__u8 pad[3];
+	__u8 how;     /* ZH_POD_* of nh_ifindex when filled, 0: neither */
+	__u16 slot;   /* ZH_POD_PEER: its pod_slots entry, checked per packet */
 	__u64 nh_until; /* jiffies: the slot is used only before this */
 	__u32 backend;
 	__u32 svc;
