@@ -54,8 +54,8 @@ const countTable = "zh_bench_count"
 // timed runs pay for no hook that is not the contender's own.
 func (t *Topology) countNetfilter(ctx context.Context, c Config, targets []netip.AddrPort) (pre, fwd float64, err error) {
 	script := "table inet " + countTable + " {\n" +
-		"  chain count_pre { type filter hook prerouting priority -400; policy accept; counter }\n" +
-		"  chain count_forward { type filter hook forward priority -400; policy accept; counter }\n}\n"
+		"  chain count_pre { type filter hook prerouting priority -400; policy accept; counter; }\n" +
+		"  chain count_forward { type filter hook forward priority -400; policy accept; counter; }\n}\n"
 	if err := nsRun(ctx, t.NodeNS(), script, "nft", "-f", "-"); err != nil {
 		return 0, 0, err
 	}
