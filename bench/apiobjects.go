@@ -28,8 +28,9 @@ const datapathNS = "bench"
 // apiServices keeps the API's Services in step with the ruleset being
 // measured; the fillers are added (or removed) as the size changes.
 type apiServices struct {
-	cs      kubernetes.Interface
-	fillers int // filler Services in the API
+	cs       kubernetes.Interface
+	measured bool // the measured Service is in the API
+	fillers  int  // filler Services in the API
 }
 
 func newAPIServices(cfg *rest.Config) (*apiServices, error) {
@@ -46,7 +47,7 @@ func newAPIServices(cfg *rest.Config) (*apiServices, error) {
 // ensure makes the API hold the measured Services and exactly fillers
 // (the first n of Fillers, as the other contenders are given).
 func (a *apiServices) ensure(ctx context.Context, measured []Service, fillers []Service) error {
-	if a.fillers == 0 {
+	if !a.measured {
 		for _, ns := range []string{datapathNS, speakerNS} {
 			_, err := a.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 			if err != nil && !apierrors.IsAlreadyExists(err) {
@@ -57,6 +58,7 @@ func (a *apiServices) ensure(ctx context.Context, measured []Service, fillers []
 		if err := a.write(ctx, svc, es, measured[0].VIP.String()); err != nil {
 			return err
 		}
+		a.measured = true
 	}
 	var next atomic.Int64
 	next.Store(int64(a.fillers))
