@@ -309,9 +309,9 @@ func TestLiveHeap(t *testing.T) {
 
 func TestRatios(t *testing.T) {
 	rs := []DatapathResult{
-		{Contender: "zerohop", Services: 1, ReqPerSec: 300, P99us: 50, CPUServeUsPerReq: 10, UDPPktPerSec: 90},
-		{Contender: "iptables", Services: 1, ReqPerSec: 100, P99us: 100, CPUServeUsPerReq: 20, UDPPktPerSec: 30},
-		{Contender: "nftables", Services: 1, ReqPerSec: 150, P99us: 25, CPUServeUsPerReq: 0, UDPPktPerSec: 45},
+		{Contender: "zerohop", Services: 1, ReqPerSec: 300, P99us: 50, CPULabUsPerReq: 10, UDPPktPerSec: 90},
+		{Contender: "iptables", Services: 1, ReqPerSec: 100, P99us: 100, CPULabUsPerReq: 20, UDPPktPerSec: 30},
+		{Contender: "nftables", Services: 1, ReqPerSec: 150, P99us: 25, CPULabUsPerReq: 0, UDPPktPerSec: 45},
 	}
 	got := Ratios(rs)
 	want := []Ratio{
@@ -320,5 +320,29 @@ func TestRatios(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Ratios = %+v, want %+v", got, want)
+	}
+}
+
+func TestAboveFloor(t *testing.T) {
+	rs := []DatapathResult{
+		{Contender: "zerohop", Services: 1, CPULabUsPerReq: 110},
+		{Contender: "direct", Services: 1, CPULabUsPerReq: 100},
+		{Contender: "iptables", Services: 10, CPULabUsPerReq: 190},
+		{Contender: "direct", Services: 10, CPULabUsPerReq: 90},
+		{Contender: "nftables", Services: 100, CPULabUsPerReq: 150}, // no floor at this size
+	}
+	aboveFloor(rs)
+	for i, want := range []float64{10, 0, 100, 0, 0} {
+		if rs[i].CPUAboveFloorUsPerReq != want {
+			t.Errorf("%s at %d: above floor %v, want %v", rs[i].Contender, rs[i].Services, rs[i].CPUAboveFloorUsPerReq, want)
+		}
+	}
+}
+
+func TestProcTicksSince(t *testing.T) {
+	base := procTicks{1: 10, 2: 20, 3: 30}
+	now := procTicks{1: 15, 2: 20, 4: 7} // 3 ended, 4 started
+	if got := now.since(base); got != 5+0+7 {
+		t.Fatalf("since = %d, want 12", got)
 	}
 }

@@ -7,9 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/zerohop/zerohop/e2e/lab"
 )
@@ -107,4 +110,57 @@ func (t *Topology) countNetfilter(ctx context.Context, c Config, targets []netip
 	}
 	n := float64(load.Requests)
 	return float64(got["count_pre"]) / n, float64(got["count_forward"]) / n, nil
+}
+
+// procTicks is user+system clock ticks per process, at one moment.
+type procTicks map[int]uint64
+
+// since is the ticks the processes of p used after base; a process
+// started in between counts from zero, one that ended is left out.
+func (p procTicks) since(base procTicks) uint64 {
+	var n uint64
+	for pid, t := range p {
+		if b := base[pid]; t >= b {
+			n += t - b
+		}
+	}
+	return n
+}
+
+// labProcCPU reads the CPU ticks of every process in the node's and the
+// Pods' network namespaces.
+func (t *Topology) labProcCPU() (procTicks, error) {
+	nss := []string{t.NodeNS()}
+	for _, p := range t.Pods {
+		nss = append(nss, p.NetNS())
+	}
+	var inodes []uint64
+	for _, ns := range nss {
+		var st unix.Stat_t
+		if err := unix.Stat("/run/netns/"+ns, &st); err != nil {
+			return nil, fmt.Errorf("netns %s: %w", ns, err)
+		}
+		inodes = append(inodes, st.Ino)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	out := procTicks{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil || !slices.Contains(inodes, st.Ino) {
+			continue
+		}
+		sec, err := pidCPU(pid)
+		if err != nil {
+			continue // gone
+		}
+		out[pid] = uint64(sec*100 + 0.5)
+	}
+	return out, nil
 }

@@ -64,7 +64,7 @@ func (r *Results) Print(w io.Writer) {
 		fmt.Fprintln(tw, "services\tcontender\treq/s\trounds' req/s\tp50 µs\tp99 µs\tCPU µs/req\tabove floor\tsoftirq µs/req\tfwd pkt/req\tnf pre/req\tnf fwd/req\tUDP pkt/s to Pod\tprogram s\t")
 		for _, d := range r.Datapath {
 			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%.0f\t%.0f\t%.1f\t%+.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.0f\t%.3f\t\n", d.Services, d.Contender,
-				d.ReqPerSec, spread(d.RoundsReqPerSec), d.P50us, d.P99us, d.CPUServeUsPerReq, d.CPUAboveFloorUsPerReq, d.CPUSoftirqUsPerReq,
+				d.ReqPerSec, spread(d.RoundsReqPerSec), d.P50us, d.P99us, d.CPULabUsPerReq, d.CPUAboveFloorUsPerReq, d.CPUSoftirqUsPerReq,
 				d.ForwardedPerReq, d.NfPreroutingPerReq, d.NfForwardPerReq, d.UDPPktPerSec, d.SetupSec)
 		}
 		_ = tw.Flush()
@@ -85,8 +85,8 @@ func (r *Results) Print(w io.Writer) {
 		fmt.Fprintln(w, "\nzerohop: a real `zerohop speaker` (chart defaults) programs the node from the Services in the API server; Pods' veths are found and packets sent into them without the node's stack.")
 		fmt.Fprintln(w, "bpf-xdp (diagnostic): the bpf API, XDP redirect into the Pods' veths with XDP_PASS on the Pods' eth0 (the speaker would have to enter every Pod to do that).")
 		fmt.Fprintln(w, "direct: no load balancer, the client connects to a Pod's own address: the lab's floor, paid by every contender.")
-		fmt.Fprintln(w, "CPU µs/req: machine busy time (/proc/stat, all CPUs) during the TCP run, less the load generator's own CPU, per request; above floor: less direct's.")
-		fmt.Fprintln(w, "softirq µs/req: the softirq part of the machine's time (veth, routing, netfilter, XDP), per request.")
+		fmt.Fprintln(w, "CPU µs/req: the lab's CPU during the TCP run, per request: softirq (all CPUs: veth, routing, netfilter, XDP, tc) and the processes in the node's and Pods' namespaces (echo servers, the speaker); above floor: less direct's.")
+		fmt.Fprintln(w, "softirq µs/req: the softirq part alone. p50, p99 and CPU are each the best (lowest) of the rounds; req/s is the best round's.")
 		fmt.Fprintln(w, "fwd pkt/req: packets the node's IP layer forwarded (Ip ForwDatagrams) per request; nf pre/fwd per req: packets at its netfilter prerouting and forward hooks (a 1 s counting run of its own).")
 	}
 	if cp, sp := r.ControlPlane, r.SpeakerSync; cp != nil || sp != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"net/netip"
 	"slices"
@@ -111,7 +112,7 @@ func appendMAC(macs []net.HardwareAddr, m net.HardwareAddr) []net.HardwareAddr {
 // makes the kernel resolve it at once and keep it. route gives the
 // interface the node routes an address out of; only addresses routed to a
 // Pod link, or to a bridge with Pod links, get an entry.
-func podNeighbours(links bpf.PodLinks, addrs []netip.Addr, route func(netip.Addr) (int, bool)) map[neighbourKey]bool {
+func podNeighbours(links bpf.PodLinks, addrs iter.Seq[netip.Addr], route func(netip.Addr) (int, bool)) map[neighbourKey]bool {
 	via := map[int]bool{}
 	for _, l := range links.Peers {
 		via[l.Ifindex] = true
@@ -120,7 +121,7 @@ func podNeighbours(links bpf.PodLinks, addrs []netip.Addr, route func(netip.Addr
 		via[b.Bridge] = true
 	}
 	want := map[neighbourKey]bool{}
-	for _, a := range addrs {
+	for a := range addrs {
 		if link, ok := route(a); ok && via[link] {
 			want[neighbourKey{link: link, addr: a}] = true
 		}
@@ -259,41 +260,37 @@ func (p *Programmer) syncPodLinks() error {
 			p.podLinks = &links
 		}
 	}
-	// Routes are read again only when the Pod links or the local
-	// backends changed: a node with many Services has many addresses to
-	// look up, most of them the same every time.
-	addrs := p.localAddrs()
-	if p.opts.ManageNeighbours && (changed || !slices.Equal(addrs, p.podNeighAddrs)) {
+	// Routes are read again only when the Pod links or the entries
+	// changed: a node with many Services has many backends to look up,
+	// the same ones every time.
+	if p.opts.ManageNeighbours && (changed || p.gen != p.podNeighGen) {
 		rt, err := readRoutes()
 		if err != nil {
 			return errors.Join(append(errs, fmt.Errorf("datapath: pod neighbours: %w", err))...)
 		}
-		held, err := holdNeighbours(p.podNeigh, podNeighbours(links, addrs, rt.lookup))
+		held, err := holdNeighbours(p.podNeigh, podNeighbours(links, p.localBackends(), rt.lookup))
 		p.podNeigh = held
 		if err != nil {
 			errs = append(errs, fmt.Errorf("datapath: pod %w", err))
 		} else {
-			p.podNeighAddrs = addrs
+			p.podNeighGen = p.gen
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// localAddrs are the addresses of the local backends programmed now.
-// Called with p.mu.
-func (p *Programmer) localAddrs() []netip.Addr {
-	seen := map[netip.Addr]bool{}
-	var out []netip.Addr
-	for _, e := range p.current {
-		for _, b := range e.Backends {
-			if b.Flags&bpf.BackendLocal != 0 && !seen[b.Addr] {
-				seen[b.Addr] = true
-				out = append(out, b.Addr)
+// localBackends yields the addresses of the local backends programmed
+// now (an address once per entry that has it). Called with p.mu.
+func (p *Programmer) localBackends() iter.Seq[netip.Addr] {
+	return func(yield func(netip.Addr) bool) {
+		for _, e := range p.current {
+			for _, b := range e.Backends {
+				if b.Flags&bpf.BackendLocal != 0 && !yield(b.Addr) {
+					return
+				}
 			}
 		}
 	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
 }
 
 func equalPodLinks(a, b bpf.PodLinks) bool {

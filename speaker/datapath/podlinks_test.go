@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/zerohop/zerohop/bpf"
@@ -108,7 +109,7 @@ func TestPodNeighbours(t *testing.T) {
 		netip.MustParseAddr("100.80.0.1"),       // out of the uplink: not a Pod here
 		netip.MustParseAddr("2001:db8:99::1"),   // no route
 	}
-	got := podNeighbours(links, addrs, rt.lookup)
+	got := podNeighbours(links, slices.Values(addrs), rt.lookup)
 	want := map[neighbourKey]bool{
 		{link: 20, addr: netip.MustParseAddr("100.64.1.2")}:       true,
 		{link: 20, addr: netip.MustParseAddr("2001:db8:64:1::2")}: true,

@@ -144,9 +144,11 @@ type Programmer struct {
 	peers    []netip.Prefix
 	neigh    map[neighbourKey]bool
 
-	podLinks      *bpf.PodLinks // as last given to the kernel
-	podNeigh      map[neighbourKey]bool
-	podNeighAddrs []netip.Addr // the local backends podNeigh was computed for
+	// gen counts the changes to current; podNeighGen is the one
+	// podNeigh was computed for.
+	gen, podNeighGen uint64
+	podLinks         *bpf.PodLinks // as last given to the kernel
+	podNeigh         map[neighbourKey]bool
 }
 
 // NewProgrammer returns a Programmer that has not looked at the kernel yet.
@@ -182,6 +184,9 @@ func (p *Programmer) Program(ctx context.Context, self *corev1.Node, nodes []cor
 	ups, _ := Diff(p.current, desired)
 	if err := Apply(ctx, k, p.current, ups, nil); err != nil {
 		errs = append(errs, fmt.Errorf("datapath: %w", err))
+	}
+	if len(ups) > 0 {
+		p.gen++
 	}
 	if err := p.syncPodLinks(); err != nil {
 		errs = append(errs, err)
@@ -250,6 +255,7 @@ func (p *Programmer) Retire(ctx context.Context, desired map[bpf.ServiceKey]Entr
 		return next, nil
 	}
 	err := Apply(ctx, p.opts.Kernel, p.current, nil, due)
+	p.gen++
 	for _, key := range due {
 		if _, still := p.current[key]; !still {
 			delete(p.stale, key)
