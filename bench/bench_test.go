@@ -27,6 +27,7 @@ var (
 	flagDirectXDP  = flag.Bool("bench.direct-xdp", false, "also measure direct+xdp: no load balancer, XDP_PASS on the node's and Pods' veths")
 	flagBpfXDP     = flag.Bool("bench.bpf-xdp", true, "also measure bpf-xdp (diagnostic): the bpf API, XDP redirects into the Pods' veths, XDP_PASS on the Pods' eth0")
 	flagZhStack    = flag.Bool("bench.zerohop-stack", false, "also measure zerohop-stack (diagnostic): the speaker with --direct-to-pods=false")
+	flagPerf       = flag.String("bench.perf", "", "directory for a system-wide perf record -g of every timed TCP run (diagnostic: perf's cost is in those numbers)")
 	flagIngress    = flag.String("bench.ingress", string(lab.IngressXDP), "how frames reach the node: xdp (NIC-like: the router and switch forward in XDP) or kernel (the kernel's forwarding and a bridge)")
 	flagCPNft      = flag.Bool("bench.cp-nft", false, "control plane: also time nft -f at -bench.cp-services x -bench.cp-endpoints (minutes)")
 	flagSpeakerSvc = flag.Int("bench.speaker-services", -1, "speaker sync: Services (-1: as -bench.cp-services, 0: skip)")
@@ -66,7 +67,7 @@ func TestBench(t *testing.T) {
 		TCPDuration: *flagTCP, UDPDuration: *flagUDP,
 		CPServices: *flagCPServices, CPEndpoints: *flagCPEPs, MaglevSize: uint32(*flagMaglev),
 		SpeakerServices: *flagSpeakerSvc, SpeakerReady: *flagSpeakerRdy, CPNft: *flagCPNft, DirectXDP: *flagDirectXDP,
-		BpfXDP: *flagBpfXDP, ZerohopStack: *flagZhStack, Ingress: lab.Ingress(*flagIngress),
+		BpfXDP: *flagBpfXDP, ZerohopStack: *flagZhStack, Ingress: lab.Ingress(*flagIngress), PerfDir: *flagPerf,
 	}
 	if cfg.Ingress != lab.IngressXDP && cfg.Ingress != lab.IngressKernel {
 		t.Fatalf("-bench.ingress %q: want %q or %q", cfg.Ingress, lab.IngressXDP, lab.IngressKernel)

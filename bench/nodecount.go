@@ -7,9 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -163,4 +165,27 @@ func (t *Topology) labProcCPU() (procTicks, error) {
 		out[pid] = uint64(sec*100 + 0.5)
 	}
 	return out, nil
+}
+
+// startPerf starts a system-wide `perf record -g` into dir/name.data, or
+// nothing without dir; the returned function stops it and waits.
+func startPerf(ctx context.Context, dir, name string) (func() error, error) {
+	if dir == "" {
+		return func() error { return nil }, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, "perf", "record", "-a", "-g", "-F", "499", "-q", "-o", filepath.Join(dir, name+".data"))
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("perf record: %w", err)
+	}
+	time.Sleep(200 * time.Millisecond) // perf opens its events before the load starts
+	return func() error {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		if err := cmd.Wait(); err != nil && !strings.Contains(err.Error(), "interrupt") {
+			return fmt.Errorf("perf record: %w", err)
+		}
+		return nil
+	}, nil
 }

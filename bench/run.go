@@ -38,6 +38,10 @@ type Config struct {
 	// speaker with --direct-to-pods=false, no load balancer with XDP_PASS
 	// on the veths.
 	BpfXDP, ZerohopStack, DirectXDP bool
+	// PerfDir, when set, gets a system-wide `perf record -g` of every
+	// timed TCP run (<contender>-<services>.data; a diagnostic: perf's
+	// own cost is in those runs' numbers).
+	PerfDir string
 	// SpeakerServices x CPEndpoints, SpeakerReady of them ready, is the
 	// real speaker's initial sync (0: not measured).
 	SpeakerServices int
@@ -189,7 +193,14 @@ func (t *Topology) Measure(ctx context.Context, c Config, name string, services 
 		return r, err
 	}
 	addr := strings.Join(addrs, ",")
+	stopPerf, err := startPerf(ctx, c.PerfDir, fmt.Sprintf("%s-%d", name, services))
+	if err != nil {
+		return r, err
+	}
 	tcp, err := t.runLoadHelper(ctx, LoadConfig{Proto: "tcp", Addr: addr, Workers: c.Workers, Duration: c.TCPDuration})
+	if perr := stopPerf(); err == nil {
+		err = perr
+	}
 	if err != nil {
 		return r, err
 	}
