@@ -239,7 +239,7 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	for name, p := range map[string]*ebpf.Program{"prog_xdp": d.objs.ZhXdp, "prog_tc_ingress": d.objs.ZhTcIngress,
-		"prog_tc_egress": d.objs.ZhTcEgress} {
+		"prog_tc_egress": d.objs.ZhTcEgress, "prog_tc_pod": d.objs.ZhTcPod} {
 		if opts.noPin {
 			break
 		}

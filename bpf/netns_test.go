@@ -410,24 +410,23 @@ func setupDatapath(ns string, opts Options) (*Datapath, error) {
 
 // nftCounters adds a table to ns that counts, per Pod, the packets the
 // node's netfilter sees addressed to it (prerouting and forward) and the
-// forwarded replies from all Pods, and returns a reader of the counts.
+// Pod's packets it forwards, and returns a reader of the counts.
 func nftCounters(t *testing.T, ns string) func() map[string]uint64 {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("table inet zh_count {\n")
 	for _, p := range labPods {
-		fmt.Fprintf(&b, "  counter pre_%s {}\n  counter fw_%s {}\n", p.name, p.name)
+		fmt.Fprintf(&b, "  counter pre_%s {}\n  counter fw_%s {}\n  counter from_%s {}\n", p.name, p.name, p.name)
 	}
-	b.WriteString("  counter fw_replies {}\n")
 	b.WriteString("  chain count_pre {\n    type filter hook prerouting priority -300; policy accept;\n")
 	for _, p := range labPods {
 		fmt.Fprintf(&b, "    ip daddr %s counter name pre_%s\n", p.addr, p.name)
 	}
 	b.WriteString("  }\n  chain count_fw {\n    type filter hook forward priority 0; policy accept;\n")
 	for _, p := range labPods {
-		fmt.Fprintf(&b, "    ip daddr %s counter name fw_%s\n", p.addr, p.name)
+		fmt.Fprintf(&b, "    ip daddr %s counter name fw_%s\n    ip saddr %s counter name from_%s\n", p.addr, p.name, p.addr, p.name)
 	}
-	b.WriteString("    ip saddr 100.64.0.0/16 counter name fw_replies\n  }\n}\n")
+	b.WriteString("  }\n}\n")
 	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(b.String())
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -535,22 +534,34 @@ func TestNetnsEndToEnd(t *testing.T) {
 		t.Errorf("delivery %+v; want peer %d (by tc as many), redirect %d, stack %d", dl, per["peer"], per["xdp"], per["stack"])
 	}
 	// The node's netfilter sees none of the packets to A, B and C, in
-	// prerouting or forward; D's it sees in both, and IP forwarding
-	// counts D's and the replies, nothing else.
+	// prerouting or forward, D's in both; nor A's and C's replies, which
+	// tc on their links sends out of the uplink; B's and D's replies it
+	// forwards. IP forwarding counts exactly D's packets and B's and D's
+	// replies.
 	cnt := nft()
 	fwd := forwarded(t, l.node) - fwdBefore
 	t.Logf("connections per pod %v; service %+v; delivery %+v; netfilter %v; kernel forwarded %d", perPod, s.Counters, dl, cnt, fwd)
+	var stackReplies uint64
 	for _, p := range labPods {
-		pre, fw := cnt["pre_"+p.name], cnt["fw_"+p.name]
-		if p.how == "stack" {
-			if pre != per["stack"] || fw != per["stack"] {
-				t.Errorf("pod %s (by the stack): netfilter saw %d in prerouting, %d in forward; XDP passed %d", p.name, pre, fw, per["stack"])
-			}
-		} else if pre != 0 || fw != 0 {
+		pre, fw, from := cnt["pre_"+p.name], cnt["fw_"+p.name], cnt["from_"+p.name]
+		switch {
+		case p.how == "stack" && (pre != per["stack"] || fw != per["stack"]):
+			t.Errorf("pod %s (by the stack): netfilter saw %d in prerouting, %d in forward; XDP passed %d", p.name, pre, fw, per["stack"])
+		case p.how != "stack" && (pre != 0 || fw != 0):
 			t.Errorf("pod %s (%s): netfilter saw %d packets in prerouting, %d in forward; want none", p.name, p.how, pre, fw)
+		case p.how == "peer" && from != 0:
+			t.Errorf("pod %s (%s): netfilter forwarded %d of its replies; want none", p.name, p.how, from)
+		case p.how != "peer" && from < 3*perPod[p.name]:
+			t.Errorf("pod %s (%s): netfilter forwarded %d replies for %d connections", p.name, p.how, from, perPod[p.name])
+		}
+		if p.how != "peer" {
+			stackReplies += from
 		}
 	}
-	if cnt["fw_replies"] == 0 || fwd != cnt["fw_replies"]+per["stack"] {
-		t.Errorf("kernel forwarded %d packets; want the %d replies and pod D's %d", fwd, cnt["fw_replies"], per["stack"])
+	if fwd != stackReplies+per["stack"] {
+		t.Errorf("kernel forwarded %d packets; want pods B's and D's %d replies and D's %d", fwd, stackReplies, per["stack"])
+	}
+	if min := 3 * (perPod["pa"] + perPod["pc"]); dl.ReplyTC < min {
+		t.Errorf("tc sent %d replies of pods A and C out of the uplink; want at least %d", dl.ReplyTC, min)
 	}
 }

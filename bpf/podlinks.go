@@ -4,9 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 )
 
 // How a Pod's interface takes balanced packets (zerohop.h, ZH_POD_*).
@@ -72,7 +77,10 @@ func podSlot(l PodLink) (zhPodSlot, error) {
 
 // SetPodLinks makes links the set of Pod interfaces packets are delivered
 // to directly, replacing the previous set; interfaces EnableRedirect
-// marked keep their XDP redirect. A link's slot (what XDP's mark names) is
+// marked keep their XDP redirect. Every Pod link also gets zh_tc_pod on
+// its tcx ingress (a link pinned as link_tc_pod_<ifindex>), which sends
+// the Pods' replies of balanced flows out of the uplink without the
+// node's stack; links of interfaces that are no Pod link any more go. A link's slot (what XDP's mark names) is
 // written before the link, and the bridge entries that point to a link
 // after it; removals go the other way, so no entry ever names a link or a
 // slot that is not in place. A freed slot is reused last.
@@ -191,7 +199,46 @@ func (d *Datapath) SetPodLinks(links PodLinks) error {
 			errs = append(errs, fmt.Errorf("pod link %d: slot %d: %w", idx, h.Slot, err))
 		}
 	}
+	errs = append(errs, d.replyLinks(want)...)
 	return errors.Join(errs...)
+}
+
+// replyLinks attaches zh_tc_pod to every Pod link of want that lacks it
+// and detaches it from every other interface. Called with d.mu.
+func (d *Datapath) replyLinks(want map[uint32]zhPodSlot) []error {
+	if d.opts.noPin {
+		return nil
+	}
+	var errs []error
+	for _, idx := range sortedKeys(want) {
+		name := fmt.Sprintf("pod%d", idx)
+		if err := d.attachOne(name, int(idx), "tc", d.objs.ZhTcPod, func() (link.Link, error) {
+			return link.AttachTCX(link.TCXOptions{Program: d.objs.ZhTcPod, Interface: int(idx), Attach: ebpf.AttachTCXIngress})
+		}); err != nil {
+			errs = append(errs, fmt.Errorf("pod link %d: %w", idx, err))
+		}
+	}
+	ents, err := os.ReadDir(d.opts.PinRoot)
+	if err != nil {
+		return append(errs, fmt.Errorf("pod links: %w", err))
+	}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), "link_tc_pod")
+		if !ok {
+			continue
+		}
+		idx, err := strconv.ParseUint(rest, 10, 32)
+		if err != nil {
+			continue
+		}
+		if _, ok := want[uint32(idx)]; ok {
+			continue
+		}
+		if err := os.Remove(filepath.Join(d.opts.PinRoot, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("pod link %d: unpin: %w", idx, err))
+		}
+	}
+	return errs
 }
 
 func sortedKeys[V any](m map[uint32]V) []uint32 {
@@ -220,6 +267,10 @@ type Delivery struct {
 	// Spoofed: frames that arrived carrying the mark XDP gives the
 	// frames tc sends into Pods; dropped.
 	Spoofed uint64
+	// ReplyTC: the Pods' replies that tc on a Pod link sent out of the
+	// uplink, rewritten, without the node's stack (segments of a GSO
+	// packet each).
+	ReplyTC uint64
 }
 
 // Delivery returns the node-wide delivery counters.
@@ -239,6 +290,7 @@ func readDelivery(m *ebpf.Map) (Delivery, error) {
 		out.Redirect += p.Redirect
 		out.Stack += p.Stack
 		out.Spoofed += p.Spoofed
+		out.ReplyTC += p.ReplyTc
 	}
 	return out, nil
 }

@@ -2,12 +2,17 @@ package bpf
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 )
 
 // TestPodLinks runs the real programs on frames to two local Pods, one
@@ -63,6 +68,21 @@ func TestPodLinks(t *testing.T) {
 		return d.SetPodLinks(links())
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// Each Pod link carries zh_tc_pod on its tc ingress, pinned.
+	replyPin := func(link string) string {
+		return filepath.Join(d.opts.PinRoot, fmt.Sprintf("link_tc_pod%d", ifs[link].Index))
+	}
+	for _, n := range []string{"zh-b1", "zh-bp0"} {
+		l, err := link.LoadPinnedLink(replyPin(n), nil)
+		if err != nil {
+			t.Fatalf("%s: no reply link pinned: %v", n, err)
+		}
+		info, err := l.Info()
+		if err != nil || info.TCX() == nil || int(info.TCX().Ifindex) != ifs[n].Index {
+			t.Fatalf("%s: reply link %+v (%v): want tcx on the interface", n, info, err)
+		}
+		_ = l.Close()
 	}
 	slotOf := func(link string) uint32 {
 		t.Helper()
@@ -178,6 +198,11 @@ func TestPodLinks(t *testing.T) {
 	for _, m := range []*ebpf.Map{d.objs.PodLinks, d.objs.PodFdb} {
 		if n, err := countEntries(m); err != nil || n != 0 {
 			t.Fatalf("%s: %d entries left (%v)", m, n, err)
+		}
+	}
+	for _, n := range []string{"zh-b1", "zh-bp0"} {
+		if _, err := os.Stat(replyPin(n)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s: reply link still pinned (%v)", n, err)
 		}
 	}
 	if err := d.SetPodLinks(PodLinks{Peers: []PodLink{{Ifindex: 1, HostMAC: net.HardwareAddr{1, 2, 3}}}}); err == nil {

@@ -72,6 +72,7 @@ type zhDeliveryCounts struct {
 	Stack    uint64
 	PeerTc   uint64
 	Spoofed  uint64
+	ReplyTc  uint64
 }
 
 type zhDpConfig struct {
@@ -254,6 +255,7 @@ const (
 	zhMapVips           = "vips"
 	zhProgZhTcEgress    = "zh_tc_egress"
 	zhProgZhTcIngress   = "zh_tc_ingress"
+	zhProgZhTcPod       = "zh_tc_pod"
 	zhProgZhXdp         = "zh_xdp"
 	zhVarZhBenchRestore = "zh_bench_restore"
 	zhVarZhChunkSlots   = "zh_chunk_slots"
@@ -307,6 +309,7 @@ type zhSpecs struct {
 type zhProgramSpecs struct {
 	ZhTcEgress  *ebpf.ProgramSpec `ebpf:"zh_tc_egress"`
 	ZhTcIngress *ebpf.ProgramSpec `ebpf:"zh_tc_ingress"`
+	ZhTcPod     *ebpf.ProgramSpec `ebpf:"zh_tc_pod"`
 	ZhXdp       *ebpf.ProgramSpec `ebpf:"zh_xdp"`
 }
 
@@ -439,6 +442,7 @@ type zhVariables struct {
 type zhPrograms struct {
 	ZhTcEgress  *ebpf.Program `ebpf:"zh_tc_egress"`
 	ZhTcIngress *ebpf.Program `ebpf:"zh_tc_ingress"`
+	ZhTcPod     *ebpf.Program `ebpf:"zh_tc_pod"`
 	ZhXdp       *ebpf.Program `ebpf:"zh_xdp"`
 }
 
@@ -446,6 +450,7 @@ func (p *zhPrograms) Close() error {
 	return _ZhClose(
 		p.ZhTcEgress,
 		p.ZhTcIngress,
+		p.ZhTcPod,
 		p.ZhXdp,
 	)
 }

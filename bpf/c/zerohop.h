@@ -246,6 +246,7 @@ struct delivery_counts {
 	__u64 stack;    /* XDP: rewritten and passed to the node's routing (no neighbour, TTL, VLAN, an interface it cannot use) */
 	__u64 peer_tc;  /* tc ingress: sent into the Pod by bpf_redirect_peer (segments of a GRO packet each) */
 	__u64 spoofed;  /* XDP: frames that arrived with the mark as their source: dropped */
+	__u64 reply_tc; /* tc on a Pod link: replies sent out of the uplink, rewritten, without the stack */
 };
 
 /* Node-wide event counters (one PERCPU_ARRAY entry). */

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -23,11 +24,12 @@ import (
 // Services, each with Pods on two nodes: one on nodes whose Pods have
 // routed veths (Calico style), one on nodes whose Pods hang off a cni0
 // bridge (Flannel style). Every request is answered, and each node's own
-// counters show the balanced packets never met its routing or netfilter:
-// an nftables table counts what reaches prerouting and forward for the
-// Pods (nothing) and the replies forwarded from them, IP forwarding
-// counts the replies and nothing else, and the datapath counts every
-// balanced packet as sent into its Pod by tc (none through the stack).
+// counters show the balanced flows never met its routing or netfilter,
+// in either direction: an nftables table counts what reaches prerouting
+// and forward to the Pods and what is forwarded from them (nothing), IP
+// forwarding counts nothing, and the datapath counts every balanced
+// packet as sent into its Pod by tc (none through the stack) and the
+// replies as sent out of the uplink by tc on the Pods' links.
 func TestDirectToPods(t *testing.T) {
 	const nodes = 4
 	e := upEnvWith(t, lab.Options{Nodes: nodes, BridgePods: []int{3, 4}}, 4*time.Minute)
@@ -112,18 +114,27 @@ func TestDirectToPods(t *testing.T) {
 		if d.delivery.Peer != xdp || d.delivery.PeerTC != xdp || d.delivery.Stack != 0 || d.delivery.Redirect != 0 {
 			t.Errorf("node %d: delivery %+v for %d balanced packets: want all sent into the Pods by tc, none through the stack", i, d.delivery, xdp)
 		}
-		for _, k := range []string{"pre4", "pre6", "to4", "to6"} {
+		// SYN-ACK, greeting and FIN at least for each connection.
+		if d.delivery.ReplyTC < xdp/2 {
+			t.Errorf("node %d: tc sent %d replies out of the uplink for %d balanced packets", i, d.delivery.ReplyTC, xdp)
+		}
+		for _, k := range []string{"pre4", "pre6", "to4", "to6", "from4", "from6"} {
 			if d.nft[k] != 0 {
-				t.Errorf("node %d: netfilter counted %d packets to its Pods (%s); want none", i, d.nft[k], k)
+				t.Errorf("node %d: netfilter counted %d packets of its Pods' flows (%s); want none", i, d.nft[k], k)
 			}
 		}
-		if d.nft["from4"] == 0 || d.nft["from6"] == 0 {
-			t.Errorf("node %d: netfilter forwarded no replies (%v): the counters count nothing", i, d.nft)
+		if d.fwd4 != 0 || d.fwd6 != 0 {
+			t.Errorf("node %d: IP forwarding counted %d (v4) and %d (v6) packets; want none", i, d.fwd4, d.fwd6)
 		}
-		if d.fwd4 != d.nft["from4"] || d.fwd6 != d.nft["from6"] {
-			t.Errorf("node %d: IP forwarding counted %d (v4) and %d (v6) packets, the Pods' replies are %d and %d: it forwarded balanced packets",
-				i, d.fwd4, d.fwd6, d.nft["from4"], d.nft["from6"])
-		}
+	}
+	// The counters count: a client's request to a Pod's own address
+	// (no VIP) is routed and filtered by the node as usual.
+	before1 := readNodeCounters(t, 1)
+	if _, err := e.l.Request(e.ctx, "tcp", net.JoinHostPort(podAddr(t, l, "routed-1"), fmt.Sprint(echo.DefaultTCPPort))); err != nil {
+		t.Fatal(err)
+	}
+	if d := readNodeCounters(t, 1).minus(before1); d.nft["to4"] == 0 || d.nft["from4"] == 0 || d.fwd4 == 0 {
+		t.Errorf("node 1: a request to a Pod's own address: netfilter %v, forwarded %d; want both directions counted", d.nft, d.fwd4)
 	}
 	t.Logf("router: %d frames forwarded in XDP, %d passed to its kernel", routerAfter.Forwarded-routerBefore.Forwarded, routerAfter.Passed-routerBefore.Passed)
 }
@@ -142,7 +153,8 @@ func (a nodeCounters) minus(b nodeCounters) nodeCounters {
 		d.nft[k] = v - b.nft[k]
 	}
 	d.delivery = bpf.Delivery{Peer: a.delivery.Peer - b.delivery.Peer, PeerTC: a.delivery.PeerTC - b.delivery.PeerTC,
-		Redirect: a.delivery.Redirect - b.delivery.Redirect, Stack: a.delivery.Stack - b.delivery.Stack}
+		Redirect: a.delivery.Redirect - b.delivery.Redirect, Stack: a.delivery.Stack - b.delivery.Stack,
+		ReplyTC: a.delivery.ReplyTC - b.delivery.ReplyTC}
 	return d
 }
 
@@ -259,4 +271,16 @@ func snmp(path, prefix, name string) (uint64, error) {
 		}
 	}
 	return 0, errors.New(path + ": no " + name)
+}
+
+// podAddr is the IPv4 address of a workload's Pod.
+func podAddr(t *testing.T, l *lab.Lab, workload string) string {
+	t.Helper()
+	for _, p := range l.Pods() {
+		if p.Workload == workload {
+			return p.IPv4
+		}
+	}
+	t.Fatalf("no Pod of workload %s", workload)
+	return ""
 }
