@@ -28,7 +28,7 @@ fuzz-controller:
 # the time from the last create to the last status write and the
 # controller's peak RSS. Not part of `make test`.
 bench-controller:
-	ZEROHOP_BENCH=1 $(GO) test -count=1 -run '^TestBench10k$$' -timeout 40m -v ./controller/ 2>&1 | grep -E '^(bench-controller:|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)'
+	$(GO) test -tags bench -count=1 -run '^TestBench10k$$' -timeout 40m -v ./controller/ 2>&1 | grep -E '^(bench-controller:|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)'
 
 TEST_EXCLUDE_PKGS += github.com/zerohop/zerohop/controller$$ github.com/zerohop/zerohop/controller/ipam$$
 TEST_TARGETS += test-controller

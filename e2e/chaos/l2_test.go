@@ -282,8 +282,10 @@ func TestChaosL2(t *testing.T) {
 		slices.Sort(gaps)
 		median := gaps[len(gaps)/2]
 		t.Logf("L2 failover gap over %d cuts: median %s, min %s, max %s", len(gaps), ms(median), ms(gaps[0]), ms(gaps[len(gaps)-1]))
-		if median > time.Second {
-			t.Errorf("median L2 failover gap %s, want < 1s", ms(median))
+		for i, g := range gaps {
+			if g > time.Second {
+				t.Errorf("L2 failover gap %s (%d of %d, sorted), want at most 1s: every failover, not the median", ms(g), i+1, len(gaps))
+			}
 		}
 		report(t, result{scenario: "L2 owner's uplink cut, 3 times", sent: sent, failed: failed,
 			recover: fmt.Sprintf("another node answered after a median %s gap (min %s, max %s)", ms(median), ms(gaps[0]), ms(gaps[len(gaps)-1])),

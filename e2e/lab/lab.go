@@ -175,6 +175,19 @@ func Up(t testing.TB, opts Options) *Lab {
 	t.Cleanup(unlock)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// A test holding the lock may reclaim what a killed run left behind,
+	// but only when nothing of it still runs: a lab someone started by
+	// hand (make lab) has live processes and is refused as before.
+	dir := opts.StateDir
+	if dir == "" {
+		dir = DefaultStateDir
+	}
+	if left := existingLab(dir); len(left) > 0 && abandoned(dir) {
+		t.Logf("lab: removing what a killed run left behind (%s)", strings.Join(left, ", "))
+		if err := Down(ctx, dir); err != nil {
+			t.Fatalf("lab up: removing a killed run's leftovers: %v", err)
+		}
+	}
 	l, err := Start(ctx, opts)
 	if l != nil {
 		t.Cleanup(func() {
@@ -533,6 +546,37 @@ func teardown(ctx context.Context, stateDir string, st *State) error {
 }
 
 // existingLab lists what shows a lab is up or was left behind.
+// abandoned reports whether nothing of the lab recorded in stateDir still
+// runs: no recorded process, no kubelet stand-in's Pod and no process in a
+// lab namespace.
+func abandoned(stateDir string) bool {
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
+	if st, err := readState(stateDir); err == nil {
+		for _, p := range st.Procs {
+			if p.alive() {
+				return false
+			}
+		}
+	}
+	for _, p := range kubeletProcs(stateDir) {
+		if p.alive() {
+			return false
+		}
+	}
+	all, _ := listNetns()
+	for _, n := range all {
+		if !labNS.MatchString(n) {
+			continue
+		}
+		if pids, err := netnsPIDs(n); err != nil || len(pids) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func existingLab(stateDir string) []string {
 	var found []string
 	if _, err := os.Stat(statePath(stateDir)); err == nil {
