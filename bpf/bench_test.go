@@ -1,8 +1,6 @@
 package bpf
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -241,9 +239,7 @@ func BenchmarkXDPTable(b *testing.B) {
 func benchNetns(b *testing.B) (string, uint32) { return benchNetnsT(b) }
 
 func benchNetnsT(b testing.TB) (string, uint32) {
-	var r [3]byte
-	_, _ = rand.Read(r[:])
-	ns := "zh-bench-" + hex.EncodeToString(r[:])
+	ns := "zh-bench-" + netnsSuffix()
 	b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	for _, args := range [][]string{
 		{"ip", "netns", "add", ns},

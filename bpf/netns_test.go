@@ -2,8 +2,6 @@ package bpf
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,9 +115,7 @@ func setNS(ns string) error {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	requireRoot(t)
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	s := hex.EncodeToString(b[:])
+	s := netnsSuffix()
 	l := &lab{suffix: s, client: "zh-cli-" + s, node: "zh-node-" + s, pods: map[string]string{}}
 	for _, p := range labPods {
 		l.pods[p.name] = "zh-" + p.name + "-" + s
