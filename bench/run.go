@@ -180,6 +180,9 @@ func (t *Topology) Measure(ctx context.Context, c Config, name string, services 
 		}
 	}
 
+	if waited, quiet := t.settle(ctx); !quiet {
+		fmt.Printf("bench: %s with %d services: the lab's control plane still busy after %v; measuring anyway\n", name, services, waited.Round(time.Millisecond))
+	}
 	fwdBefore, err := nodeForwarded(t.NodeNS())
 	if err != nil {
 		return r, err
