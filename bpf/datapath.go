@@ -779,14 +779,21 @@ func maglevChunks(m uint32) (chunk, chunks uint32) {
 func (d *Datapath) writeTable(table uint32, eligible []Backend, ids backendIDs) error {
 	names := make([]string, len(eligible))
 	beIDs := make([]uint32, len(eligible))
+	var weights []uint32
 	for i, b := range eligible {
 		names[i] = b.AddrPort().String()
 		beIDs[i], _ = ids.get(b.AddrPort())
+		if b.Weight != 0 && weights == nil {
+			weights = make([]uint32, len(eligible))
+		}
+	}
+	for i := range weights {
+		weights[i] = eligible[i].Weight
 	}
 	// The scratch buffers live as long as d (callers hold d.mu): a table
 	// is 64 KiB at the default size, and a sync of thousands of services
 	// would otherwise allocate one per service, twice.
-	idx, err := maglevInto(d.scratchIdx, names, d.opts.MaglevSize, d.opts.Seed)
+	idx, err := maglevWeightedInto(d.scratchIdx, names, weights, d.opts.MaglevSize, d.opts.Seed)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,9 @@
 package bpf
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 )
 
 // DefaultMaglevSize is the default number of slots in a Maglev table. It is
@@ -18,9 +20,21 @@ func Maglev(backends []string, m uint32, seed uint32) ([]uint32, error) {
 	return maglevInto(nil, backends, m, seed)
 }
 
+// MaglevWeighted is Maglev with each backend's share of the slots in
+// proportion to its weight (0 counts as 1): backend i takes its turn in a
+// round only until it holds m*w[i]/sum(w) slots, the remainder going to
+// the largest fractions. Equal weights give Maglev's table.
+func MaglevWeighted(backends []string, weights []uint32, m uint32, seed uint32) ([]uint32, error) {
+	return maglevWeightedInto(nil, backends, weights, m, seed)
+}
+
 // maglevInto is Maglev writing into dst's storage when it has room, so a
 // caller that builds many tables (Upsert) allocates none per table.
 func maglevInto(dst []uint32, backends []string, m uint32, seed uint32) ([]uint32, error) {
+	return maglevWeightedInto(dst, backends, nil, m, seed)
+}
+
+func maglevWeightedInto(dst []uint32, backends []string, weights []uint32, m uint32, seed uint32) ([]uint32, error) {
 	if !IsPrime(m) {
 		return nil, fmt.Errorf("maglev table size %d is not prime", m)
 	}
@@ -62,6 +76,38 @@ func maglevInto(dst []uint32, backends []string, m uint32, seed uint32) ([]uint3
 	for i := range table {
 		table[i] = empty
 	}
+	if weights != nil {
+		if len(weights) != n {
+			return nil, fmt.Errorf("maglev: %d weights for %d backends", len(weights), n)
+		}
+		if quota := quotas(weights, m); quota != nil {
+			// A backend takes its turns only until it holds its quota;
+			// it then leaves the rounds.
+			live := make([]int, 0, n)
+			for i, q := range quota {
+				if q > 0 {
+					live = append(live, i)
+				}
+			}
+			for len(live) > 0 {
+				next := live[:0]
+				for _, i := range live {
+					p := &ps[i]
+					for table[p.pos] != empty {
+						if p.pos += p.skip; p.pos >= mm {
+							p.pos -= mm
+						}
+					}
+					table[p.pos] = uint32(i)
+					if quota[i]--; quota[i] > 0 {
+						next = append(next, i)
+					}
+				}
+				live = next
+			}
+			return table, nil
+		}
+	}
 	// Each round gives every backend its next preferred free slot, so
 	// shares differ by at most one slot. The probing is almost all of the
 	// work: about m*ln(m) probes per table.
@@ -85,6 +131,42 @@ func maglevInto(dst []uint32, backends []string, m uint32, seed uint32) ([]uint3
 			}
 		}
 	}
+}
+
+// quotas returns each backend's number of slots in proportion to its
+// weight, summing to m, or nil when the weights are all equal (every
+// backend then takes a slot in every round).
+func quotas(weights []uint32, m uint32) []uint32 {
+	equal := true
+	for _, w := range weights {
+		equal = equal && max(w, 1) == max(weights[0], 1)
+	}
+	if equal {
+		return nil
+	}
+	var sum uint64
+	for _, w := range weights {
+		sum += uint64(max(w, 1))
+	}
+	q := make([]uint32, len(weights))
+	rest := make([]uint64, len(weights))
+	left := m
+	for i, w := range weights {
+		share := uint64(m) * uint64(max(w, 1))
+		q[i], rest[i] = uint32(share/sum), share%sum
+		left -= q[i]
+	}
+	// The slots the floors leave (fewer than n) go to the largest
+	// remainders, the first backend first among equals.
+	order := make([]int, len(weights))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(rest[b], rest[a]) })
+	for _, i := range order[:left] {
+		q[i]++
+	}
+	return q
 }
 
 func nameHash(name string, seed uint32) uint64 {

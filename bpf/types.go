@@ -99,6 +99,9 @@ type Backend struct {
 	Port  uint16     // Pod port (targetPort)
 	Node  netip.Addr // node the Pod runs on; optional for local backends
 	Flags BackendFlags
+	// Weight sets the backend's share of its service's Maglev slots, and
+	// so of new flows, relative to the other backends' (0 counts as 1).
+	Weight uint32
 }
 
 // AddrPort is the identity of a backend within its service.

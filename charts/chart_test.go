@@ -166,6 +166,10 @@ func TestInstallRBAC(t *testing.T) {
 			{"update", "", "services", "", "default", false},
 			{"patch", "", "services", "", "default", true},
 			{"delete", "", "services", "", "default", false},
+			// The Gateway API's rights come with gatewayAPI.enabled only.
+			{"create", "", "services", "", "default", false},
+			{"patch", "discovery.k8s.io", "endpointslices", "", "default", false},
+			{"list", "gateway.networking.k8s.io", "gateways", "", "", false},
 			{"create", "", "events", "", "default", true},
 			{"list", "zerohop.io", "ipaddresspools", "", "", true},
 			{"patch", "zerohop.io", "ipaddresspools", "status", "", true},

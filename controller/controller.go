@@ -176,8 +176,12 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 		// The cache holds every Service; managed fields are most of an
 		// object's bytes and never read here.
 		// Nodes are cached for their readiness alone.
+		// Pods only with the readiness gate's label (gate.go).
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject: map[client.Object]cache.ByObject{&corev1.Node{}: {Transform: trimNode}}},
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Node{}: {Transform: trimNode},
+				&corev1.Pod{}:  {Label: gateSelector},
+			}},
 		Controller: ctrlConfig(skip),
 	})
 	if err != nil {
@@ -210,6 +214,11 @@ func (c *Controller) Loaded() bool { return c.st.isLoaded() }
 
 // Client returns the manager's cached client (for tests and tools).
 func (c *Controller) Client() client.Client { return c.mgr.GetClient() }
+
+// Manager returns the controller's manager, to which more controllers
+// (the Gateway API's) may be added before Start: they share its cache,
+// client and leader election.
+func (c *Controller) Manager() manager.Manager { return c.mgr }
 
 // ours reports whether zerohop serves svc.
 func ours(svc *corev1.Service, defaultClass bool) bool {

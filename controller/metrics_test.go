@@ -188,13 +188,18 @@ func TestMetrics(t *testing.T) {
 		"zerohop_vip_announcing_nodes":                   dto.MetricType_GAUGE,
 		"zerohop_service_condition_writes_total":         dto.MetricType_COUNTER,
 		"zerohop_service_condition_writes_delayed_total": dto.MetricType_COUNTER,
+		// The readiness gate (gate_test.go).
+		"zerohop_readiness_gate_delay_seconds": dto.MetricType_HISTOGRAM,
+		"zerohop_readiness_gates_false":        dto.MetricType_GAUGE,
+		"zerohop_readiness_gate_writes_total":  dto.MetricType_COUNTER,
 	}
 	for name, typ := range types {
 		mf := mfs[name]
 		if mf == nil {
 			// A VIP's series exist while a Service holds it; this test's
 			// may be gone by now.
-			if name != "zerohop_vip_announcing_nodes" {
+			// So do the gated Pods' while one waits.
+			if name != "zerohop_vip_announcing_nodes" && name != "zerohop_readiness_gates_false" {
 				t.Errorf("%s missing", name)
 			}
 			continue

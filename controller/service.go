@@ -62,6 +62,9 @@ func (s *state) setup(mgr manager.Manager) error {
 	if err := s.setupConditions(mgr); err != nil {
 		return err
 	}
+	if err := s.setupGate(mgr); err != nil {
+		return err
+	}
 	return s.setupAccepted(mgr)
 }
 

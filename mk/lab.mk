@@ -56,3 +56,15 @@ test-cluster:
 
 TEST_TARGETS += test-cluster
 TEST_EXCLUDE_PKGS += /e2e/cluster$$
+
+.PHONY: test-gate
+# e2e/gate (root): the readiness gate under steady load: a rolling update
+# (3 replicas, maxSurge 1, maxUnavailable 0) without the gate (requests
+# lost are printed) and with it, a node drain, scaling 3 to 0 to 3 and a
+# graceful node shutdown (0 lost with the gate), and the time from
+# containers ready to gate True (median and p99 printed).
+test-gate:
+	$(GO) test -count=1 -timeout 10m -v ./e2e/gate/ 2>&1 | grep -E '^(=== RUN|\s*--- |ok|FAIL|PASS|panic|\s+\S+_test\.go)' | grep -v '^=== RUN'
+
+TEST_TARGETS += test-gate
+TEST_EXCLUDE_PKGS += /e2e/gate$$

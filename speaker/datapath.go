@@ -31,7 +31,7 @@ func (r *reconciler) programDatapath(ctx context.Context, snap *snapshot, rd *ro
 	}
 	blocked, errs := r.dp.Program(ctx, &snap.node, snap.nodes, l2Interfaces, desired)
 	rd.problem(errs...)
-	r.noteDatapath(desired, blocked, errs)
+	r.noteDatapath(desired, blocked, errs, snap.slicesOf)
 	return desired, announceable(snap.services, blocked)
 }
 

@@ -4,9 +4,12 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/zerohop/zerohop/bpf"
@@ -38,7 +41,11 @@ func registerDatapathStatusMetrics() {
 // programmed unless one of its addresses is blocked). errs are the
 // round's errors: the first becomes the reason of the failed Services,
 // which is all a write error says about which keys it hit.
-func (r *reconciler) noteDatapath(desired map[bpf.ServiceKey]datapath.Entry, blocked map[netip.Addr]bool, errs []error) {
+//
+// It lists too the generation of every EndpointSlice of a programmed
+// Service, taken from the snapshot the entries were made from: the
+// readiness gate reads it to know that a Pod's backend is in place here.
+func (r *reconciler) noteDatapath(desired map[bpf.ServiceKey]datapath.Entry, blocked map[netip.Addr]bool, errs []error, slicesOf map[types.NamespacedName][]*discoveryv1.EndpointSlice) {
 	failed := map[string]bool{}
 	all := map[string]bool{}
 	for key, e := range desired {
@@ -66,6 +73,17 @@ func (r *reconciler) noteDatapath(desired map[bpf.ServiceKey]datapath.Entry, blo
 		default:
 			st.Programmed = append(st.Programmed, s)
 		}
+	}
+	for _, s := range st.Programmed {
+		ns, name, _ := strings.Cut(s, "/")
+		for _, sl := range slicesOf[types.NamespacedName{Namespace: ns, Name: name}] {
+			st.EndpointSlices = append(st.EndpointSlices, v1alpha1.SliceGeneration{Name: sl.Namespace + "/" + sl.Name, Generation: sl.Generation})
+		}
+	}
+	slices.SortFunc(st.EndpointSlices, func(a, b v1alpha1.SliceGeneration) int { return strings.Compare(a.Name, b.Name) })
+	if len(st.EndpointSlices) > maxProgrammed {
+		st.EndpointSlices = st.EndpointSlices[:maxProgrammed]
+		st.Truncated = true
 	}
 	datapathUnprogrammed.Set(float64(len(failed)))
 	r.mu.Lock()

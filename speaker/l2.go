@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
+	"github.com/zerohop/zerohop/speaker/bgp"
 	"github.com/zerohop/zerohop/speaker/l2"
 	"github.com/zerohop/zerohop/speaker/l2/election"
 	"github.com/zerohop/zerohop/speaker/l2/member"
@@ -90,7 +91,11 @@ func (r *reconciler) announceL2(ctx context.Context, snap *snapshot, svcs []core
 	port := r.opts.MemberlistPort
 	for i := range snap.nodes {
 		n := &snap.nodes[i]
-		enodes = append(enodes, election.Node{Name: n.Name, Labels: n.Labels})
+		// A node that may not announce by BGP (cordoned, excluded,
+		// shutting down) hands its L2 addresses over too.
+		if bgp.NodeHealthy(n) {
+			enodes = append(enodes, election.Node{Name: n.Name, Labels: n.Labels})
+		}
 		if n.Name == r.opts.NodeName {
 			continue
 		}

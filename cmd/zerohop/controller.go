@@ -10,6 +10,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/zerohop/zerohop/controller"
+	"github.com/zerohop/zerohop/controller/gateway"
 )
 
 func init() { subcommands = append(subcommands, newControllerCommand) }
@@ -18,6 +19,7 @@ func newControllerCommand() *cobra.Command {
 	var (
 		kubeconfig string
 		opts       controller.Options
+		gatewayAPI bool
 		logs       logFlags
 	)
 	cmd := &cobra.Command{
@@ -26,7 +28,10 @@ func newControllerCommand() *cobra.Command {
 		Long: `The controller assigns IPs to Services of type LoadBalancer whose
 spec.loadBalancerClass is zerohop.io/lb (or unset, with --default-class),
 from IPAddressPool objects. It is leader-elected; only the leader allocates.
-See docs/controller.md for the allocation and sharing rules.`,
+See docs/controller.md for the allocation and sharing rules. With
+--gateway-api it also serves Gateway API Gateways (TCP and UDP listeners,
+TCPRoutes and UDPRoutes) of the GatewayClasses whose controllerName is
+zerohop.io/gateway-controller; see docs/gateway.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Log = setupLogging(os.Stderr, logs.verbosity())
@@ -37,6 +42,11 @@ See docs/controller.md for the allocation and sharing rules.`,
 			c, err := controller.New(cfg, opts)
 			if err != nil {
 				return err
+			}
+			if gatewayAPI {
+				if err := gateway.Setup(c.Manager(), gateway.Options{}); err != nil {
+					return err
+				}
 			}
 			return c.Start(ctrl.SetupSignalHandler())
 		},
@@ -57,6 +67,7 @@ See docs/controller.md for the allocation and sharing rules.`,
 	f.Float32Var(&opts.QPS, "kube-api-qps", 500, "API requests per second")
 	f.IntVar(&opts.Burst, "kube-api-burst", 1000, "API request burst")
 	f.IntVar(&opts.Workers, "workers", 16, "concurrent Service reconciles")
+	f.BoolVar(&gatewayAPI, "gateway-api", false, "serve Gateways of GatewayClasses whose controllerName is "+string(gateway.ControllerName)+" (needs the Gateway API CRDs)")
 	logs.add(f)
 	return cmd
 }

@@ -19,9 +19,28 @@ type DatapathStatus struct {
 	// +optional
 	Failed []DatapathFailure `json:"failed,omitempty"`
 
-	// Truncated is true when Programmed was capped.
+	// EndpointSlices are the EndpointSlices (namespace/name) of the
+	// programmed Services and the generation of each that the entries in
+	// place reflect, sorted, capped at 5000. The readiness gate
+	// (docs/readiness-gate.md) compares them with the slices it sees; a
+	// slice left out counts as not programmed.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	EndpointSlices []SliceGeneration `json:"endpointSlices,omitempty"`
+
+	// Truncated is true when Programmed or EndpointSlices was capped.
 	// +optional
 	Truncated bool `json:"truncated,omitempty"`
+}
+
+// SliceGeneration is one EndpointSlice as a node's datapath entries
+// reflect it.
+type SliceGeneration struct {
+	// Name is namespace/name.
+	Name string `json:"name"`
+	// Generation is the slice's metadata.generation.
+	Generation int64 `json:"generation"`
 }
 
 // DatapathFailure is one Service whose datapath entries are not all in

@@ -10,9 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
+	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -474,23 +473,31 @@ func TestChaosBGP(t *testing.T) {
 		}
 		t.Log("web: " + res.summary())
 		t.Log("tmp: " + pres.summary())
-		// Not asserted: an open finding (docs/chaos.md). Now and then one
-		// IPv6 request to web, a Service of another pool with the same
-		// Pods, fails while tmp's pool comes back, with no change of
-		// web's route in the router's FIB.
+		// web, a Service of another pool with the same Pods, must not
+		// notice: no failed request, no change of its routes.
 		if len(res.failures) > 0 || len(fibChanges) > 0 {
-			t.Logf("FINDING: web (another pool, same Pods) saw %d failures and %d FIB changes around the pool's delete/recreate:\n%s\n%s",
+			t.Errorf("web (another pool, same Pods) saw %d failures and %d FIB changes around the pool's delete/recreate:\n%s\n%s",
 				len(res.failures), len(fibChanges), res.firstFailures(10), strings.Join(fibChanges, "\n"))
 		}
 		t.Logf("tmp kept %s; condition %s; routes withdrawn %v (%s after the delete); back %s after the recreate",
 			tmpIPs, why, withdrawn, ms(gone), ms(back))
+		// Measured 0.1 s each way (the condition and the route polled
+		// every 100 ms and 10 ms): the bounds leave a 2-core machine room.
+		if !withdrawn {
+			t.Errorf("tmp's routes still announced 10s after its pool was deleted")
+		} else if gone > 3*time.Second {
+			t.Errorf("tmp's routes withdrawn %s after its pool was deleted, want within 3s", ms(gone))
+		}
+		if back > 3*time.Second {
+			t.Errorf("tmp's routes back %s after its pool was recreated, want within 3s", ms(back))
+		}
 		user := fmt.Sprintf("tmp keeps its IPs %s (Warning IPOutsidePool, condition %s) but is unreachable while its pool is gone: %d of its %d requests failed over %s",
 			tmpIPs, conditionOutsidePool, len(pres.failures), pres.sent, ms(pres.window()))
 		if !withdrawn {
 			user = fmt.Sprintf("tmp keeps its IPs %s and stays announced; %d of its %d requests failed", tmpIPs, len(pres.failures), pres.sent)
 		}
 		report(t, result{scenario: "pool holding an allocation deleted, recreated", sent: res.sent + pres.sent, failed: len(res.failures) + len(pres.failures),
-			recover: fmt.Sprintf("routes back %s after the pool was recreated; web (other pool, same Pods): %d of %d failed", ms(back), len(res.failures), res.sent),
+			recover: fmt.Sprintf("tmp's routes withdrawn %s after the pool was deleted, back %s after it was recreated; web (other pool, same Pods): %d of %d failed", ms(gone), ms(back), len(res.failures), res.sent),
 			user:    user})
 	})
 
@@ -689,7 +696,10 @@ func TestChaosBGP(t *testing.T) {
 	// Turning BFD on is an edit of both BGPPeers, made under load: a
 	// configuration change that must not cost a request.
 	t.Run("bgppeer-edit-bfd-on", func(t *testing.T) {
-		e.create(&v1alpha1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast"}})
+		// The lab router's timers (100 ms x 3), on zerohop's side too.
+		iv, mult := uint32(lab.BFDInterval.Milliseconds()), uint32(lab.BFDDetectMult)
+		e.create(&v1alpha1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast"},
+			Spec: v1alpha1.BFDProfileSpec{ReceiveInterval: &iv, TransmitInterval: &iv, DetectMultiplier: &mult}})
 		fw := watchFIB(ctx, web...)
 		ld := startLoad(ctx, webT...)
 		time.Sleep(2 * time.Second)
@@ -723,7 +733,7 @@ func TestChaosBGP(t *testing.T) {
 			})
 		}
 		settled := time.Since(t0)
-		// BFD moves from slow start to the profile's 300ms after Up; keep
+		// BFD moves from slow start to the profile's 100ms after Up; keep
 		// watching through that.
 		time.Sleep(5 * time.Second)
 		res := ld.stop()
@@ -747,10 +757,39 @@ func TestChaosBGP(t *testing.T) {
 
 	t.Run("node-failure-bfd", func(t *testing.T) {
 		n2v4, n2v6 := lab.NodeAddrs(2)
-		// BFD up on every session, and node2's at the profile's 300ms
-		// (sessions start at 1s, RFC 5880's slow start).
-		bfdReady := func() {
-			eventually(t, 30*time.Second, "BFD up on every node's sessions, node2's at 300ms", func() (bool, string) {
+		// routerBFD reports, from the router's bfdd, whether both of
+		// node2's sessions are Up and how many of them the router still
+		// hears at the slow-start interval (RFC 5880: 1 s until Up).
+		routerBFD := func() (up, slow int, desc string) {
+			out, err := lab.Vtysh(ctx, "show bfd peers json")
+			if err != nil {
+				return 0, 0, err.Error()
+			}
+			var peers []map[string]any
+			if err := json.Unmarshal(out, &peers); err != nil {
+				return 0, 0, err.Error()
+			}
+			var ds []string
+			for _, p := range peers {
+				if p["peer"] != n2v4.String() && p["peer"] != n2v6.String() {
+					continue
+				}
+				tx, _ := p["remote-transmit-interval"].(float64)
+				if p["status"] == "up" {
+					up++
+					if tx > float64(lab.BFDInterval.Milliseconds()) {
+						slow++
+					}
+				}
+				ds = append(ds, fmt.Sprintf("%v %v (node2's tx %vms)", p["peer"], p["status"], tx))
+			}
+			return up, slow, strings.Join(ds, ", ")
+		}
+		// Ready to cut: every node's sessions Established with BFD Up,
+		// web's routes via the three nodes. Node2's BFD timers may still be
+		// at slow start: the cut does not wait for the profile's rate.
+		ready := func() (slow int) {
+			eventually(t, 30*time.Second, "every node's sessions Established with BFD Up", func() (bool, string) {
 				for i := 1; i <= bgpNodes; i++ {
 					n4, n6 := lab.NodeAddrs(i)
 					for _, a := range []netip.Addr{n4, n6} {
@@ -759,48 +798,35 @@ func TestChaosBGP(t *testing.T) {
 						}
 					}
 				}
-				out, err := lab.Vtysh(ctx, "show bfd peers json")
-				if err != nil {
-					return false, err.Error()
-				}
-				var peers []map[string]any
-				if err := json.Unmarshal(out, &peers); err != nil {
-					return false, err.Error()
-				}
-				fast := 0
-				for _, p := range peers {
-					if (p["peer"] == n2v4.String() || p["peer"] == n2v6.String()) && p["status"] == "up" && p["remote-transmit-interval"] == float64(300) {
-						fast++
-					}
-				}
-				return fast == 2, fmt.Sprintf("%d of node2's sessions at 300ms", fast)
+				up, s, desc := routerBFD()
+				slow = s
+				return up == 2, desc
 			})
+			return slow
 		}
 		link := func(state string) {
 			if out, err := exec.CommandContext(ctx, "ip", "-n", lab.NodeName(2), "link", "set", lab.UplinkIf, state).CombinedOutput(); err != nil {
 				t.Fatalf("link %s: %v: %s", state, err, out)
 			}
 		}
-		// kernelGone polls the router's kernel FIB (what forwards) until
-		// vip's route no longer has node2, and returns how long that took.
-		kernelGone := func(vip netip.Addr, t0 time.Time) time.Duration {
-			want := lab.NodeNextHops(vip, 1, 3)
-			for time.Since(t0) < 10*time.Second {
-				if r, err := lab.KernelRouteFor(ctx, netip.PrefixFrom(vip, vip.BitLen())); err == nil && r != nil {
-					h := slices.Clone(r.NextHops)
-					sort.Strings(h)
-					if strings.Join(h, ",") == want {
-						return time.Since(t0)
-					}
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			return -1
+		fib, err := lab.WatchRouterFIB()
+		if err != nil {
+			t.Fatal(err)
 		}
-		const cuts = 3
+		defer fib.Close()
+		routes := func(nodes ...int) map[netip.Prefix]string {
+			m := map[netip.Prefix]string{}
+			for _, v := range web {
+				m[netip.PrefixFrom(v, v.BitLen())] = lab.NodeNextHops(v, nodes...)
+			}
+			return m
+		}
+		// Detection is 3 x 100 ms after node2's last packet; the rest is
+		// bfdd -> bgpd -> zebra -> kernel, timed to the route message.
+		const cuts, bound = 20, 500 * time.Millisecond
 		var took []time.Duration
 		var downs, ups []time.Time
-		bfdReady()
+		slowCuts := 0
 		ld := startLoad(ctx, webT...)
 		time.Sleep(2 * time.Second)
 		fw := watchFIB(ctx, web...)
@@ -809,51 +835,42 @@ func TestChaosBGP(t *testing.T) {
 			t.Fatal(err)
 		}
 		for cut := 1; cut <= cuts; cut++ {
-			for _, v := range web {
-				want := lab.NodeNextHops(v, 1, 2, 3)
-				eventually(t, 30*time.Second, fmt.Sprintf("router's FIB route %s via %s", v, want), func() (bool, string) {
-					h, err := kernelHops(ctx, v)
-					return err == nil && h == want, fmt.Sprint(h, err)
-				})
+			if _, err := fib.WaitNextHops(ctx, routes(1, 2, 3), 60*time.Second); err != nil {
+				t.Fatalf("before cut %d: %v", cut, err)
 			}
-			t0 := time.Now()
-			t.Logf("%s cut %d: node2's uplink down", t0.Format("15:04:05.000"), cut)
+			if ready() > 0 {
+				slowCuts++
+			}
 			link("down")
-			up := false
-			var gone [2]time.Duration
-			var wg sync.WaitGroup
-			for k, v := range web {
-				wg.Add(1)
-				go func() { defer wg.Done(); gone[k] = kernelGone(v, t0) }()
-			}
-			wg.Wait()
-			func() {
-				defer func() {
-					if !up {
-						link("up")
-						restoreRoutes(t, ctx, 2, l.Nodes())
-					}
-				}()
-				if gone[0] < 0 || gone[1] < 0 {
-					t.Fatalf("cut %d: node2 still a next hop 10s after the cut (v4 %s, v6 %s)", cut, gone[0], gone[1])
-				}
-				// Hold the node down a little, then bring it back.
-				time.Sleep(2 * time.Second)
-				ups = append(ups, time.Now())
-				downs = append(downs, t0)
-				link("up")
-				restoreRoutes(t, ctx, 2, l.Nodes())
-				up = true
-			}()
-			worst := max(gone[0], gone[1])
-			took = append(took, worst)
-			t.Logf("cut %d: node2's paths left the router's FIB after v4 %s, v6 %s (BFD 300ms x 3; hold time 9s)", cut, ms(gone[0]), ms(gone[1]))
-			for _, v := range web {
-				e.waitRoute(t, v, 60*time.Second, 1, 2, 3)
-			}
-			bfdReady()
+			t0 := time.Now()
+			seen, werr := fib.WaitNextHops(ctx, routes(1, 3), 10*time.Second)
+			// Hold the node down a moment (new connections meet the
+			// shrunken ECMP), then bring it back.
 			time.Sleep(time.Second)
+			downs = append(downs, t0)
+			ups = append(ups, time.Now())
+			link("up")
+			restoreRoutes(t, ctx, 2, l.Nodes())
+			if werr != nil {
+				t.Fatalf("cut %d: node2 still a next hop: %v", cut, werr)
+			}
+			var worst time.Duration
+			var per []string
+			for _, v := range web {
+				d := seen[netip.PrefixFrom(v, v.BitLen())].Sub(t0)
+				worst = max(worst, d)
+				per = append(per, fmt.Sprintf("%s %s", v, ms(d)))
+			}
+			took = append(took, worst)
+			t.Logf("cut %d: node2's paths left the router's FIB: %s", cut, strings.Join(per, ", "))
+			if worst > bound {
+				t.Errorf("cut %d: failover %s, want within %s", cut, ms(worst), bound)
+			}
 		}
+		if _, err := fib.WaitNextHops(ctx, routes(1, 2, 3), 60*time.Second); err != nil {
+			t.Error(err)
+		}
+		ready()
 		res := ld.stop()
 		t.Logf("router's FIB for web during the cuts:\n%s", strings.Join(fw.stop(), "\n"))
 		sessAfter, err := sessionCounts(ctx)
@@ -895,17 +912,20 @@ func TestChaosBGP(t *testing.T) {
 		if len(res.failures) > 0 {
 			t.Logf("failures:\n%s", res.firstFailures(15))
 		}
-		slices.Sort(took)
-		median := took[len(took)/2]
-		t.Logf("BFD failover over %d cuts (slower family, kernel FIB polled every 5ms): median %s, min %s, max %s", cuts, ms(median), ms(took[0]), ms(took[len(took)-1]))
-		if median > time.Second {
-			t.Errorf("median failover %s: want BFD's < 1s", ms(median))
+		var each []string
+		for _, d := range took {
+			each = append(each, strconv.FormatInt(d.Milliseconds(), 10))
 		}
+		sorted := slices.Clone(took)
+		slices.Sort(sorted)
+		median, worst := sorted[len(sorted)/2], sorted[len(sorted)-1]
+		t.Logf("BFD failover over %d cuts (slower family, to the kernel route message; %d cuts while the router still heard node2's slow-start interval): max %s, median %s, min %s; every cut in ms: %s",
+			cuts, slowCuts, ms(worst), ms(median), ms(sorted[0]), strings.Join(each, " "))
 		if whileDown > 0 {
 			t.Errorf("%d new connections failed while node2 was down", whileDown)
 		}
-		report(t, result{scenario: fmt.Sprintf("node2's uplink cut %d times (BGP + BFD 300ms x 3)", cuts), sent: res.sent, failed: len(res.failures),
-			recover: fmt.Sprintf("router's FIB dropped node2 after a median %s (min %s, max %s)", ms(median), ms(took[0]), ms(took[len(took)-1])),
+		report(t, result{scenario: fmt.Sprintf("node2's uplink cut %d times (BGP + BFD %s x %d)", cuts, lab.BFDInterval, lab.BFDDetectMult), sent: res.sent, failed: len(res.failures),
+			recover: fmt.Sprintf("router's FIB dropped node2 after at most %s (median %s, min %s; bound %s each)", ms(worst), ms(median), ms(sorted[0]), bound),
 			user: fmt.Sprintf("new connections to node2 wait for a SYN retransmit (slowest answer %s), %d failed; long-lived connections reset: %d on node2's Pod, %d on the other nodes when the router's ECMP rehashed, %d when node2 came back (Local mode: a node has no other node's flows)",
 				ms(res.max), whileDown, lostOnDead, rehashed, onReturn)})
 	})
@@ -920,6 +940,14 @@ func TestChaosBGP(t *testing.T) {
 			t.Fatal(err)
 		}
 		argv := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		// The router runs BGP graceful restart with its forwarding state
+		// preserved: zebra keeps bgpd's routes in the kernel while bgpd
+		// is away, and the speakers, as helpers, send their paths again
+		// to the new bgpd.
+		if err := lab.RegisterBGPGracefulRestart(ctx, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		fw := watchFIB(ctx, web...)
 		ld := startLoad(ctx, webT...)
 		time.Sleep(2 * time.Second)
 		t0 := time.Now()
@@ -954,20 +982,29 @@ func TestChaosBGP(t *testing.T) {
 		for i := 1; i <= bgpNodes; i++ {
 			e.waitNodeFresh(t, i, web, 30*time.Second)
 		}
+		fresh := time.Since(t0)
 		time.Sleep(2 * time.Second)
 		res := ld.stop()
+		changes := fw.stop()
 		t.Log(res.summary())
-		if len(res.failures) > 0 {
-			t.Logf("failures during the router's outage (allowed):\n%s", res.firstFailures(10))
-		}
-		lastFail := time.Duration(0)
-		if n := len(res.failures); n > 0 {
-			lastFail = res.failures[n-1].at.Sub(t0)
-		}
+		t.Logf("router's FIB for web across bgpd's restart (sampled every 20ms):\n%s", strings.Join(changes, "\n"))
 		long := res.count(func(f failure) bool { return f.kind != "short" })
-		report(t, result{scenario: "router's bgpd killed and started again", sent: res.sent, failed: len(res.failures),
-			recover: fmt.Sprintf("bgpd restarted after %s; all 6 sessions and both routes (3 next hops) back %s after the kill", ms(restarted), ms(back)),
-			user:    fmt.Sprintf("requests failed for %s after the router lost its BGP routes (%d new connections, %d on long-lived ones)", ms(lastFail), len(res.failures)-long, long)})
+		// Zebra keeps bgpd's routes, so no new connection may fail. It
+		// does not keep all of their next hops yet: at the kill the ECMP
+		// routes shrank (3 next hops to 1 or none for a moment) and grew
+		// back as the new bgpd learned the nodes again, which moves
+		// established flows to nodes without them (Local mode). Until
+		// that is fixed, those are reported, not asserted (docs/chaos.md).
+		if short := len(res.failures) - long; short > 0 {
+			t.Errorf("bgpd restart: %d new connections failed:\n%s", short, res.firstFailures(10))
+		}
+		if long > 0 || len(changes) > 0 {
+			t.Logf("FINDING: bgpd restart: %d long-lived connections reset, %d changes of web's kernel routes:\n%s",
+				long, len(changes), res.firstFailures(10))
+		}
+		report(t, result{scenario: "router's bgpd SIGKILLed and started again (graceful restart, forwarding state preserved)", sent: res.sent, failed: len(res.failures),
+			recover: fmt.Sprintf("bgpd restarted after %s; both routes (3 next hops) in its RIB %s and every path fresh %s after the kill; %d changes of the kernel routes", ms(restarted), ms(back), ms(fresh), len(changes)),
+			user:    fmt.Sprintf("%d failed requests (%d on long-lived connections), slowest answer %s", len(res.failures), long, ms(res.max))})
 	})
 
 	t.Logf("TestChaosBGP took %s", ms(time.Since(suiteStart)))

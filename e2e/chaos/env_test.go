@@ -504,6 +504,13 @@ func kernelHops(ctx context.Context, vip netip.Addr) (string, error) {
 	return strings.Join(h, ","), nil
 }
 
+func routeName(hops string) string {
+	if hops == "" {
+		return "no route"
+	}
+	return hops
+}
+
 func watchFIB(ctx context.Context, vips ...netip.Addr) *fibWatch {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &fibWatch{cancel: cancel, done: make(chan struct{})}
@@ -517,11 +524,8 @@ func watchFIB(ctx context.Context, vips ...netip.Addr) *fibWatch {
 					continue
 				}
 				if prev, ok := last[v]; ok && prev != got {
-					if got == "" {
-						got = "no route"
-					}
 					w.mu.Lock()
-					w.changes = append(w.changes, fmt.Sprintf("%s %s: %s -> %s", time.Now().Format("15:04:05.000"), v, prev, got))
+					w.changes = append(w.changes, fmt.Sprintf("%s %s: %s -> %s", time.Now().Format("15:04:05.000"), v, routeName(prev), routeName(got)))
 					w.mu.Unlock()
 				}
 				last[v] = got

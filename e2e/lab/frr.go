@@ -14,6 +14,16 @@ import (
 	"time"
 )
 
+// The router's BFD profile when the lab runs BFD: fast enough that a dead
+// node leaves the router's ECMP in well under half a second (detection
+// 3 × 100 ms after the node's last packet). Tests give zerohop's
+// BFDProfile the same timers, so both ends detect at that speed.
+const (
+	BFDProfileName = "zerohop"
+	BFDInterval    = 100 * time.Millisecond
+	BFDDetectMult  = 3
+)
+
 // FRR runs as the Debian package's frr user (it must belong to the vty
 // group to open its vty sockets); the pathspace keeps every socket of the
 // lab's daemons under /var/run/frr/<pathspace>, away from a system FRR.
@@ -53,6 +63,15 @@ func bgpdConfig(c RouterConfig) string {
 	b.WriteString(" no bgp ebgp-requires-policy\n no bgp network import-check\n no bgp default ipv4-unicast\n")
 	// Nodes may use one ASN or one each; either way their paths are ECMP.
 	b.WriteString(" bgp bestpath as-path multipath-relax\n timers bgp 3 9\n")
+	// Graceful restart with the forwarding state kept: when bgpd dies,
+	// zebra keeps its routes in the kernel until the restarted bgpd has
+	// learned them again, so traffic does not stop with the control plane.
+	// FRR 8.4's bgpd cannot be told it restarts (no -K), so it would
+	// install each node's path as its session returns and shrink the kept
+	// ECMP routes for a moment; read-only mode after start (wait up to 3 s
+	// for sessions, then for their End-of-RIB, 10 s at most) installs them
+	// whole instead.
+	b.WriteString(" bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n update-delay 10 3\n")
 	for _, n := range c.Neighbors {
 		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", n.Addr, n.ASN)
 		if n.Name != "" {
@@ -60,7 +79,7 @@ func bgpdConfig(c RouterConfig) string {
 		}
 		fmt.Fprintf(&b, " neighbor %s timers connect 2\n", n.Addr)
 		if c.BFD {
-			fmt.Fprintf(&b, " neighbor %s bfd\n", n.Addr)
+			fmt.Fprintf(&b, " neighbor %s bfd\n neighbor %s bfd profile %s\n", n.Addr, n.Addr, BFDProfileName)
 		}
 	}
 	for _, fam := range []string{"ipv4", "ipv6"} {
@@ -81,7 +100,9 @@ func zebraConfig(c RouterConfig) string {
 }
 
 func bfddConfig(c RouterConfig) string {
-	return fmt.Sprintf("hostname %s\nlog file %s informational\n!\nbfd\n!\n", RouterNS, filepath.Join(c.LogDir, "bfdd.log"))
+	ms := BFDInterval.Milliseconds()
+	return fmt.Sprintf("hostname %s\nlog file %s informational\n!\nbfd\n profile %s\n  receive-interval %d\n  transmit-interval %d\n  detect-multiplier %d\n !\n!\n",
+		RouterNS, filepath.Join(c.LogDir, "bfdd.log"), BFDProfileName, ms, ms, BFDDetectMult)
 }
 
 // startFRR writes configs into dir and starts zebra, bgpd and bfdd inside

@@ -17,13 +17,19 @@ func TestBGPDConfig(t *testing.T) {
 		"router bgp 64512\n",
 		" neighbor 198.51.100.11 remote-as 64513\n",
 		" neighbor 198.51.100.11 bfd\n",
+		" neighbor 198.51.100.11 bfd profile zerohop\n",
 		" address-family ipv4 unicast\n  neighbor 198.51.100.11 activate\n  maximum-paths 4\n",
 		" address-family ipv6 unicast\n  neighbor 2001:db8:100::11 activate\n  maximum-paths 4\n",
 		"bgp bestpath as-path multipath-relax",
+		" bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n update-delay 10 3\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("config lacks %q:\n%s", want, got)
 		}
+	}
+	bfdd := bfddConfig(c)
+	if !strings.Contains(bfdd, " profile zerohop\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n") {
+		t.Errorf("bfdd config lacks the 100 ms x 3 profile:\n%s", bfdd)
 	}
 	c.BFD = false
 	if strings.Contains(bgpdConfig(c), " bfd\n") {

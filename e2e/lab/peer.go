@@ -24,11 +24,19 @@ import (
 // namespace. Its gRPC API is not started. The test drives it over stdin
 // ("announce P", "withdraw P") and reads one "ok"/"error ..." line back.
 
-// PeerConfig configures a test BGP peer on a node.
+// PeerConfig configures a test BGP peer on a node, or, with Remote, in
+// the client namespace.
 type PeerConfig struct {
 	Node    int    // 1-based node index
 	ASN     uint32 // the peer's own ASN; 0 = DefaultNodeASN
 	PeerASN uint32 // the router's ASN; 0 = DefaultRouterASN
+	// Remote runs the peer in the client namespace, two hops from the
+	// nodes (node, router, client), as an eBGP multihop peer of every
+	// node: it listens on port 179 and waits for the nodes to dial (its
+	// own packets leave with TTL 255). Node is then unused and PeerASN
+	// is the nodes' ASN (0 = DefaultNodeASN); give ASN another value
+	// for eBGP.
+	Remote bool
 }
 
 // Peer is a running test BGP peer.
@@ -44,17 +52,35 @@ type Peer struct {
 // StartPeer starts a GoBGP peer in node cfg.Node that connects to the router
 // over IPv4 and IPv6. It is stopped by Lab teardown, or earlier by Stop.
 func (l *Lab) StartPeer(ctx context.Context, cfg PeerConfig) (*Peer, error) {
-	if cfg.Node < 1 || cfg.Node > l.opts.Nodes {
+	if !cfg.Remote && (cfg.Node < 1 || cfg.Node > l.opts.Nodes) {
 		return nil, fmt.Errorf("peer: no node %d", cfg.Node)
 	}
 	if cfg.ASN == 0 {
 		cfg.ASN = DefaultNodeASN
 	}
-	if cfg.PeerASN == 0 {
+	switch {
+	case cfg.PeerASN != 0:
+	case cfg.Remote:
+		cfg.PeerASN = DefaultNodeASN
+	default:
 		cfg.PeerASN = l.opts.RouterASN
 	}
-	n4, n6 := NodeAddrs(cfg.Node)
-	r4, r6 := RouterNodeAddrs()
+	var n4, n6 netip.Addr
+	var neighbors []string
+	name, ns := fmt.Sprintf("bgp-peer-node%d", cfg.Node), NodeName(cfg.Node)
+	var extra []string
+	if cfg.Remote {
+		n4, n6 = ClientAddrs()
+		for i := 1; i <= l.opts.Nodes; i++ {
+			a4, _ := NodeAddrs(i)
+			neighbors = append(neighbors, a4.String())
+		}
+		name, ns, extra = "bgp-peer-remote", ClientNS, []string{"-multihop"}
+	} else {
+		n4, n6 = NodeAddrs(cfg.Node)
+		r4, r6 := RouterNodeAddrs()
+		neighbors = []string{r4.String(), r6.String()}
+	}
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -66,8 +92,9 @@ func (l *Lab) StartPeer(ctx context.Context, cfg PeerConfig) (*Peer, error) {
 	argv := append(append([]string{}, l.opts.HelperCommand...), "bgp-peer",
 		"-asn", fmt.Sprint(cfg.ASN), "-peer-asn", fmt.Sprint(cfg.PeerASN),
 		"-router-id", n4.String(), "-local", n4.String()+","+n6.String(),
-		"-neighbors", r4.String()+","+r6.String())
-	p, _, err := spawn(spawnSpec{name: fmt.Sprintf("bgp-peer-node%d", cfg.Node), ns: NodeName(cfg.Node),
+		"-neighbors", strings.Join(neighbors, ","))
+	argv = append(argv, extra...)
+	p, _, err := spawn(spawnSpec{name: name, ns: ns,
 		argv: argv, logDir: l.logDir(), detach: l.opts.Detach, stdin: inR, stdout: outW})
 	_ = inR.Close()
 	_ = outW.Close()
@@ -82,7 +109,7 @@ func (l *Lab) StartPeer(ctx context.Context, cfg PeerConfig) (*Peer, error) {
 	peer := &Peer{proc: p, in: inW, out: bufio.NewReader(outR), outF: outR, owner: l}
 	// The helper says "ok" once GoBGP runs and the neighbors are configured.
 	if err := peer.await(ctx); err != nil {
-		return nil, fmt.Errorf("peer on node %d: %w", cfg.Node, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return peer, nil
 }
@@ -132,6 +159,16 @@ func (p *Peer) Withdraw(ctx context.Context, prefix netip.Prefix) error {
 	return p.command(ctx, "withdraw "+prefix.String())
 }
 
+// Received reports whether the peer holds a path to prefix from any
+// neighbor.
+func (p *Peer) Received(ctx context.Context, prefix netip.Prefix) (bool, error) {
+	err := p.command(ctx, "received "+prefix.String())
+	if err != nil && err.Error() == "error: no path" {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // Stop ends the peer process.
 func (p *Peer) Stop() error {
 	_ = p.in.Close() // EOF makes the helper exit cleanly
@@ -148,6 +185,7 @@ func runPeerHelper(args []string, stdin io.Reader, stdout io.Writer) error {
 	routerID := fs.String("router-id", "", "router ID")
 	local := fs.String("local", "", "local addresses (next hops), comma separated")
 	neighbors := fs.String("neighbors", "", "neighbor addresses, comma separated")
+	multihop := fs.Bool("multihop", false, "eBGP multihop: listen on 179, wait for the neighbors to dial, send with TTL 255")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -164,8 +202,13 @@ func runPeerHelper(args []string, stdin io.Reader, stdout io.Writer) error {
 	go s.Serve()
 	defer s.Stop()
 	// ListenPort -1: the peer only dials out, nothing listens in the node.
+	// A multihop peer is dialled by the nodes instead.
+	listen := int32(-1)
+	if *multihop {
+		listen = 179
+	}
 	if err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn: uint32(*asn), RouterId: *routerID, ListenPort: -1}}); err != nil {
+		Asn: uint32(*asn), RouterId: *routerID, ListenPort: listen}}); err != nil {
 		return fmt.Errorf("start bgp: %w", err)
 	}
 	for _, n := range strings.Split(*neighbors, ",") {
@@ -183,6 +226,10 @@ func runPeerHelper(args []string, stdin io.Reader, stdout io.Writer) error {
 			AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{
 				Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}},
 		}
+		if *multihop {
+			peer.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: 255}
+			peer.Transport = &api.Transport{PassiveMode: true}
+		}
 		if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: peer}); err != nil {
 			return fmt.Errorf("add peer %s: %w", n, err)
 		}
@@ -194,12 +241,15 @@ func runPeerHelper(args []string, stdin io.Reader, stdout io.Writer) error {
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		err := func() error {
-			if len(f) != 2 || (f[0] != "announce" && f[0] != "withdraw") {
+			if len(f) != 2 || (f[0] != "announce" && f[0] != "withdraw" && f[0] != "received") {
 				return fmt.Errorf("bad command %q", sc.Text())
 			}
 			pfx, err := netip.ParsePrefix(f[1])
 			if err != nil {
 				return err
+			}
+			if f[0] == "received" {
+				return received(ctx, s, pfx)
 			}
 			nh := nh4
 			if pfx.Addr().Is6() {
@@ -223,6 +273,25 @@ func runPeerHelper(args []string, stdin io.Reader, stdout io.Writer) error {
 		_, _ = fmt.Fprintln(stdout, "ok")
 	}
 	return sc.Err()
+}
+
+// received fails unless the global RIB has a path to pfx.
+func received(ctx context.Context, s *server.BgpServer, pfx netip.Prefix) error {
+	fam := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	if pfx.Addr().Is6() {
+		fam.Afi = api.Family_AFI_IP6
+	}
+	found := false
+	err := s.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: fam,
+		Prefixes: []*api.TableLookupPrefix{{Prefix: pfx.String(), Type: api.TableLookupPrefix_EXACT}}},
+		func(d *api.Destination) { found = found || len(d.Paths) > 0 })
+	if err != nil {
+		return err
+	}
+	if !found {
+		return errors.New("no path")
+	}
+	return nil
 }
 
 func bgpPath(pfx netip.Prefix, nextHop string) (*api.Path, error) {

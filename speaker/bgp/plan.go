@@ -55,8 +55,11 @@ type Node struct {
 const ExcludeLabel = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 // NodeHealthy reports whether node may announce: it is not labelled out of
-// load balancing and its network is not reported unavailable. Readiness of
-// the kubelet is left to the endpoints, which go unready with it.
+// load balancing, not cordoned (kubectl drain cordons before it evicts),
+// not shutting down, and its network is not reported unavailable. Other
+// readiness of the kubelet is left to the endpoints, which go unready
+// with it. Withdrawing on cordon and shutdown moves the node's traffic
+// before its Pods are evicted (docs/readiness-gate.md, "Drain order").
 func NodeHealthy(node *corev1.Node) bool {
 	if node == nil {
 		return false
@@ -64,13 +67,25 @@ func NodeHealthy(node *corev1.Node) bool {
 	if _, ok := node.Labels[ExcludeLabel]; ok {
 		return false
 	}
+	if node.Spec.Unschedulable {
+		return false
+	}
 	for _, c := range node.Status.Conditions {
 		if c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionTrue {
+			return false
+		}
+		// kubelet's graceful node shutdown says so on the Ready
+		// condition before it terminates any Pod.
+		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue && strings.Contains(c.Message, ShutdownMessage) {
 			return false
 		}
 	}
 	return true
 }
+
+// ShutdownMessage is what kubelet's Ready condition says during a
+// graceful node shutdown.
+const ShutdownMessage = "node is shutting down"
 
 // Input is everything the planner looks at.
 type Input struct {

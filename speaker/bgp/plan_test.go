@@ -494,6 +494,11 @@ func TestNodeHealthy(t *testing.T) {
 			{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionTrue}}}}, false},
 		{"network available", &corev1.Node{Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
 			{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse}}}}, true},
+		{"cordoned", &corev1.Node{Spec: corev1.NodeSpec{Unschedulable: true}}, false},
+		{"shutting down", &corev1.Node{Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeReady, Status: corev1.ConditionFalse, Message: "node is shutting down"}}}}, false},
+		{"not ready otherwise", &corev1.Node{Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeReady, Status: corev1.ConditionFalse, Message: "container runtime down"}}}}, true},
 	}
 	for _, tc := range tests {
 		if got := NodeHealthy(tc.node); got != tc.want {

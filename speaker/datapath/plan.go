@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/config/v1alpha1"
 )
 
 // Entry is what one service key should hold in the datapath.
@@ -225,7 +226,7 @@ type state int
 
 const (
 	excluded    state = iota
-	terminating       // serving and terminating: keeps its flows, no new ones
+	terminating       // serving and terminating, or not ready: keeps its flows, no new ones
 	eligible          // ready: takes new flows
 )
 
@@ -242,7 +243,12 @@ func endpointState(c discoveryv1.EndpointConditions) state {
 	if c.Ready == nil || *c.Ready {
 		return eligible
 	}
-	return excluded
+	// Not ready and not terminating: a failing probe, or a Pod whose
+	// readiness gate waits for this very entry (docs/readiness-gate.md).
+	// Its backend is written but takes no new flows, as a terminating
+	// one: the gate can then see it in place before the Pod is Ready, and
+	// flows a Pod already has survive a probe that fails for a while.
+	return terminating
 }
 
 // slicePort finds the slice's port for a Service port: the EndpointSlice
@@ -296,6 +302,13 @@ func (t *translator) backends(name string, sp corev1.ServicePort, v4, local bool
 		if !ok {
 			continue
 		}
+		var weight uint32 // unweighted: every backend alike
+		if v, ok := sl.Annotations[v1alpha1.AnnotationEndpointWeight]; ok {
+			var err error
+			if weight, err = v1alpha1.ParseEndpointWeight(v); err != nil {
+				t.errorf("service %s: EndpointSlice %s: %v; weighed as 1", name, sl.Name, err)
+			}
+		}
 		for _, ep := range sl.Endpoints {
 			st := endpointState(ep.Conditions)
 			if st == excluded {
@@ -326,7 +339,7 @@ func (t *translator) backends(name string, sp corev1.ServicePort, v4, local bool
 				if st == terminating {
 					flags |= bpf.BackendTerminating
 				}
-				best[ap] = candidate{be: bpf.Backend{Addr: a, Port: port, Flags: flags}, state: st, node: nodeName}
+				best[ap] = candidate{be: bpf.Backend{Addr: a, Port: port, Flags: flags, Weight: weight}, state: st, node: nodeName}
 			}
 		}
 	}

@@ -157,7 +157,7 @@ func TestTranslate(t *testing.T) {
 		slices: []*discoveryv1.EndpointSlice{slice("web-a", "web", v4, http8080, readyEP("100.64.2.5", "n2"))},
 		want:   map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceLocal, Backends: []bpf.Backend{}}},
 	}, {
-		name: "conditions: ready, nil, serving+terminating, terminating not serving, not ready",
+		name: "conditions: ready, nil, serving+terminating, terminating not serving, not ready (standby)",
 		svcs: []*corev1.Service{svc("web", []string{vip4})},
 		slices: []*discoveryv1.EndpointSlice{slice("web-a", "web", v4, http8080,
 			ep{addr: "100.64.1.1", node: "n1", ready: yes, serving: yes, terminating: no},
@@ -168,7 +168,7 @@ func TestTranslate(t *testing.T) {
 			ep{addr: "100.64.2.3", node: "n2", ready: no, serving: yes, terminating: yes},
 		)},
 		want: map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceCluster, Backends: []bpf.Backend{
-			lb("100.64.1.1", 8080, L), lb("100.64.1.2", 8080, L), lb("100.64.1.3", 8080, L|T), rb("100.64.2.3", 8080, "198.51.100.2", T)}}},
+			lb("100.64.1.1", 8080, L), lb("100.64.1.2", 8080, L), lb("100.64.1.3", 8080, L|T), lb("100.64.1.5", 8080, L|T), rb("100.64.2.3", 8080, "198.51.100.2", T)}}},
 	}, {
 		name: "terminating with nil serving counts as serving; ready+terminating is terminating",
 		svcs: []*corev1.Service{svc("web", []string{vip4})},

@@ -1,0 +1,25 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// AnnotationEndpointWeight on an EndpointSlice weighs each of its
+// endpoints: the datapath gives an endpoint a share of its Service port's
+// Maglev slots, and so of new flows, in proportion to its weight among the
+// port's endpoints. Unset counts as 1. The Gateway controller writes it on
+// the slices it makes for a Gateway's routes, each backendRef's weight
+// divided among that backend's ready endpoints; kube-proxy, which serves
+// in-cluster clients, does not read it.
+const AnnotationEndpointWeight = "zerohop.io/endpoint-weight"
+
+// ParseEndpointWeight reads AnnotationEndpointWeight's value: a decimal
+// from 1 to 4294967295.
+func ParseEndpointWeight(s string) (uint32, error) {
+	w, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || w == 0 {
+		return 0, fmt.Errorf("%s %q is not a whole number from 1 to 4294967295", AnnotationEndpointWeight, s)
+	}
+	return uint32(w), nil
+}

@@ -1,0 +1,26 @@
+// Package gateway_test runs zerohop as a Gateway API implementation in
+// the lab: the Gateway API's standard CRDs in the lab's API server, the
+// controller with --gateway-api, three speakers announcing by BGP and
+// programming XDP. A Gateway with TCP and UDP listeners, two TCPRoutes
+// that split 80/20 (one each way) between two Services, a UDPRoute, a
+// route to a missing Service and one to a Service in another namespace;
+// the client's connections through the router and the datapath must land
+// on the Services within five points of the weights, every status
+// condition must be what the spec says, the missing backend must cost the
+// other routes nothing, and the cross-namespace backend must be refused
+// until a ReferenceGrant allows it.
+package gateway_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/zerohop/zerohop/e2e/lab"
+)
+
+// zerohopBin is the binary under test, built once by TestMain.
+var zerohopBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(lab.RunWithZerohop(m, &zerohopBin))
+}
