@@ -25,6 +25,10 @@ var (
 	flagCPEPs      = flag.Int("bench.cp-endpoints", 10, "control plane: endpoints per Service")
 	flagMaglev     = flag.Uint("bench.maglev", 0, "Maglev table size (0: bpf's default)")
 	flagDirectXDP  = flag.Bool("bench.direct-xdp", false, "also measure direct+xdp: no load balancer, XDP_PASS on the node's and Pods' veths")
+	flagBpfXDP     = flag.Bool("bench.bpf-xdp", true, "also measure bpf-xdp (diagnostic): the bpf API, XDP redirects into the Pods' veths, XDP_PASS on the Pods' eth0")
+	flagZhStack    = flag.Bool("bench.zerohop-stack", false, "also measure zerohop-stack (diagnostic): the speaker with --direct-to-pods=false")
+	flagPerf       = flag.String("bench.perf", "", "directory for a system-wide perf record -g of every timed TCP run (diagnostic: perf's cost is in those numbers)")
+	flagIngress    = flag.String("bench.ingress", string(lab.IngressXDP), "how frames reach the node: xdp (NIC-like: the router and switch forward in XDP) or kernel (the kernel's forwarding and a bridge)")
 	flagCPNft      = flag.Bool("bench.cp-nft", false, "control plane: also time nft -f at -bench.cp-services x -bench.cp-endpoints (minutes)")
 	flagSpeakerSvc = flag.Int("bench.speaker-services", -1, "speaker sync: Services (-1: as -bench.cp-services, 0: skip)")
 	flagSpeakerRdy = flag.Int("bench.speaker-ready", 10, "speaker sync: ready endpoints per Service (the rest not ready)")
@@ -63,6 +67,10 @@ func TestBench(t *testing.T) {
 		TCPDuration: *flagTCP, UDPDuration: *flagUDP,
 		CPServices: *flagCPServices, CPEndpoints: *flagCPEPs, MaglevSize: uint32(*flagMaglev),
 		SpeakerServices: *flagSpeakerSvc, SpeakerReady: *flagSpeakerRdy, CPNft: *flagCPNft, DirectXDP: *flagDirectXDP,
+		BpfXDP: *flagBpfXDP, ZerohopStack: *flagZhStack, Ingress: lab.Ingress(*flagIngress), PerfDir: *flagPerf,
+	}
+	if cfg.Ingress != lab.IngressXDP && cfg.Ingress != lab.IngressKernel {
+		t.Fatalf("-bench.ingress %q: want %q or %q", cfg.Ingress, lab.IngressXDP, lab.IngressKernel)
 	}
 	if cfg.SpeakerServices < 0 {
 		cfg.SpeakerServices = cfg.CPServices
@@ -71,11 +79,11 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := labUp(t)
+	l := labUp(t, cfg.Ingress)
 	// After the lab lock: a wait for another lab test is not ours.
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	topo, err := Prepare(ctx, l, exe)
+	topo, err := Prepare(ctx, l, exe, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +102,12 @@ func TestBench(t *testing.T) {
 		if d.UDPDelivered == 0 {
 			t.Errorf("%s at %d services: no UDP datagram reached a Pod (%d sent)", d.Contender, d.Services, d.UDP.Requests)
 		}
+	}
+	if cfg.CPServices > 0 || cfg.SpeakerServices > 0 {
+		// The control plane gets a lab of its own: the datapath's
+		// Services are in this one's API server, and they would be in the
+		// speaker's sync.
+		topo.Lab = relab(t, ctx, topo.Lab, cfg.Ingress)
 	}
 	if cfg.CPServices > 0 {
 		if res.ControlPlane, err = topo.RunControlPlane(ctx, cfg, res.Datapath); err != nil {
@@ -123,13 +137,37 @@ func TestBench(t *testing.T) {
 }
 
 // labUp is lab.Up with one node: it waits for the lab lock like every
-// lab test, and the lab has an API server for the speaker's sync.
-func labUp(t *testing.T) *lab.Lab {
+// lab test, and the lab has an API server for the zerohop contender and
+// the speaker's sync.
+func labUp(t *testing.T, in lab.Ingress) *lab.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatalf("the bench needs root (network namespaces, BPF, netfilter); running as uid %d", os.Geteuid())
 	}
-	return lab.Up(t, lab.Options{Nodes: 1})
+	return lab.Up(t, lab.Options{Nodes: 1, Ingress: in})
+}
+
+// relab takes l down and brings a fresh lab up in its place, under the
+// lab lock labUp took; the test's end takes it down.
+func relab(t *testing.T, ctx context.Context, l *lab.Lab, in lab.Ingress) *lab.Lab {
+	t.Helper()
+	if err := l.Down(ctx); err != nil {
+		t.Fatalf("lab down: %v", err)
+	}
+	nl, err := lab.Start(ctx, lab.Options{Nodes: 1, Ingress: in})
+	if nl != nil {
+		t.Cleanup(func() {
+			dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
+			defer dcancel()
+			if err := nl.Down(dctx); err != nil {
+				t.Errorf("lab down: %v", err)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	return nl
 }
 
 // xdpTable keeps the table part of `go test -bench` output: everything but
@@ -272,9 +310,9 @@ func TestLiveHeap(t *testing.T) {
 
 func TestRatios(t *testing.T) {
 	rs := []DatapathResult{
-		{Contender: "zerohop", Services: 1, ReqPerSec: 300, P99us: 50, CPUServeUsPerReq: 10, UDPPktPerSec: 90},
-		{Contender: "iptables", Services: 1, ReqPerSec: 100, P99us: 100, CPUServeUsPerReq: 20, UDPPktPerSec: 30},
-		{Contender: "nftables", Services: 1, ReqPerSec: 150, P99us: 25, CPUServeUsPerReq: 0, UDPPktPerSec: 45},
+		{Contender: "zerohop", Services: 1, ReqPerSec: 300, P99us: 50, CPULabUsPerReq: 10, UDPPktPerSec: 90},
+		{Contender: "iptables", Services: 1, ReqPerSec: 100, P99us: 100, CPULabUsPerReq: 20, UDPPktPerSec: 30},
+		{Contender: "nftables", Services: 1, ReqPerSec: 150, P99us: 25, CPULabUsPerReq: 0, UDPPktPerSec: 45},
 	}
 	got := Ratios(rs)
 	want := []Ratio{
@@ -283,5 +321,29 @@ func TestRatios(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Ratios = %+v, want %+v", got, want)
+	}
+}
+
+func TestAboveFloor(t *testing.T) {
+	rs := []DatapathResult{
+		{Contender: "zerohop", Services: 1, CPULabUsPerReq: 110},
+		{Contender: "direct", Services: 1, CPULabUsPerReq: 100},
+		{Contender: "iptables", Services: 10, CPULabUsPerReq: 190},
+		{Contender: "direct", Services: 10, CPULabUsPerReq: 90},
+		{Contender: "nftables", Services: 100, CPULabUsPerReq: 150}, // no floor at this size
+	}
+	aboveFloor(rs)
+	for i, want := range []float64{10, 0, 100, 0, 0} {
+		if rs[i].CPUAboveFloorUsPerReq != want {
+			t.Errorf("%s at %d: above floor %v, want %v", rs[i].Contender, rs[i].Services, rs[i].CPUAboveFloorUsPerReq, want)
+		}
+	}
+}
+
+func TestProcTicksSince(t *testing.T) {
+	base := procTicks{1: 10, 2: 20, 3: 30}
+	now := procTicks{1: 15, 2: 20, 4: 7} // 3 ended, 4 started
+	if got := now.since(base); got != 5+0+7 {
+		t.Fatalf("since = %d, want 12", got)
 	}
 }

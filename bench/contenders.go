@@ -7,7 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/link"
@@ -25,11 +29,30 @@ type Contender interface {
 	Teardown(ctx context.Context, t *Topology) error
 }
 
-// Contenders are the three datapaths, in the order they are measured,
-// and the no-load-balancer reference (and, with xdpDiag, its XDP variant).
-func Contenders(xdpDiag bool) []Contender {
-	cts := []Contender{&Zerohop{}, &Iptables{}, &Nftables{}, &Direct{}}
-	if xdpDiag {
+// ContenderSet picks the contenders, in the order they are measured:
+// zerohop as it ships, kube-proxy's two modes, the no-load-balancer floor,
+// and the diagnostics asked for.
+type ContenderSet struct {
+	Zerohop Zerohop
+	// BpfXDP adds the bpf-API diagnostic (XDP redirect into the Pods'
+	// veths), ZerohopStack the speaker with --direct-to-pods=false,
+	// DirectXDP no load balancer with XDP_PASS on the veths.
+	BpfXDP, ZerohopStack, DirectXDP bool
+}
+
+// Contenders lists them.
+func (c ContenderSet) Contenders() []Contender {
+	z := c.Zerohop
+	cts := []Contender{&z, &Iptables{}, &Nftables{}, &Direct{}}
+	if c.BpfXDP {
+		cts = append(cts, &BpfXDP{MaglevSize: z.MaglevSize})
+	}
+	if c.ZerohopStack {
+		zs := c.Zerohop
+		zs.Stack = true
+		cts = append(cts, &zs)
+	}
+	if c.DirectXDP {
 		cts = append(cts, &DirectXDP{})
 	}
 	return cts
@@ -67,10 +90,168 @@ func (*Direct) Setup(context.Context, *Topology, Ruleset) (time.Duration, error)
 // Teardown implements Contender.
 func (*Direct) Teardown(context.Context, *Topology) error { return nil }
 
-// Zerohop is the XDP datapath programmed through the bpf package: XDP and
-// tc egress on the node's uplink, the Pods' veths as redirect targets,
-// every Service in Local mode with the node's own Pods as backends.
+// Zerohop is zerohop as it ships: a real `zerohop speaker` on the node,
+// with the chart's defaults, programs the datapath from the Services and
+// EndpointSlices in the lab's API server (apiobjects.go): XDP and tc on
+// the uplink it finds itself, the Pods' veths found as Pod links, every
+// balanced packet sent into its Pod without the node's stack. The time
+// to program is from the speaker's start until its maps hold every
+// Service (informers' initial list included); writing the objects is not
+// counted. Stack runs it with --direct-to-pods=false (a diagnostic: the
+// rewritten packets go through the node's routing and netfilter).
 type Zerohop struct {
+	Bin        string // the zerohop binary
+	MaglevSize uint32 // 0: the chart's default
+	Stack      bool
+	LogDir     string
+
+	api    *apiServices
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// Name implements Contender.
+func (z *Zerohop) Name() string {
+	if z.Stack {
+		return "zerohop-stack"
+	}
+	return "zerohop"
+}
+
+// Setup implements Contender.
+func (z *Zerohop) Setup(ctx context.Context, t *Topology, rs Ruleset) (time.Duration, error) {
+	if z.api == nil {
+		a, err := t.sharedAPI()
+		if err != nil {
+			return 0, err
+		}
+		z.api = a
+	}
+	var measured, fillers []Service
+	for _, s := range rs {
+		if strings.HasPrefix(s.Name, "filler/") {
+			fillers = append(fillers, s)
+		} else {
+			measured = append(measured, s)
+		}
+	}
+	if err := z.api.ensure(ctx, measured, fillers); err != nil {
+		return 0, err
+	}
+	// The chart's defaults, but for what the lab dictates (where the
+	// pins go, no metrics listener) and GOMEMLIMIT, which the chart
+	// derives from its memory limit.
+	var args []string
+	if z.MaglevSize != 0 {
+		args = append(args, "--maglev-table-size", strconv.Itoa(int(z.MaglevSize)))
+	}
+	if z.Stack {
+		args = append(args, "--direct-to-pods=false")
+	}
+	logPath := filepath.Join(z.LogDir, z.Name()+".log")
+	start := time.Now()
+	cmd, err := t.Lab.StartSpeaker(z.Bin, benchNode, speakerNS, logPath, args, []string{"GOMEMLIMIT=" + strconv.Itoa(speakerMemoryLimit)})
+	if err != nil {
+		return 0, err
+	}
+	z.cmd, z.exited = cmd, make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(z.exited) }()
+	root := lab.SpeakerPinRoot(benchNode)
+	for deadline := start.Add(3 * time.Minute); ; {
+		select {
+		case <-z.exited:
+			return 0, fmt.Errorf("speaker exited: %v; log: %s", waitErr, logTail(logPath))
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		snap, err := bpf.Inspect(root)
+		if err == nil && z.programmed(snap, t, len(rs)) {
+			return time.Since(start), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("speaker: not programmed after 3 minutes (inspect: %v); log: %s", err, logTail(logPath))
+		}
+	}
+}
+
+// programmed: every Service in the maps, attached to the uplink, and the
+// Pods' veths known as Pod links (unless Stack).
+func (z *Zerohop) programmed(snap *bpf.Snapshot, t *Topology, services int) bool {
+	if len(snap.Services) < services || !slices.Contains(snap.Attached, lab.UplinkIf) {
+		return false
+	}
+	if !z.Stack && snap.PodLinks < len(t.Pods) {
+		return false
+	}
+	for _, s := range snap.Services {
+		if s.Key.Addr == VIP && len(s.Backends) != len(t.Pods) {
+			return false
+		}
+	}
+	return true
+}
+
+// Packets is how many packets the datapath forwarded for the measured
+// Service ports, which shows the traffic really went through it.
+func (z *Zerohop) Packets() (uint64, error) {
+	return measuredPackets(lab.SpeakerPinRoot(benchNode))
+}
+
+func measuredPackets(root string) (uint64, error) {
+	snap, err := bpf.Inspect(root)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, s := range snap.Services {
+		if s.Key.Addr == VIP && s.Key.Port == VIPPort {
+			n += s.Counters.Packets
+		}
+	}
+	return n, nil
+}
+
+// Delivery reads how the node sent balanced packets to its Pods.
+func (z *Zerohop) Delivery() (bpf.Delivery, error) {
+	snap, err := bpf.Inspect(lab.SpeakerPinRoot(benchNode))
+	if err != nil {
+		return bpf.Delivery{}, err
+	}
+	return snap.Delivery, nil
+}
+
+// Teardown implements Contender: the speaker stops as Kubernetes would
+// stop it, and `zerohop speaker --cleanup` removes the pins it keeps on
+// purpose, so the next contender finds no XDP on the uplink.
+func (z *Zerohop) Teardown(context.Context, *Topology) error {
+	if z.cmd == nil {
+		return nil
+	}
+	_ = z.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-z.exited:
+	case <-time.After(15 * time.Second):
+		_ = z.cmd.Process.Kill()
+		<-z.exited
+	}
+	z.cmd = nil
+	out, err := exec.Command(z.Bin, "speaker", "--cleanup", "--bpf-pin-root", lab.SpeakerPinRoot(benchNode)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("speaker --cleanup: %w: %s", err, out)
+	}
+	return nil
+}
+
+// BpfXDP is the datapath programmed through the bpf package's API, as a
+// diagnostic of the other way into a Pod: XDP and tc on the node's uplink,
+// the Pods' veths marked for XDP redirects (EnableRedirect, with an
+// XDP_PASS program on the Pods' eth0 so their veths take redirected
+// frames, which the speaker does not do: it would have to enter every
+// Pod's namespace), every Service in Local mode with the node's Pods as
+// local backends.
+type BpfXDP struct {
 	// MaglevSize, 0 for the bpf package's default.
 	MaglevSize uint32
 
@@ -83,7 +264,7 @@ type Zerohop struct {
 var zerohopPinRoot = lab.PinDir + "/bench"
 
 // Name implements Contender.
-func (z *Zerohop) Name() string { return "zerohop" }
+func (z *BpfXDP) Name() string { return "bpf-xdp" }
 
 // BpfServices converts a ruleset to the bpf package's terms.
 func BpfServices(rs Ruleset) ([]bpf.ServiceKey, [][]bpf.Backend, error) {
@@ -120,7 +301,7 @@ func zerohopOptions(root string, m uint32, services, endpoints int) bpf.Options 
 }
 
 // Setup implements Contender.
-func (z *Zerohop) Setup(ctx context.Context, t *Topology, rs Ruleset) (time.Duration, error) {
+func (z *BpfXDP) Setup(ctx context.Context, t *Topology, rs Ruleset) (time.Duration, error) {
 	keys, bes, err := BpfServices(rs)
 	if err != nil {
 		return 0, err
@@ -167,27 +348,19 @@ func (z *Zerohop) Setup(ctx context.Context, t *Topology, rs Ruleset) (time.Dura
 	return took, err
 }
 
-// Packets is how many packets the datapath forwarded for the measured
-// Service ports, which shows the traffic really went through it.
-func (z *Zerohop) Packets() (uint64, error) {
+// Packets: see Zerohop.Packets.
+func (z *BpfXDP) Packets() (uint64, error) { return measuredPackets(zerohopPinRoot) }
+
+// Delivery: see Zerohop.Delivery.
+func (z *BpfXDP) Delivery() (bpf.Delivery, error) {
 	if z.dp == nil {
-		return 0, errors.New("zerohop not set up")
+		return bpf.Delivery{}, errors.New("bpf-xdp not set up")
 	}
-	st, err := z.dp.Stats()
-	if err != nil {
-		return 0, err
-	}
-	var n uint64
-	for k, s := range st {
-		if k.Addr == VIP && k.Port == VIPPort {
-			n += s.Packets
-		}
-	}
-	return n, nil
+	return z.dp.Delivery()
 }
 
 // Teardown implements Contender.
-func (z *Zerohop) Teardown(context.Context, *Topology) error {
+func (z *BpfXDP) Teardown(context.Context, *Topology) error {
 	var errs []error
 	if z.dp != nil {
 		errs = append(errs, z.dp.Remove())

@@ -39,14 +39,42 @@ type Topology struct {
 	// Exe is a binary whose main calls HelperMain first (the test binary):
 	// the load generator and the control-plane helper run as such.
 	Exe string
+	// Zerohop is the zerohop binary, built by Prepare; Dir holds it and
+	// the speakers' logs.
+	Zerohop, Dir string
+
+	api *apiServices
+}
+
+// sharedAPI is the writer of the Services in the lab's API server, one
+// for every contender that reads them.
+func (t *Topology) sharedAPI() (*apiServices, error) {
+	if t.api != nil {
+		return t.api, nil
+	}
+	if t.Lab.RESTConfig == nil {
+		return nil, errors.New("the lab has no API server")
+	}
+	a, err := newAPIServices(t.Lab.RESTConfig)
+	if err != nil {
+		return nil, err
+	}
+	t.api = a
+	return a, nil
 }
 
 // NodeNS is the namespace of the node under test.
 func (t *Topology) NodeNS() string { return lab.NodeName(benchNode) }
 
-// Prepare adds the Pods and routes to a lab that is up.
-func Prepare(ctx context.Context, l *lab.Lab, exe string) (*Topology, error) {
-	t := &Topology{Lab: l, Exe: exe}
+// Prepare builds zerohop into dir and adds the Pods and routes to a lab
+// that is up.
+func Prepare(ctx context.Context, l *lab.Lab, exe, dir string) (*Topology, error) {
+	t := &Topology{Lab: l, Exe: exe, Dir: dir}
+	bin, err := buildZerohop(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	t.Zerohop = bin
 	for _, name := range []string{"bench-a", "bench-b"} {
 		p, err := l.AddPod(ctx, lab.PodSpec{Name: name, Namespace: "bench", Node: benchNode})
 		if err != nil {

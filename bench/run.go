@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zerohop/zerohop/bpf"
 	"github.com/zerohop/zerohop/e2e/lab"
 )
 
@@ -27,9 +28,20 @@ type Config struct {
 	// CPServices x CPEndpoints is the control-plane size.
 	CPServices  int
 	CPEndpoints int
-	MaglevSize  uint32 // 0: the bpf package's default
+	MaglevSize  uint32 // 0: the bpf package's (and the chart's) default
 	CPNft       bool   // also time nft -f of CPServices x CPEndpoints
-	DirectXDP   bool   // also measure DirectXDP (a diagnostic)
+	// Ingress is how the lab's frames reach the node (lab.IngressXDP:
+	// NIC-like, the default; lab.IngressKernel: the kernel's forwarding
+	// and a bridge, as the first bench had it).
+	Ingress lab.Ingress
+	// Diagnostic rows: the bpf API with XDP redirects into the Pods, the
+	// speaker with --direct-to-pods=false, no load balancer with XDP_PASS
+	// on the veths.
+	BpfXDP, ZerohopStack, DirectXDP bool
+	// PerfDir, when set, gets a system-wide `perf record -g` of every
+	// timed TCP run (<contender>-<services>.data; a diagnostic: perf's
+	// own cost is in those runs' numbers).
+	PerfDir string
 	// SpeakerServices x CPEndpoints, SpeakerReady of them ready, is the
 	// real speaker's initial sync (0: not measured).
 	SpeakerServices int
@@ -53,11 +65,29 @@ type DatapathResult struct {
 	CPUBusyUsPerReq    float64 `json:"cpu_busy_us_per_req"`
 	CPUSoftirqUsPerReq float64 `json:"cpu_softirq_us_per_req"`
 	// Busy CPU minus the load generator's own user+system time.
-	CPUServeUsPerReq float64    `json:"cpu_serve_us_per_req"`
-	UDP              LoadResult `json:"udp"`
-	UDPDelivered     uint64     `json:"udp_delivered"`
-	UDPPktPerSec     float64    `json:"udp_pkt_per_s"`             // delivered to the Pods' sockets
-	ZerohopPackets   uint64     `json:"zerohop_packets,omitempty"` // forwarded by XDP
+	CPUServeUsPerReq float64 `json:"cpu_serve_us_per_req"`
+	// The lab's CPU for the requests: softirq (where the kernel moves,
+	// routes, filters and balances the packets) plus the user and system
+	// time of the processes in the node's and the Pods' namespaces (the
+	// echo servers, and the speaker for zerohop). Other work on a shared
+	// machine adds to busy time, not to this; used for the ratios and the
+	// floor.
+	CPULabUsPerReq float64    `json:"cpu_lab_us_per_req"`
+	UDP            LoadResult `json:"udp"`
+	UDPDelivered   uint64     `json:"udp_delivered"`
+	UDPPktPerSec   float64    `json:"udp_pkt_per_s"`             // delivered to the Pods' sockets
+	ZerohopPackets uint64     `json:"zerohop_packets,omitempty"` // forwarded by XDP
+	// CPU per request above the floor: CPULabUsPerReq less direct's at
+	// the same size, what the load balancer itself costs.
+	CPUAboveFloorUsPerReq float64 `json:"cpu_above_floor_us_per_req"`
+	// The node's own counts per request: packets its IP layer forwarded
+	// (Ip ForwDatagrams, during the TCP run), and packets its netfilter
+	// saw at the prerouting and forward hooks (a counting run of its own
+	// after the timed ones, so no counter rule is in place while timing).
+	ForwardedPerReq    float64       `json:"node_forwarded_per_req"`
+	NfPreroutingPerReq float64       `json:"node_nf_prerouting_per_req"`
+	NfForwardPerReq    float64       `json:"node_nf_forward_per_req"`
+	Delivery           *bpf.Delivery `json:"delivery,omitempty"` // zerohop's, during the TCP and UDP runs
 }
 
 // Ratio compares zerohop with a baseline at one size.
@@ -66,7 +96,7 @@ type Ratio struct {
 	Baseline     string  `json:"baseline"`
 	ReqPerSec    float64 `json:"req_per_s"`   // zerohop / baseline, >1 is better
 	P99          float64 `json:"p99"`         // zerohop / baseline, <1 is better
-	CPUPerReq    float64 `json:"cpu_per_req"` // serve CPU, <1 is better
+	CPUPerReq    float64 `json:"cpu_per_req"` // the lab's CPU, <1 is better
 	UDPPktPerSec float64 `json:"udp_pkt_per_s"`
 }
 
@@ -150,16 +180,42 @@ func (t *Topology) Measure(ctx context.Context, c Config, name string, services 
 		}
 	}
 
+	if waited, quiet := t.settle(ctx); !quiet {
+		fmt.Printf("bench: %s with %d services: the lab's control plane still busy after %v; measuring anyway\n", name, services, waited.Round(time.Millisecond))
+	}
+	fwdBefore, err := nodeForwarded(t.NodeNS())
+	if err != nil {
+		return r, err
+	}
+	labBefore, err := t.labProcCPU()
+	if err != nil {
+		return r, err
+	}
 	before, err := readCPU()
 	if err != nil {
 		return r, err
 	}
 	addr := strings.Join(addrs, ",")
+	stopPerf, err := startPerf(ctx, c.PerfDir, fmt.Sprintf("%s-%d", name, services))
+	if err != nil {
+		return r, err
+	}
 	tcp, err := t.runLoadHelper(ctx, LoadConfig{Proto: "tcp", Addr: addr, Workers: c.Workers, Duration: c.TCPDuration})
+	if perr := stopPerf(); err == nil {
+		err = perr
+	}
 	if err != nil {
 		return r, err
 	}
 	after, err := readCPU()
+	if err != nil {
+		return r, err
+	}
+	fwdAfter, err := nodeForwarded(t.NodeNS())
+	if err != nil {
+		return r, err
+	}
+	labAfter, err := t.labProcCPU()
 	if err != nil {
 		return r, err
 	}
@@ -174,6 +230,8 @@ func (t *Topology) Measure(ctx context.Context, c Config, name string, services 
 	r.CPUBusyUsPerReq = float64(after.busy-before.busy) * ticksToUs / n
 	r.CPUSoftirqUsPerReq = float64(after.softirq-before.softirq) * ticksToUs / n
 	r.CPUServeUsPerReq = r.CPUBusyUsPerReq - float64(tcp.CPUUserNS+tcp.CPUSysNS)/1e3/n
+	r.CPULabUsPerReq = r.CPUSoftirqUsPerReq + float64(labAfter.since(labBefore))*ticksToUs/n
+	r.ForwardedPerReq = float64(fwdAfter-fwdBefore) / n
 
 	var inBefore, inAfter uint64
 	for _, p := range t.Pods {
@@ -202,18 +260,21 @@ func (t *Topology) Measure(ctx context.Context, c Config, name string, services 
 
 // RunDatapath measures every contender at every size, one at a time. With
 // several rounds, the contenders take turns round by round and each keeps
-// its best round (highest req/s): on a shared machine, other work can only
-// slow a round down, so the best one is closest to what the path itself
-// costs, and taking turns spreads any slow period over all three.
+// its best round (highest req/s), and its best latencies and CPU figures
+// over all rounds (lowest): on a shared machine, other work can only slow
+// a round down or add to it, so the best is closest to what the path
+// itself costs, and taking turns spreads any slow period over all of
+// them.
 func (t *Topology) RunDatapath(ctx context.Context, c Config, log io.Writer) ([]DatapathResult, error) {
 	var out []DatapathResult
 	for _, size := range c.Sizes {
 		rs := Place(t.MeasuredServices(), Fillers(size-1, c.FillerEPs))
-		cts := Contenders(c.DirectXDP)
+		cts := ContenderSet{Zerohop: Zerohop{Bin: t.Zerohop, MaglevSize: c.MaglevSize, LogDir: t.Dir},
+			BpfXDP: c.BpfXDP, ZerohopStack: c.ZerohopStack, DirectXDP: c.DirectXDP}.Contenders()
 		best := make([]*DatapathResult, len(cts))
 		for round := range max(1, c.Rounds) {
 			for i, ct := range cts {
-				r, err := t.runOne(ctx, c, ct, rs, size, log)
+				r, err := t.runOne(ctx, c, ct, rs, size, round == 0, log)
 				if err != nil {
 					return out, fmt.Errorf("%s at %d services, round %d: %w", ct.Name(), size, round+1, err)
 				}
@@ -227,23 +288,46 @@ func (t *Topology) RunDatapath(ctx context.Context, c Config, log io.Writer) ([]
 				setup := min(best[i].SetupSec, r.SetupSec)
 				udp := max(best[i].UDPPktPerSec, r.UDPPktPerSec)
 				rounds := append(best[i].RoundsReqPerSec, r.ReqPerSec)
+				pre, fw := best[i].NfPreroutingPerReq, best[i].NfForwardPerReq // counted in round 1
+				p50, p99 := min(best[i].P50us, r.P50us), min(best[i].P99us, r.P99us)
+				cpuLab, cpuServe, soft := min(best[i].CPULabUsPerReq, r.CPULabUsPerReq),
+					min(best[i].CPUServeUsPerReq, r.CPUServeUsPerReq), min(best[i].CPUSoftirqUsPerReq, r.CPUSoftirqUsPerReq)
 				if r.ReqPerSec > best[i].ReqPerSec {
 					best[i] = &r
 				}
 				best[i].SetupSec, best[i].UDPPktPerSec, best[i].RoundsReqPerSec = setup, udp, rounds
+				best[i].NfPreroutingPerReq, best[i].NfForwardPerReq = pre, fw
+				best[i].P50us, best[i].P99us = p50, p99
+				best[i].CPULabUsPerReq, best[i].CPUServeUsPerReq, best[i].CPUSoftirqUsPerReq = cpuLab, cpuServe, soft
 			}
 		}
 		for _, b := range best {
 			out = append(out, *b)
 		}
 	}
+	aboveFloor(out)
 	return out, nil
 }
 
-func (t *Topology) runOne(ctx context.Context, c Config, ct Contender, rs Ruleset, size int, log io.Writer) (DatapathResult, error) {
-	if z, ok := ct.(*Zerohop); ok {
-		z.MaglevSize = c.MaglevSize
+// aboveFloor fills in each result's CPU per request above the floor, the
+// direct row of its size.
+func aboveFloor(rs []DatapathResult) {
+	for i := range rs {
+		for _, d := range rs {
+			if d.Contender == "direct" && d.Services == rs[i].Services {
+				rs[i].CPUAboveFloorUsPerReq = rs[i].CPULabUsPerReq - d.CPULabUsPerReq
+			}
+		}
 	}
+}
+
+// counted is a contender whose packets zerohop's counters see.
+type counted interface {
+	Packets() (uint64, error)
+	Delivery() (bpf.Delivery, error)
+}
+
+func (t *Topology) runOne(ctx context.Context, c Config, ct Contender, rs Ruleset, size int, count bool, log io.Writer) (DatapathResult, error) {
 	fmt.Fprintf(log, "bench: %s with %d services: programming\n", ct.Name(), size)
 	took, err := ct.Setup(ctx, t, rs)
 	if err != nil {
@@ -253,14 +337,32 @@ func (t *Topology) runOne(ctx context.Context, c Config, ct Contender, rs Rulese
 	if tg, ok := ct.(targeter); ok {
 		targets = tg.Targets(t)
 	}
+	z, isZ := ct.(counted)
+	var dlBefore bpf.Delivery
+	if isZ {
+		if dlBefore, err = z.Delivery(); err != nil {
+			return DatapathResult{}, errJoin(err, ct.Teardown(ctx, t))
+		}
+	}
 	r, err := t.Measure(ctx, c, ct.Name(), size, targets)
 	r.SetupSec = took.Seconds()
-	if z, ok := ct.(*Zerohop); ok && err == nil {
+	if isZ && err == nil {
 		// At least SYN, ACK and FIN of every connection, and the UDP.
 		r.ZerohopPackets, err = z.Packets()
 		if want := 3*r.TCP.Requests + r.UDPDelivered; err == nil && r.ZerohopPackets < want {
-			err = fmt.Errorf("zerohop forwarded %d packets, want at least %d: traffic bypassed XDP", r.ZerohopPackets, want)
+			err = fmt.Errorf("%s forwarded %d packets, want at least %d: traffic bypassed XDP", ct.Name(), r.ZerohopPackets, want)
 		}
+		if err == nil {
+			var dl bpf.Delivery
+			if dl, err = z.Delivery(); err == nil {
+				dl = bpf.Delivery{Peer: dl.Peer - dlBefore.Peer, PeerTC: dl.PeerTC - dlBefore.PeerTC,
+					Redirect: dl.Redirect - dlBefore.Redirect, Stack: dl.Stack - dlBefore.Stack, Spoofed: dl.Spoofed - dlBefore.Spoofed}
+				r.Delivery = &dl
+			}
+		}
+	}
+	if err == nil && count {
+		r.NfPreroutingPerReq, r.NfForwardPerReq, err = t.countNetfilter(ctx, c, targets)
 	}
 	if terr := ct.Teardown(ctx, t); terr != nil {
 		err = errJoin(err, terr)
@@ -278,7 +380,8 @@ func errJoin(a, b error) error {
 	return fmt.Errorf("%w; and %w", a, b)
 }
 
-// Ratios compares zerohop with each baseline at each size.
+// Ratios compares zerohop with each baseline at each size: kube-proxy's
+// two modes and the floor.
 func Ratios(rs []DatapathResult) []Ratio {
 	var out []Ratio
 	for _, z := range rs {
@@ -286,14 +389,14 @@ func Ratios(rs []DatapathResult) []Ratio {
 			continue
 		}
 		for _, b := range rs {
-			if b.Services != z.Services || b.Contender == "zerohop" {
+			if b.Services != z.Services || (b.Contender != "iptables" && b.Contender != "nftables" && b.Contender != "direct") {
 				continue
 			}
 			out = append(out, Ratio{
 				Services: z.Services, Baseline: b.Contender,
 				ReqPerSec:    div(z.ReqPerSec, b.ReqPerSec),
 				P99:          div(z.P99us, b.P99us),
-				CPUPerReq:    div(z.CPUServeUsPerReq, b.CPUServeUsPerReq),
+				CPUPerReq:    div(z.CPULabUsPerReq, b.CPULabUsPerReq),
 				UDPPktPerSec: div(z.UDPPktPerSec, b.UDPPktPerSec),
 			})
 		}

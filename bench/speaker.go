@@ -171,9 +171,12 @@ func (t *Topology) RunSpeakerSync(ctx context.Context, n, eps, ready int, logDir
 		return nil, errors.New("the lab has no API server")
 	}
 	ready = min(ready, eps)
-	bin, err := buildZerohop(ctx, logDir)
-	if err != nil {
-		return nil, err
+	bin := t.Zerohop
+	if bin == "" {
+		var err error
+		if bin, err = buildZerohop(ctx, logDir); err != nil {
+			return nil, err
+		}
 	}
 	r := &SpeakerSync{Services: n, Endpoints: eps, ReadyEndpoints: ready}
 	t0 := time.Now()

@@ -2,9 +2,7 @@ package bpf
 
 import (
 	"bufio"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -52,9 +50,7 @@ type clusterLab struct {
 func newClusterLab(t *testing.T) *clusterLab {
 	t.Helper()
 	requireRoot(t)
-	var r [3]byte
-	_, _ = rand.Read(r[:])
-	s := hex.EncodeToString(r[:])
+	s := netnsSuffix()
 	l := &clusterLab{client: "zh-ccli-" + s, router: "zh-crt-" + s, a: "zh-cna-" + s, b: "zh-cnb-" + s, pod: "zh-cpod-" + s}
 	all := []string{l.client, l.router, l.a, l.b, l.pod}
 	t.Cleanup(func() {

@@ -2,9 +2,7 @@ package bpf
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"net"
 	"net/netip"
 	"os"
@@ -43,9 +41,7 @@ type runNS struct {
 
 func newRunNS(t *testing.T) runNS {
 	t.Helper()
-	var r [3]byte
-	_, _ = rand.Read(r[:])
-	ns := runNS{name: "zh-ct-" + hex.EncodeToString(r[:])}
+	ns := runNS{name: "zh-ct-" + netnsSuffix()}
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns.name).Run() })
 	for _, args := range [][]string{
 		{"ip", "netns", "add", ns.name},

@@ -1,5 +1,6 @@
 // Package bpf is zerohop's packet path: an XDP program on the uplink that
-// sends VIP traffic straight to a Pod, and a tc egress program that turns the
+// sends VIP traffic straight to a Pod (with a tc ingress program that puts
+// it into the Pod's namespace), and a tc egress program that turns the
 // Pod's replies back into VIP traffic. It knows nothing about Kubernetes;
 // callers hand it services and backends as plain structs.
 //
@@ -108,6 +109,8 @@ type Datapath struct {
 	scratchChunks [][maglevChunkMax]uint32
 	scratchKeys   []zhMaglevKey
 	noBatch       bool // the kernel has no BPF_MAP_UPDATE_BATCH
+
+	nextSlot uint32 // where SetPodLinks looks for a free pod_slots entry
 }
 
 type service struct {
@@ -146,7 +149,7 @@ var pinnedMaps = []string{
 	zhMapServices, zhMapMaglev, zhMapBackends, zhMapConntrack,
 	zhMapRevnat, zhMapStats, zhMapTxPorts, zhMapConfig, zhMapVipFilter,
 	zhMapNode, zhMapPeers, zhMapFrags, zhMapVips, zhMapEvents,
-	zhMapSrcRanges, zhMapAffinity,
+	zhMapSrcRanges, zhMapAffinity, zhMapPodLinks, zhMapPodSlots, zhMapPodFdb, zhMapDelivery,
 }
 
 // Load loads the programs and opens the maps, re-using maps already pinned
@@ -235,7 +238,8 @@ func Load(opts Options) (*Datapath, error) {
 		d.objs.Close()
 		return nil, err
 	}
-	for name, p := range map[string]*ebpf.Program{"prog_xdp": d.objs.ZhXdp, "prog_tc_egress": d.objs.ZhTcEgress} {
+	for name, p := range map[string]*ebpf.Program{"prog_xdp": d.objs.ZhXdp, "prog_tc_ingress": d.objs.ZhTcIngress,
+		"prog_tc_egress": d.objs.ZhTcEgress, "prog_tc_pod": d.objs.ZhTcPod} {
 		if opts.noPin {
 			break
 		}
@@ -367,10 +371,12 @@ func (d *Datapath) restore() error {
 	return nil
 }
 
-// Attach attaches XDP (ingress) and tcx egress to the named interface with
-// bpf_links pinned under the root. Links already pinned for the interface
-// are switched to this Datapath's programs in place, so forwarding does not
-// stop during an upgrade.
+// Attach attaches XDP, tcx ingress and tcx egress to the named interface
+// with bpf_links pinned under the root. Links already pinned for the
+// interface are switched to this Datapath's programs in place, so
+// forwarding does not stop during an upgrade. XDP goes first: it drops
+// frames that carry the mark tc ingress acts on (see SetPodLinks), so tc
+// never sees one that XDP did not write.
 func (d *Datapath) Attach(ifname string) error {
 	if d.opts.noPin {
 		return errors.New("attach: datapath loaded without pinning")
@@ -384,6 +390,11 @@ func (d *Datapath) Attach(ifname string) error {
 			return nil, err
 		}
 		return link.AttachXDP(link.XDPOptions{Program: d.objs.ZhXdp, Interface: ifc.Index})
+	}); err != nil {
+		return err
+	}
+	if err := d.attachOne(ifname, ifc.Index, "tc_ingress", d.objs.ZhTcIngress, func() (link.Link, error) {
+		return link.AttachTCX(link.TCXOptions{Program: d.objs.ZhTcIngress, Interface: ifc.Index, Attach: ebpf.AttachTCXIngress})
 	}); err != nil {
 		return err
 	}
@@ -434,10 +445,10 @@ func linkIfindex(l link.Link) int {
 	return -1
 }
 
-// Detach removes both programs from the named interface.
+// Detach removes the programs from the named interface.
 func (d *Datapath) Detach(ifname string) error {
 	var errs []error
-	for _, kind := range []string{"xdp", "tc_egress"} {
+	for _, kind := range []string{"xdp", "tc_ingress", "tc_egress"} {
 		path := d.linkPath(kind, ifname)
 		l, err := link.LoadPinnedLink(path, nil)
 		if errors.Is(err, os.ErrNotExist) {
@@ -456,9 +467,12 @@ func (d *Datapath) Detach(ifname string) error {
 	return errors.Join(errs...)
 }
 
-// EnableRedirect marks an interface (typically a Pod's host-side veth) as
-// able to take XDP redirects; VIP packets routed to it skip the stack.
-// Packets routed to other interfaces are rewritten and passed to the kernel.
+// EnableRedirect marks an interface as able to take XDP redirects: VIP
+// packets to a local Pod behind it leave XDP as frames into it, skipping
+// the stack, and Cluster mode may send encapsulated frames out of it. The
+// interface's far end must run XDP (or have GRO on), or the kernel drops
+// the frames: the speaker does not use it; it delivers to Pods with
+// SetPodLinks.
 func (d *Datapath) EnableRedirect(ifname string) error {
 	ifc, err := net.InterfaceByName(ifname)
 	if err != nil {
@@ -466,6 +480,9 @@ func (d *Datapath) EnableRedirect(ifname string) error {
 	}
 	idx := uint32(ifc.Index)
 	if err := d.objs.TxPorts.Put(idx, idx); err != nil {
+		return fmt.Errorf("enable redirect to %s: %w", ifname, err)
+	}
+	if err := d.objs.PodLinks.Put(idx, zhPodLink{How: podXDP}); err != nil {
 		return fmt.Errorf("enable redirect to %s: %w", ifname, err)
 	}
 	return nil
@@ -477,7 +494,14 @@ func (d *Datapath) DisableRedirect(ifname string) error {
 	if err != nil {
 		return fmt.Errorf("disable redirect: %w", err)
 	}
-	if err := d.objs.TxPorts.Delete(uint32(ifc.Index)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	idx := uint32(ifc.Index)
+	var pl zhPodLink
+	if err := d.objs.PodLinks.Lookup(idx, &pl); err == nil && pl.How == podXDP {
+		if err := d.objs.PodLinks.Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("disable redirect to %s: %w", ifname, err)
+		}
+	}
+	if err := d.objs.TxPorts.Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("disable redirect to %s: %w", ifname, err)
 	}
 	return nil

@@ -18,6 +18,11 @@ import (
 type Snapshot struct {
 	Services []ServiceSnapshot // sorted by address, port, protocol
 	Events   Events
+	// Delivery: how packets to this node's own Pods left the uplink;
+	// PodLinks: the Pod interfaces they can be delivered to directly
+	// (both zero for a datapath pinned before there were any).
+	Delivery Delivery
+	PodLinks int
 	Flows    int      // conntrack entries in use
 	Attached []string // interfaces with zerohop XDP attached, from pinned links
 }
@@ -175,7 +180,37 @@ func Inspect(pinRoot string) (*Snapshot, error) {
 	if snap.Attached, err = attachedLinks(pinRoot); err != nil {
 		return nil, err
 	}
+	if err := inspectPodLinks(pinRoot, snap); err != nil {
+		return nil, err
+	}
 	return snap, nil
+}
+
+// inspectPodLinks reads the delivery counters and counts the Pod links,
+// when the pins have them.
+func inspectPodLinks(pinRoot string, snap *Snapshot) error {
+	for _, x := range []struct {
+		name string
+		read func(*ebpf.Map) error
+	}{
+		{zhMapDelivery, func(m *ebpf.Map) (err error) { snap.Delivery, err = readDelivery(m); return err }},
+		{zhMapPodLinks, func(m *ebpf.Map) (err error) { snap.PodLinks, err = countEntries(m); return err }},
+	} {
+		path := filepath.Join(pinRoot, x.name)
+		m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("open %s: %w", path, err)
+		}
+		err = x.read(m)
+		_ = m.Close()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	return nil
 }
 
 func sumCounters(stats *ebpf.Map, idx uint32) (Counters, error) {

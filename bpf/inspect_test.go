@@ -1,8 +1,6 @@
 package bpf
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"net/netip"
 	"os/exec"
 	"reflect"
@@ -17,13 +15,11 @@ func TestInspect(t *testing.T) {
 	root := testPinRoot(t)
 	d := loadTest(t, Options{PinRoot: root})
 
-	var r [3]byte
-	_, _ = rand.Read(r[:])
-	ns := "zh-insp-" + hex.EncodeToString(r[:])
+	ns := "zh-insp-" + netnsSuffix()
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	sh(t, "ip", "-n", ns, "link", "add", "zh-i0", "type", "veth", "peer", "name", "zh-i1")
 	if err := inNS(ns, func() error { return d.Attach("zh-i0") }); err != nil {
 		t.Fatal(err)

@@ -2,8 +2,7 @@ package bpf
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -28,20 +27,30 @@ import (
 //	client ns  eth0 192.0.2.2 ── zh-up 192.0.2.1  node ns (XDP + tc on zh-up)
 //	                                 zh-pa 100.64.1.1 ── eth0 100.64.1.2  pod A
 //	                                 zh-pb 100.64.2.1 ── eth0 100.64.2.2  pod B
+//	       zh-br 100.64.3.1 (bridge) ─ zh-pc ─────────── eth0 100.64.3.2  pod C
+//	                                 zh-pd 100.64.4.1 ── eth0 100.64.4.2  pod D
 //
-// Pod A's veth takes XDP redirects (an XDP program on its far end); pod B's
-// does not, so both the redirect and the pass-after-rewrite paths run.
+// Each Pod is reached another way: A and C (behind a bridge, as with
+// Flannel's cni0) by tc's bpf_redirect_peer (SetPodLinks), B by an XDP
+// redirect (EnableRedirect, an XDP program on its far end), D through the
+// node's routing (not a Pod link).
+
+type labPod struct {
+	name, hostIf string
+	addr         netip.Addr
+	gw           string
+	bridge       bool // a port of labBridge, which holds gw
+	how          string
+}
 
 var (
 	labVIP    = netip.MustParseAddr("203.0.113.10")
 	labClient = netip.MustParseAddr("192.0.2.2")
-	labPods   = []struct {
-		name, hostIf string
-		addr         netip.Addr
-		gw           string
-	}{
-		{"pa", "zh-pa", netip.MustParseAddr("100.64.1.2"), "100.64.1.1"},
-		{"pb", "zh-pb", netip.MustParseAddr("100.64.2.2"), "100.64.2.1"},
+	labPods   = []labPod{
+		{"pa", "zh-pa", netip.MustParseAddr("100.64.1.2"), "100.64.1.1", false, "peer"},
+		{"pb", "zh-pb", netip.MustParseAddr("100.64.2.2"), "100.64.2.1", false, "xdp"},
+		{"pc", "zh-pc", netip.MustParseAddr("100.64.3.2"), "100.64.3.1", true, "peer"},
+		{"pd", "zh-pd", netip.MustParseAddr("100.64.4.2"), "100.64.4.1", false, "stack"},
 	}
 )
 
@@ -49,6 +58,7 @@ const (
 	labPort    = 80
 	labPodPort = 8080
 	labUplink  = "zh-up"
+	labBridge  = "zh-br"
 )
 
 type lab struct {
@@ -105,9 +115,7 @@ func setNS(ns string) error {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	requireRoot(t)
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	s := hex.EncodeToString(b[:])
+	s := netnsSuffix()
 	l := &lab{suffix: s, client: "zh-cli-" + s, node: "zh-node-" + s, pods: map[string]string{}}
 	for _, p := range labPods {
 		l.pods[p.name] = "zh-" + p.name + "-" + s
@@ -133,7 +141,14 @@ func newLab(t *testing.T) *lab {
 	for _, p := range labPods {
 		ns := l.pods[p.name]
 		sh(t, "ip", "-n", l.node, "link", "add", p.hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns)
-		sh(t, "ip", "-n", l.node, "addr", "add", p.gw+"/24", "dev", p.hostIf)
+		if p.bridge {
+			sh(t, "ip", "-n", l.node, "link", "add", labBridge, "type", "bridge")
+			sh(t, "ip", "-n", l.node, "addr", "add", p.gw+"/24", "dev", labBridge)
+			sh(t, "ip", "-n", l.node, "link", "set", labBridge, "up")
+			sh(t, "ip", "-n", l.node, "link", "set", p.hostIf, "master", labBridge)
+		} else {
+			sh(t, "ip", "-n", l.node, "addr", "add", p.gw+"/24", "dev", p.hostIf)
+		}
 		sh(t, "ip", "-n", l.node, "link", "set", p.hostIf, "up")
 		sh(t, "ip", "-n", ns, "addr", "add", p.addr.String()+"/24", "dev", "eth0")
 		sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
@@ -149,9 +164,9 @@ func newLab(t *testing.T) *lab {
 	if err := inNS(l.client, func() error { return disableTxChecksum("eth0") }); err != nil {
 		t.Fatal(err)
 	}
-	// Pod A's veth accepts XDP frames once its far end runs XDP.
+	// Pod B's veth accepts XDP frames once its far end runs XDP.
 	var podLink link.Link
-	if err := inNS(l.pods["pa"], func() error {
+	if err := inNS(l.pods["pb"], func() error {
 		ifc, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
@@ -172,7 +187,61 @@ func newLab(t *testing.T) *lab {
 	}
 	t.Cleanup(func() { _ = podLink.Close() })
 	l.startEchoes(t)
+	// The node talks to every Pod once, so that its neighbours are
+	// resolved: XDP delivers directly only to a known MAC.
+	if err := inNS(l.node, func() error {
+		for _, p := range labPods {
+			c, err := net.DialTimeout("tcp", netip.AddrPortFrom(p.addr, labPodPort).String(), 3*time.Second)
+			if err != nil {
+				return fmt.Errorf("node to pod %s: %w", p.name, err)
+			}
+			_ = c.Close()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return l
+}
+
+// podLinks are the lab's Pod links as the speaker would find them: A's
+// veth, and C's port with C's MAC behind the bridge.
+func podLinks() (PodLinks, error) {
+	var pl PodLinks
+	for _, p := range labPods {
+		if p.how != "peer" {
+			continue
+		}
+		ifc, err := net.InterfaceByName(p.hostIf)
+		if err != nil {
+			return pl, err
+		}
+		via := ifc
+		if p.bridge {
+			if via, err = net.InterfaceByName(labBridge); err != nil {
+				return pl, err
+			}
+		}
+		neigh, err := exec.Command("ip", "-j", "neigh", "show", p.addr.String(), "dev", via.Name).Output()
+		if err != nil {
+			return pl, fmt.Errorf("neighbour %s: %w", p.addr, err)
+		}
+		var ns []struct {
+			LLAddr string `json:"lladdr"`
+		}
+		if err := json.Unmarshal(neigh, &ns); err != nil || len(ns) != 1 {
+			return pl, fmt.Errorf("neighbour %s on %s: %q", p.addr, via.Name, neigh)
+		}
+		mac, err := net.ParseMAC(ns[0].LLAddr)
+		if err != nil {
+			return pl, err
+		}
+		pl.Peers = append(pl.Peers, PodLink{Ifindex: ifc.Index, HostMAC: via.HardwareAddr, PodMAC: mac})
+		if p.bridge {
+			pl.Bridged = append(pl.Bridged, BridgedPod{Bridge: via.Index, MAC: mac, Port: ifc.Index})
+		}
+	}
+	return pl, nil
 }
 
 // disableTxChecksum is `ethtool -K ifname tx off` (ETHTOOL_STXCSUM).
@@ -316,7 +385,14 @@ func setupDatapath(ns string, opts Options) (*Datapath, error) {
 		k, bs := labService()
 		for _, step := range []func() error{
 			func() error { return d.Attach(labUplink) },
-			func() error { return d.EnableRedirect(labPods[0].hostIf) },
+			func() error { return d.EnableRedirect(labPods[1].hostIf) },
+			func() error {
+				pl, err := podLinks()
+				if err != nil {
+					return err
+				}
+				return d.SetPodLinks(pl)
+			},
 			func() error { return d.UpsertService(k, bs, ServiceLocal) },
 		} {
 			if err := step(); err != nil {
@@ -328,6 +404,61 @@ func setupDatapath(ns string, opts Options) (*Datapath, error) {
 	return d, err
 }
 
+// nftCounters adds a table to ns that counts, per Pod, the packets the
+// node's netfilter sees addressed to it (prerouting and forward) and the
+// Pod's packets it forwards, and returns a reader of the counts.
+func nftCounters(t *testing.T, ns string) func() map[string]uint64 {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("table inet zh_count {\n")
+	for _, p := range labPods {
+		fmt.Fprintf(&b, "  counter pre_%s {}\n  counter fw_%s {}\n  counter from_%s {}\n", p.name, p.name, p.name)
+	}
+	b.WriteString("  chain count_pre {\n    type filter hook prerouting priority -300; policy accept;\n")
+	for _, p := range labPods {
+		fmt.Fprintf(&b, "    ip daddr %s counter name pre_%s\n", p.addr, p.name)
+	}
+	b.WriteString("  }\n  chain count_fw {\n    type filter hook forward priority 0; policy accept;\n")
+	for _, p := range labPods {
+		fmt.Fprintf(&b, "    ip daddr %s counter name fw_%s\n    ip saddr %s counter name from_%s\n", p.addr, p.name, p.addr, p.name)
+	}
+	b.WriteString("  }\n}\n")
+	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	return func() map[string]uint64 {
+		t.Helper()
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-j", "list", "counters", "table", "inet", "zh_count").Output()
+		if err != nil {
+			t.Fatalf("nft list counters: %v", err)
+		}
+		var doc struct {
+			Nftables []struct {
+				Counter *struct {
+					Name    string `json:"name"`
+					Packets uint64 `json:"packets"`
+				} `json:"counter"`
+			} `json:"nftables"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("nft counters %q: %v", out, err)
+		}
+		m := map[string]uint64{}
+		for _, e := range doc.Nftables {
+			if e.Counter != nil {
+				m[e.Counter.Name] = e.Counter.Packets
+			}
+		}
+		return m
+	}
+}
+
+// TestNetnsEndToEnd runs connections through the real programs to four
+// Pods, each delivered another way, and checks with the node's own
+// counters that the Pods delivered directly never met its routing or
+// netfilter.
 func TestNetnsEndToEnd(t *testing.T) {
 	l := newLab(t)
 	root := testPinRoot(t)
@@ -341,9 +472,10 @@ func TestNetnsEndToEnd(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	nft := nftCounters(t, l.node)
 
 	fwdBefore := forwarded(t, l.node)
-	const conns = 200
+	const conns = 300
 	perPod := map[string]uint64{}
 	err = inNS(l.client, func() error {
 		dialer := net.Dialer{Timeout: 3 * time.Second}
@@ -374,6 +506,7 @@ func TestNetnsEndToEnd(t *testing.T) {
 		t.Errorf("service counters %+v, want %d flows, no drops, no misses", s.Counters, conns)
 	}
 	var pkts uint64
+	per := map[string]uint64{} // packets per delivery
 	for _, p := range labPods {
 		c := s.Backends[netip.AddrPortFrom(p.addr, labPodPort)]
 		if c.Flows != perPod[p.name] {
@@ -384,16 +517,47 @@ func TestNetnsEndToEnd(t *testing.T) {
 			t.Errorf("backend %s: %d packets for %d connections", p.name, c.Packets, perPod[p.name])
 		}
 		pkts += c.Packets
+		per[p.how] += c.Packets
 	}
 	if pkts != s.Packets {
 		t.Errorf("backend packets sum to %d, service counted %d", pkts, s.Packets)
 	}
-	// Pod A's packets are redirected in XDP and never reach the node's IP
-	// forwarding; pod B's and all replies do.
+	dl, err := d.Delivery()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl.Peer != per["peer"] || dl.PeerTC != dl.Peer || dl.Redirect != per["xdp"] || dl.Stack != per["stack"] {
+		t.Errorf("delivery %+v; want peer %d (by tc as many), redirect %d, stack %d", dl, per["peer"], per["xdp"], per["stack"])
+	}
+	// The node's netfilter sees none of the packets to A, B and C, in
+	// prerouting or forward, D's in both; nor A's and C's replies, which
+	// tc on their links sends out of the uplink; B's and D's replies it
+	// forwards. IP forwarding counts exactly D's packets and B's and D's
+	// replies.
+	cnt := nft()
 	fwd := forwarded(t, l.node) - fwdBefore
-	a := s.Backends[netip.AddrPortFrom(labPods[0].addr, labPodPort)].Packets
-	t.Logf("connections per pod %v; service %+v; kernel forwarded %d", perPod, s.Counters, fwd)
-	if fwd+a/2 > 2*s.Packets {
-		t.Errorf("kernel forwarded %d packets of %d+replies: pod A's were not redirected", fwd, s.Packets)
+	t.Logf("connections per pod %v; service %+v; delivery %+v; netfilter %v; kernel forwarded %d", perPod, s.Counters, dl, cnt, fwd)
+	var stackReplies uint64
+	for _, p := range labPods {
+		pre, fw, from := cnt["pre_"+p.name], cnt["fw_"+p.name], cnt["from_"+p.name]
+		switch {
+		case p.how == "stack" && (pre != per["stack"] || fw != per["stack"]):
+			t.Errorf("pod %s (by the stack): netfilter saw %d in prerouting, %d in forward; XDP passed %d", p.name, pre, fw, per["stack"])
+		case p.how != "stack" && (pre != 0 || fw != 0):
+			t.Errorf("pod %s (%s): netfilter saw %d packets in prerouting, %d in forward; want none", p.name, p.how, pre, fw)
+		case p.how == "peer" && from != 0:
+			t.Errorf("pod %s (%s): netfilter forwarded %d of its replies; want none", p.name, p.how, from)
+		case p.how != "peer" && from < 3*perPod[p.name]:
+			t.Errorf("pod %s (%s): netfilter forwarded %d replies for %d connections", p.name, p.how, from, perPod[p.name])
+		}
+		if p.how != "peer" {
+			stackReplies += from
+		}
+	}
+	if fwd != stackReplies+per["stack"] {
+		t.Errorf("kernel forwarded %d packets; want pods B's and D's %d replies and D's %d", fwd, stackReplies, per["stack"])
+	}
+	if min := 3 * (perPod["pa"] + perPod["pc"]); dl.ReplyTC < min {
+		t.Errorf("tc sent %d replies of pods A and C out of the uplink; want at least %d", dl.ReplyTC, min)
 	}
 }

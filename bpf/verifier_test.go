@@ -26,6 +26,22 @@ func TestVerifierBudget(t *testing.T) {
 			n, ok := i.VerifiedInstructions()
 			return n, ok, nil
 		}},
+		{"zh_tc_ingress", verifierBudget, func() (uint32, bool, error) {
+			i, err := d.objs.ZhTcIngress.Info()
+			if err != nil {
+				return 0, false, err
+			}
+			n, ok := i.VerifiedInstructions()
+			return n, ok, nil
+		}},
+		{"zh_tc_pod", verifierBudget, func() (uint32, bool, error) {
+			i, err := d.objs.ZhTcPod.Info()
+			if err != nil {
+				return 0, false, err
+			}
+			n, ok := i.VerifiedInstructions()
+			return n, ok, nil
+		}},
 		{"zh_tc_egress", verifierBudget, func() (uint32, bool, error) {
 			i, err := d.objs.ZhTcEgress.Info()
 			if err != nil {

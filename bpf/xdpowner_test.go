@@ -1,8 +1,6 @@
 package bpf
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -21,9 +19,7 @@ import (
 // by bpf_link or by netlink, is not replaced unless ReplaceXDP is set.
 func TestAttachForeignXDP(t *testing.T) {
 	requireRoot(t)
-	var r [3]byte
-	_, _ = rand.Read(r[:])
-	ns := "zh-xo-" + hex.EncodeToString(r[:])
+	ns := "zh-xo-" + netnsSuffix()
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	sh(t, "ip", "netns", "add", ns)
 	sh(t, "ip", "-n", ns, "link", "add", "zh-x0", "type", "veth", "peer", "name", "zh-x1")

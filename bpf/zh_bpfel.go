@@ -65,6 +65,16 @@ type zhCtValue struct {
 	NhSmac    [6]uint8
 }
 
+type zhDeliveryCounts struct {
+	_        structs.HostLayout
+	Peer     uint64
+	Redirect uint64
+	Stack    uint64
+	PeerTc   uint64
+	Spoofed  uint64
+	ReplyTc  uint64
+}
+
 type zhDpConfig struct {
 	_           structs.HostLayout
 	MaglevM     uint32
@@ -89,6 +99,13 @@ type zhEventCounts struct {
 	EchoReply    uint64
 }
 
+type zhFdbKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Mac     [6]uint8
+	Pad     [2]uint8
+}
+
 type zhFlowCacheEntry struct {
 	_         structs.HostLayout
 	Saddr     uint32
@@ -96,7 +113,8 @@ type zhFlowCacheEntry struct {
 	Sport     uint16
 	Dport     uint16
 	Proto     uint8
-	Pad       [3]uint8
+	How       uint8
+	Slot      uint16
 	NhUntil   uint64
 	Backend   uint32
 	Svc       uint32
@@ -144,6 +162,19 @@ type zhPeerKey struct {
 	Prefixlen uint32
 	Family    uint32
 	Addr      [4]uint32
+}
+
+type zhPodLink struct {
+	_    structs.HostLayout
+	How  uint32
+	Slot uint32
+}
+
+type zhPodSlot struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	HostMac [6]uint8
+	PodMac  [6]uint8
 }
 
 type zhRevnatValue struct {
@@ -205,12 +236,16 @@ const (
 	zhMapBenchBuf       = "bench_buf"
 	zhMapConfig         = "config"
 	zhMapConntrack      = "conntrack"
+	zhMapDelivery       = "delivery"
 	zhMapEvents         = "events"
 	zhMapFlowCache      = "flow_cache"
 	zhMapFrags          = "frags"
 	zhMapMaglev         = "maglev"
 	zhMapNode           = "node"
 	zhMapPeers          = "peers"
+	zhMapPodFdb         = "pod_fdb"
+	zhMapPodLinks       = "pod_links"
+	zhMapPodSlots       = "pod_slots"
 	zhMapRevnat         = "revnat"
 	zhMapServices       = "services"
 	zhMapSrcRanges      = "src_ranges"
@@ -219,6 +254,8 @@ const (
 	zhMapVipFilter      = "vip_filter"
 	zhMapVips           = "vips"
 	zhProgZhTcEgress    = "zh_tc_egress"
+	zhProgZhTcIngress   = "zh_tc_ingress"
+	zhProgZhTcPod       = "zh_tc_pod"
 	zhProgZhXdp         = "zh_xdp"
 	zhVarZhBenchRestore = "zh_bench_restore"
 	zhVarZhChunkSlots   = "zh_chunk_slots"
@@ -270,8 +307,10 @@ type zhSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type zhProgramSpecs struct {
-	ZhTcEgress *ebpf.ProgramSpec `ebpf:"zh_tc_egress"`
-	ZhXdp      *ebpf.ProgramSpec `ebpf:"zh_xdp"`
+	ZhTcEgress  *ebpf.ProgramSpec `ebpf:"zh_tc_egress"`
+	ZhTcIngress *ebpf.ProgramSpec `ebpf:"zh_tc_ingress"`
+	ZhTcPod     *ebpf.ProgramSpec `ebpf:"zh_tc_pod"`
+	ZhXdp       *ebpf.ProgramSpec `ebpf:"zh_xdp"`
 }
 
 // zhMapSpecs contains maps before they are loaded into the kernel.
@@ -283,12 +322,16 @@ type zhMapSpecs struct {
 	BenchBuf  *ebpf.MapSpec `ebpf:"bench_buf"`
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Conntrack *ebpf.MapSpec `ebpf:"conntrack"`
+	Delivery  *ebpf.MapSpec `ebpf:"delivery"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	FlowCache *ebpf.MapSpec `ebpf:"flow_cache"`
 	Frags     *ebpf.MapSpec `ebpf:"frags"`
 	Maglev    *ebpf.MapSpec `ebpf:"maglev"`
 	Node      *ebpf.MapSpec `ebpf:"node"`
 	Peers     *ebpf.MapSpec `ebpf:"peers"`
+	PodFdb    *ebpf.MapSpec `ebpf:"pod_fdb"`
+	PodLinks  *ebpf.MapSpec `ebpf:"pod_links"`
+	PodSlots  *ebpf.MapSpec `ebpf:"pod_slots"`
 	Revnat    *ebpf.MapSpec `ebpf:"revnat"`
 	Services  *ebpf.MapSpec `ebpf:"services"`
 	SrcRanges *ebpf.MapSpec `ebpf:"src_ranges"`
@@ -335,12 +378,16 @@ type zhMaps struct {
 	BenchBuf  *ebpf.Map `ebpf:"bench_buf"`
 	Config    *ebpf.Map `ebpf:"config"`
 	Conntrack *ebpf.Map `ebpf:"conntrack"`
+	Delivery  *ebpf.Map `ebpf:"delivery"`
 	Events    *ebpf.Map `ebpf:"events"`
 	FlowCache *ebpf.Map `ebpf:"flow_cache"`
 	Frags     *ebpf.Map `ebpf:"frags"`
 	Maglev    *ebpf.Map `ebpf:"maglev"`
 	Node      *ebpf.Map `ebpf:"node"`
 	Peers     *ebpf.Map `ebpf:"peers"`
+	PodFdb    *ebpf.Map `ebpf:"pod_fdb"`
+	PodLinks  *ebpf.Map `ebpf:"pod_links"`
+	PodSlots  *ebpf.Map `ebpf:"pod_slots"`
 	Revnat    *ebpf.Map `ebpf:"revnat"`
 	Services  *ebpf.Map `ebpf:"services"`
 	SrcRanges *ebpf.Map `ebpf:"src_ranges"`
@@ -357,12 +404,16 @@ func (m *zhMaps) Close() error {
 		m.BenchBuf,
 		m.Config,
 		m.Conntrack,
+		m.Delivery,
 		m.Events,
 		m.FlowCache,
 		m.Frags,
 		m.Maglev,
 		m.Node,
 		m.Peers,
+		m.PodFdb,
+		m.PodLinks,
+		m.PodSlots,
 		m.Revnat,
 		m.Services,
 		m.SrcRanges,
@@ -389,13 +440,17 @@ type zhVariables struct {
 //
 // It can be passed to loadZhObjects or ebpf.CollectionSpec.LoadAndAssign.
 type zhPrograms struct {
-	ZhTcEgress *ebpf.Program `ebpf:"zh_tc_egress"`
-	ZhXdp      *ebpf.Program `ebpf:"zh_xdp"`
+	ZhTcEgress  *ebpf.Program `ebpf:"zh_tc_egress"`
+	ZhTcIngress *ebpf.Program `ebpf:"zh_tc_ingress"`
+	ZhTcPod     *ebpf.Program `ebpf:"zh_tc_pod"`
+	ZhXdp       *ebpf.Program `ebpf:"zh_xdp"`
 }
 
 func (p *zhPrograms) Close() error {
 	return _ZhClose(
 		p.ZhTcEgress,
+		p.ZhTcIngress,
+		p.ZhTcPod,
 		p.ZhXdp,
 	)
 }

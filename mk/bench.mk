@@ -8,7 +8,7 @@ BENCH_FLAGS ?= -bench.rounds $(BENCH_ROUNDS)
 .PHONY: bench test-bench-smoke
 
 # Every benchmark, one table; results (with CPU model and kernel) in
-# bench/results.json. Not part of `make test`: about 12 minutes on the 2-core VM,
+# bench/results.json. Not part of `make test`: about 17 minutes on the 2-core VM,
 # plus any wait for the lab lock.
 bench: deps
 	@command -v iptables-restore >/dev/null && command -v nft >/dev/null || { echo "bench: iptables and nft needed (make deps)" >&2; exit 1; }
@@ -17,7 +17,7 @@ bench: deps
 		-bench.xdp $(CURDIR)/bench/xdp.txt -bench.out $(CURDIR)/bench/results.json \
 		2>&1 | grep --line-buffered -v '^=== RUN'
 
-# The same harness at tiny sizes (about 40 s), plus the ruleset unit tests:
+# The same harness at tiny sizes (about 80 s), plus the ruleset unit tests:
 # proves every contender serves the VIP correctly and the tables print.
 test-bench-smoke:
 	$(GO) test -count=1 -timeout 15m -v ./bench/ -args -bench.sizes 1,100 -bench.tcp 1s -bench.udp 1s \

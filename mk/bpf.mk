@@ -7,11 +7,13 @@ BPF_FUZZTIME ?= 300000x
 
 .PHONY: generate-bpf test-bpf fuzz-bpf bench-xdp vendor-bpf-headers
 
-# Rebuilds bpf/zh_bpfel.{o,go} from bpf/c/ with clang-19 against the headers
-# in bpf/c/vendor only (deterministic: bpf2go strips DWARF and maps source
-# paths to relative ones).
+# Rebuilds bpf/zh_bpfel.{o,go} from bpf/c/, and the lab's XDP forwarder
+# (e2e/lab/xdpfwd/fwd_bpfel.{o,go}) from its c/, with clang-19 against the
+# headers in bpf/c/vendor only (deterministic: bpf2go strips DWARF and maps
+# source paths to relative ones).
 generate-bpf:
 	cd bpf && $(GO) generate ./
+	cd e2e/lab/xdpfwd && $(GO) generate ./
 
 # Refreshes the kernel UAPI and libbpf headers in bpf/c/vendor (the build
 # uses only those): BPF_UAPI is an installed UAPI include directory,

@@ -49,6 +49,35 @@ func (r *reconciler) retireDatapath(ctx context.Context, desired map[bpf.Service
 	return next
 }
 
+// DefaultPodLinkInterval is how often the speaker looks for Pods'
+// interfaces between reconciles.
+const DefaultPodLinkInterval = 5 * time.Second
+
+// podLinkLoop looks for Pods' interfaces now and then: a Pod's veth, or
+// the MAC a bridge learns for it, appears without an event the speaker
+// watches. Until then its packets go through the node's stack.
+func (r *reconciler) podLinkLoop(ctx context.Context) error {
+	if r.dp == nil || !r.opts.DirectToPods {
+		return nil
+	}
+	every := r.opts.PodLinkInterval
+	if every <= 0 {
+		every = DefaultPodLinkInterval
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := r.dp.SyncPodLinks(); err != nil {
+				r.log.Error(err, "pod links")
+			}
+		}
+	}
+}
+
 // announceable returns the Services with the blocked VIPs taken out of
 // their status, so that neither BGP nor L2 announces an address whose
 // datapath entries are not all in place. svcs is not modified.

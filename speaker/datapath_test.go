@@ -90,6 +90,8 @@ func (f *fakeDatapath) SetPeers(p []netip.Prefix) error {
 	return nil
 }
 
+func (f *fakeDatapath) SetPodLinks(bpf.PodLinks) error { return nil }
+
 func (f *fakeDatapath) setRefuse(a netip.Addr, on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -121,9 +121,16 @@ type Options struct {
 	OwnerDaemonSet string
 	// NoNeighbours leaves the kernel's neighbour table alone; by default
 	// the speaker keeps managed entries for the next hops to the other
-	// nodes, which Cluster mode's encapsulation needs
-	// (speaker/datapath/neighbours.go).
+	// nodes, which Cluster mode's encapsulation needs, and for the local
+	// backends behind Pod links (speaker/datapath/neighbours.go).
 	NoNeighbours bool
+	// DirectToPods delivers balanced packets into the local Pods'
+	// interfaces without the node's routing and netfilter
+	// (speaker/datapath/podlinks.go); PodLinkInterval is how often the
+	// speaker looks for Pods' interfaces between reconciles (default
+	// DefaultPodLinkInterval).
+	DirectToPods    bool
+	PodLinkInterval time.Duration
 }
 
 // Speaker is a startable speaker.
@@ -214,7 +221,7 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 		r.dp = datapath.NewProgrammer(datapath.Options{
 			Kernel: opts.Datapath, NodeName: opts.NodeName, Uplinks: opts.Uplinks,
 			PathMTU: opts.PathMTU, WithdrawGrace: opts.WithdrawGrace,
-			ManageNeighbours: !opts.NoNeighbours, Log: r.log,
+			ManageNeighbours: !opts.NoNeighbours, DirectToPods: opts.DirectToPods, Log: r.log,
 			OnWrite: countDatapathWrite, OnSize: countDatapathEntries,
 		})
 	}
@@ -236,6 +243,9 @@ func New(cfg *rest.Config, opts Options) (*Speaker, error) {
 		return nil, err
 	}
 	if err := mgr.Add(manager.RunnableFunc(r.l2Loop)); err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(manager.RunnableFunc(r.podLinkLoop)); err != nil {
 		return nil, err
 	}
 	if opts.BFD != nil {

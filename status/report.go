@@ -64,6 +64,11 @@ type Datapath struct {
 	Attached []string `json:"attached"`
 	// Events are node-wide counters (encapsulation, fragments, ICMP).
 	Events map[string]uint64 `json:"events"`
+	// Delivery counts how packets to this node's own Pods left the
+	// uplink: into the Pod by tc (peerTC), by XDP redirect, through the
+	// node's stack; PodLinks is how many Pod interfaces the speaker found.
+	Delivery map[string]uint64 `json:"delivery"`
+	PodLinks int               `json:"podLinks"`
 }
 
 // VIP is one load-balancer address.
@@ -306,6 +311,11 @@ func datapathOf(s *bpf.Snapshot) *Datapath {
 			"fragHit": e.FragHit, "fragMiss": e.FragMiss, "icmpRelay": e.ICMPRelay,
 			"icmpNoFlow": e.ICMPNoFlow, "echoReply": e.EchoReply,
 		},
+		Delivery: map[string]uint64{
+			"peer": s.Delivery.Peer, "peerTC": s.Delivery.PeerTC, "redirect": s.Delivery.Redirect,
+			"stack": s.Delivery.Stack, "spoofed": s.Delivery.Spoofed,
+		},
+		PodLinks: s.PodLinks,
 	}
 }
 

@@ -28,6 +28,7 @@ func snapshot() *bpf.Snapshot {
 	}
 	return &bpf.Snapshot{
 		Flows: 7, Attached: []string{"eth0"}, Events: bpf.Events{Encap: 3},
+		Delivery: bpf.Delivery{Peer: 40, PeerTC: 40, Stack: 2}, PodLinks: 3,
 		Services: []bpf.ServiceSnapshot{{
 			Key:          bpf.ServiceKey{Addr: vip, Port: 9000, Proto: bpf.TCP},
 			Flags:        bpf.ServiceLocal | bpf.ServiceSourceRanges,
@@ -116,7 +117,8 @@ func TestBuild(t *testing.T) {
 			if r.Sources != (Sources{Datapath: "/sys/fs/bpf/zerohop"}) {
 				t.Errorf("sources %+v", r.Sources)
 			}
-			if r.Datapath.ConntrackEntries != 7 || r.Datapath.Events["encap"] != 3 || !reflect.DeepEqual(r.Datapath.Attached, []string{"eth0"}) {
+			if r.Datapath.ConntrackEntries != 7 || r.Datapath.Events["encap"] != 3 || !reflect.DeepEqual(r.Datapath.Attached, []string{"eth0"}) ||
+				r.Datapath.Delivery["peerTC"] != 40 || r.Datapath.Delivery["stack"] != 2 || r.Datapath.PodLinks != 3 {
 				t.Errorf("datapath %+v", r.Datapath)
 			}
 			if len(r.VIPs) != 1 {

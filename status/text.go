@@ -31,6 +31,8 @@ func (r Report) WriteText(w io.Writer) error {
 	}
 	if d := r.Datapath; d != nil {
 		p("XDP attached to: %s  conntrack entries in use: %d", orDash(strings.Join(d.Attached, ",")), d.ConntrackEntries)
+		p("to local Pods: %d into the Pod by tc, %d by XDP redirect, %d through the node's stack  (Pod links: %d)",
+			d.Delivery["peerTC"], d.Delivery["redirect"], d.Delivery["stack"], d.PodLinks)
 	}
 	p("")
 

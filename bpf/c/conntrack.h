@@ -156,6 +156,9 @@ static __always_inline void fcache_fill(const struct tuple *t, const struct ct_v
 	fc->nh_ifindex = ct->nh_ifindex;
 	__builtin_memcpy(fc->nh_dmac, ct->nh_dmac, ETH_ALEN);
 	__builtin_memcpy(fc->nh_smac, ct->nh_smac, ETH_ALEN);
+	struct pod_link *pl = bpf_map_lookup_elem(&pod_links, &fc->nh_ifindex);
+	fc->how = pl ? pl->how : 0;
+	fc->slot = pl ? pl->slot : 0;
 }
 
 /* --------------------------------------------------------- fragments -- */

@@ -15,6 +15,8 @@
 #define ZH_DEF_FLOWS 131072
 #define ZH_DEF_MAGLEV 16381
 #define ZH_DEF_SRC_RANGES 65536
+/* Pod interfaces (and bridged Pods) a node can deliver to directly. */
+#define ZH_DEF_POD_LINKS 4096
 /* Maglev slots per chunk: one chunk fits one 4 KiB allocation. */
 #define ZH_CHUNK_MAX 1000
 /* flow_cache slots, a power of two: the slot is a hash's top bits. */
@@ -67,6 +69,9 @@
 #define ICMPV6_PKT_TOOBIG 2
 #define ICMPV6_ECHO_REQUEST 128
 #define ICMPV6_ECHO_REPLY 129
+
+/* skb->pkt_type of a frame addressed to this host (linux/if_packet.h). */
+#define ZH_PACKET_HOST 0
 
 /* tcx: go on to the next program (linux/pkt_cls.h has it from 6.6). */
 #define ZH_TCX_NEXT (-1)

@@ -146,7 +146,7 @@ static __always_inline int encap_send(struct xdp_md *ctx, struct ct_value *ct, _
 	if (vlan || (void *)(eth + 1) > end)
 		return XDP_PASS;
 	__u8 proto = family == ZH_AF_INET ? IPPROTO_IPIP : IPPROTO_IPV6;
-	if (nexthop(ctx, eth + 1, end, family, proto, 0, 0, ct, now, &fib))
+	if (nexthop(ctx, eth + 1, end, family, proto, 0, 0, ct, now, &fib, 0))
 		return XDP_PASS;
 	int tx = fib.ifindex == ctx->ingress_ifindex;
 	if (!tx && !bpf_map_lookup_elem(&tx_ports, &fib.ifindex))

@@ -97,6 +97,34 @@ struct {
 	__type(value, __u32);
 } tx_ports SEC(".maps");
 
+/* Pods' host-side interfaces and how each takes balanced packets; the
+ * speaker keeps the ZH_POD_PEER ones (Pod veths it finds on the node),
+ * EnableRedirect the ZH_POD_XDP ones. Read for every packet to a local
+ * backend, so that a removed interface takes effect at once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ZH_DEF_POD_LINKS);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct pod_link);
+} pod_links SEC(".maps");
+
+/* Indexed by pod_link.slot: an array, so tc's read is inlined. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ZH_DEF_POD_LINKS);
+	__type(key, __u32);
+	__type(value, struct pod_slot);
+} pod_slots SEC(".maps");
+
+/* Pods behind a bridge: see struct fdb_key. Read once per next-hop
+ * lookup, not per packet: the flow caches the port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ZH_DEF_POD_LINKS);
+	__type(key, struct fdb_key);
+	__type(value, __u32); /* the port's ifindex */
+} pod_fdb SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -171,6 +199,13 @@ struct {
 	__type(value, struct event_counts);
 } events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct delivery_counts);
+} delivery SEC(".maps");
+
 /* Benchmark builds only (zh_bench_restore): the frame's first bytes and
  * length. Kept in the map across the run, not in registers: the run then
  * has the registers (and so the stack) it has in a production build. */
@@ -194,6 +229,14 @@ struct {
 		struct event_counts *e_ = bpf_map_lookup_elem(&events, &k_); \
 		if (e_)                                            \
 			e_->field++;                               \
+	} while (0)
+
+#define DLV_INC(field, n)                                                \
+	do {                                                             \
+		__u32 k_ = 0;                                            \
+		struct delivery_counts *d_ = bpf_map_lookup_elem(&delivery, &k_); \
+		if (d_)                                                  \
+			d_->field += (n);                                \
 	} while (0)
 
 /* Counters of a service (idx = its id) or a backend (zh_max_services + id). */

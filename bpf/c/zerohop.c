@@ -11,8 +11,17 @@
  *                 Also: fragments follow their first fragment, ICMP
  *                 frag-needed / packet-too-big go to the flow's backend,
  *                 echo requests to a VIP are answered.
- *   zh_tc_egress  tcx egress on the uplink: Pod reply -> SNAT back to VIP
- *                 (and the SYN-ACK's MSS clamped for encapsulated flows).
+ *   zh_tc_ingress tcx ingress on the uplink: a frame XDP rewrote for a local
+ *                 Pod, marked in its metadata, goes into the Pod by
+ *                 bpf_redirect_peer, ahead of the node's routing and
+ *                 netfilter.
+ *   zh_tc_pod     tcx ingress on a Pod link: the Pod's reply -> SNAT back
+ *                 to VIP -> straight out of the uplink (bpf_redirect_neigh),
+ *                 so neither direction meets the node's routing and
+ *                 netfilter.
+ *   zh_tc_egress  tcx egress on the uplink: a Pod reply that came through
+ *                 the stack -> SNAT back to VIP (and the SYN-ACK's MSS
+ *                 clamped for encapsulated flows).
  *
  * This file holds the entry points as sequences of stages; each concern
  * lives in its own header:
@@ -77,6 +86,14 @@ static __always_inline int front(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct zh_pkt p = {};
+	struct ethhdr *eth = data;
+
+	/* The mark is ours alone: tc ingress trusts it (to_peer in fwd.h). */
+	if ((void *)(eth + 1) <= end && eth->h_source[0] == ZH_MARK0 && eth->h_source[1] == ZH_MARK1 &&
+	    eth->h_source[2] == ZH_MARK2 && eth->h_source[3] == ZH_MARK3) {
+		DLV_INC(spoofed, 1);
+		return XDP_DROP;
+	}
 	__be16 ethertype = parse_eth(&p, data, end);
 
 	if (ethertype == bpf_htons(ETH_P_IPV6)) {
@@ -104,7 +121,7 @@ static __always_inline int front(struct xdp_md *ctx)
 	struct backend *be = backend_fast(&fc->backend, fc->svc, ZH_AF_INET);
 	if (!be)
 		return ZH_FAST;
-	return hit_out(&p, data, end, be, fc->svc, fc->backend, fc->nh_ifindex, fc->nh_dmac, fc->nh_smac);
+	return hit_out_cached(&p, data, end, be, fc);
 }
 
 /* Stage 2: an established flow to a local backend of a service without
@@ -244,19 +261,48 @@ int zh_xdp(struct xdp_md *ctx)
 	return r;
 }
 
+/* ----------------------------------------------------- tc ingress -- */
+
+/* What XDP (to_peer in fwd.h) rewrote and marked for a Pod on this node:
+ * into the Pod's own interface, whose other end is in the Pod's
+ * namespace, with the MACs a router's frame to the Pod would carry. The
+ * kernel hands the packet to the Pod's stack right away; the node's IP
+ * layer never sees it. Anything unmarked, or not addressed to this host
+ * (a promiscuous uplink), goes on. */
+SEC("tcx/ingress")
+int zh_tc_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end || eth->h_source[0] != ZH_MARK0 || eth->h_source[1] != ZH_MARK1 ||
+	    eth->h_source[2] != ZH_MARK2 || eth->h_source[3] != ZH_MARK3 || skb->pkt_type != ZH_PACKET_HOST)
+		return ZH_TCX_NEXT;
+	__u32 slot = (__u32)eth->h_source[4] << 8 | eth->h_source[5];
+	struct pod_slot *ps = bpf_map_lookup_elem(&pod_slots, &slot);
+	if (!ps || !ps->ifindex)
+		return ZH_TCX_NEXT;
+	__builtin_memcpy(eth->h_source, ps->host_mac, ETH_ALEN);
+	if (ps->pod_mac[0] | ps->pod_mac[1] | ps->pod_mac[2] | ps->pod_mac[3] | ps->pod_mac[4] | ps->pod_mac[5])
+		__builtin_memcpy(eth->h_dest, ps->pod_mac, ETH_ALEN);
+	DLV_INC(peer_tc, skb->gso_segs > 1 ? skb->gso_segs : 1);
+	return bpf_redirect_peer(ps->ifindex, 0);
+}
+
 /* ------------------------------------------------------ tc egress -- */
 
 /* The Pod's reply of a recorded flow: source back to VIP:port. Fragmented
  * replies are not rewritten (docs/datapath.md). */
-SEC("tcx/egress")
-int zh_tc_egress(struct __sk_buff *skb)
+/* A Pod's reply of a recorded flow, parsed (p) and its revnat record, or
+ * NULL. Fragmented replies are not rewritten (docs/datapath.md). */
+static __always_inline struct revnat_value *reply_of(struct __sk_buff *skb, struct zh_pkt *p, void **endp)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	struct zh_pkt p = {};
 
-	/* Forwarded Pod traffic normally has linear headers; pull them when
-	 * not, and give up quietly if the packet is shorter. */
+	/* A Pod's packets normally have linear headers; pull them when not,
+	 * and give up quietly if the packet is shorter. */
 	if (data + ZH_TC_PULL_LEN > end && skb->len > (__u32)(end - data)) {
 		bpf_skb_pull_data(skb, skb->len < ZH_TC_PULL_LEN ? skb->len : ZH_TC_PULL_LEN);
 		data = (void *)(long)skb->data;
@@ -268,15 +314,106 @@ int zh_tc_egress(struct __sk_buff *skb)
 	__u32 len = skb->len;
 	if (len > 0xffff) /* GSO; the verifier wants a bounded offset */
 		len = 0xffff;
-	if (parse(&p, data, end, data + len, ZH_EXTHDR_WALK) || p.kind != ZK_L4 || p.frag)
-		return ZH_TCX_NEXT;
+	if (parse(p, data, end, data + len, ZH_EXTHDR_WALK) || p->kind != ZK_L4 || p->frag)
+		return 0;
+	struct revnat_value *rv = bpf_map_lookup_elem(&revnat, &p->t);
+	if (!rv || rv->family != p->t.family)
+		return 0;
+	*endp = end;
+	return rv;
+}
 
-	struct revnat_value *rv = bpf_map_lookup_elem(&revnat, &p.t);
-	if (!rv || rv->family != p.t.family)
+/* The reply's source back to VIP:port, and for an encapsulated flow's
+ * SYN-ACK the MSS clamped (before the rewrite's helpers, which
+ * invalidate packet pointers). */
+static __always_inline void reply_rewrite(struct __sk_buff *skb, struct zh_pkt *p, void *end,
+					  const struct revnat_value *rv)
+{
+	if ((rv->flags & ZH_RV_ENCAP) && p->t.proto == IPPROTO_TCP && (p->tcp_flags & ZH_TCP_SYN))
+		mss_clamp_tc(skb, p, end);
+	snat_skb(skb, p, rv);
+}
+
+/* tcx ingress on a Pod link (the Pod's host-side veth), attached by
+ * SetPodLinks: the Pod's reply of a balanced flow goes from here straight
+ * out of the uplink the FIB names, rewritten (source back to VIP:port, the
+ * router's hop) and sent to the next hop by bpf_redirect_neigh. The
+ * node's routing and netfilter see neither direction of the flow, so its
+ * connection tracking never meets a reply it did not see the start of
+ * (which it would call invalid, and rules such as kube-proxy's drop).
+ * What the FIB cannot send on (TTL at its end, too big, no route) goes on
+ * to the node's stack, and tc egress on the uplink rewrites it there. */
+SEC("tcx/ingress")
+int zh_tc_pod(struct __sk_buff *skb)
+{
+	struct zh_pkt p = {};
+	void *end = 0;
+	struct revnat_value *rv = reply_of(skb, &p, &end);
+
+	if (!rv)
 		return ZH_TCX_NEXT;
-	/* Before the rewrite's helpers, which invalidate packet pointers. */
-	if ((rv->flags & ZH_RV_ENCAP) && p.t.proto == IPPROTO_TCP && (p.tcp_flags & ZH_TCP_SYN))
-		mss_clamp_tc(skb, &p, end);
-	snat_skb(skb, &p, rv);
+	if (!hop_ok(p.l3, end, p.t.family))
+		return ZH_TCX_NEXT;
+	struct bpf_fib_lookup fib = {.l4_protocol = p.t.proto, .sport = rv->port, .dport = p.t.dport,
+				     .ifindex = skb->ingress_ifindex};
+	/* A GSO packet's length is its segments'; the uplink segments it. */
+	fib.tot_len = skb->gso_segs > 1 ? 0 : p.len;
+	if (p.t.family == ZH_AF_INET) {
+		fib.family = AF_INET;
+		fib.ipv4_src = rv->addr[0];
+		fib.ipv4_dst = p.t.daddr[0];
+	} else {
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, rv->addr, 16);
+		__builtin_memcpy(fib.ipv6_dst, p.t.daddr, 16);
+	}
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
+		return ZH_TCX_NEXT;
+	__u8 family = p.t.family;
+	__u32 l3_off = p.l3_off;
+	reply_rewrite(skb, &p, end, rv);
+	/* The router's hop, with the skb helpers: the rewrite invalidated
+	 * the packet pointers. */
+	if (family == ZH_AF_INET) {
+		__u8 ttl;
+
+		if (bpf_skb_load_bytes(skb, l3_off + offsetof(struct iphdr, ttl), &ttl, 1))
+			return ZH_TCX_NEXT;
+		__u8 nttl = ttl - 1;
+		bpf_l3_csum_replace(skb, l3_off + offsetof(struct iphdr, check), bpf_htons((__u16)ttl << 8),
+				    bpf_htons((__u16)nttl << 8), 2);
+		bpf_skb_store_bytes(skb, l3_off + offsetof(struct iphdr, ttl), &nttl, 1, 0);
+	} else {
+		__u8 hl;
+
+		if (bpf_skb_load_bytes(skb, l3_off + offsetof(struct ipv6hdr, hop_limit), &hl, 1))
+			return ZH_TCX_NEXT;
+		hl--;
+		bpf_skb_store_bytes(skb, l3_off + offsetof(struct ipv6hdr, hop_limit), &hl, 1, 0);
+	}
+	struct bpf_redir_neigh nh = {};
+	if (family == ZH_AF_INET) {
+		nh.nh_family = AF_INET;
+		nh.ipv4_nh = fib.ipv4_dst; /* the gateway, when there is one */
+	} else {
+		nh.nh_family = AF_INET6;
+		__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, 16);
+	}
+	DLV_INC(reply_tc, skb->gso_segs > 1 ? skb->gso_segs : 1);
+	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+}
+
+/* tcx egress on the uplink: the Pod's reply that came through the node's
+ * stack (a Pod that is no Pod link, --direct-to-pods off) back to
+ * VIP:port. */
+SEC("tcx/egress")
+int zh_tc_egress(struct __sk_buff *skb)
+{
+	struct zh_pkt p = {};
+	void *end = 0;
+	struct revnat_value *rv = reply_of(skb, &p, &end);
+
+	if (rv)
+		reply_rewrite(skb, &p, end, rv);
 	return ZH_TCX_NEXT;
 }

@@ -94,7 +94,8 @@ struct flow_cache_entry {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;   /* 0: empty slot */
-	__u8 pad[3];
+	__u8 how;     /* ZH_POD_* of nh_ifindex when filled, 0: neither */
+	__u16 slot;   /* ZH_POD_PEER: its pod_slots entry, checked per packet */
 	__u64 nh_until; /* jiffies: the slot is used only before this */
 	__u32 backend;
 	__u32 svc;
@@ -197,6 +198,55 @@ struct frag_value {
 struct vip_key {
 	__u32 addr[4];
 	__u32 family;
+};
+
+/* How a Pod's host-side interface takes the packets XDP balances to it
+ * (pod_links values). */
+#define ZH_POD_PEER 1 /* bpf_redirect_peer from tc ingress: veth / netkit, other end in the Pod */
+#define ZH_POD_XDP 2  /* an XDP redirect (tx_ports): the Pod's end has NAPI (EnableRedirect) */
+
+struct pod_link {
+	__u32 how;  /* ZH_POD_* */
+	__u32 slot; /* ZH_POD_PEER: its pod_slots entry */
+};
+
+/* What tc ingress needs to send a marked frame into a Pod: the interface
+ * and the MACs a router's frame to the Pod carries. ifindex 0: unused. */
+struct pod_slot {
+	__u32 ifindex;
+	__u8 host_mac[6]; /* the node's side: the veth, or the bridge the Pod routes through */
+	__u8 pod_mac[6];  /* the Pod's; all zero when not known (the frame keeps the uplink's) */
+};
+
+/* pod_fdb key: a Pod's MAC behind a bridge (cni0), as bpf_fib_lookup
+ * names the bridge and the MAC; the value is the bridge port (the Pod's
+ * veth), as the bridge's forwarding database says. */
+struct fdb_key {
+	__u32 ifindex; /* the bridge */
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+/* XDP marks a frame it rewrote for a Pod link by its Ethernet source: the
+ * four bytes ZH_MARK (a locally administered unicast prefix) and the
+ * link's pod_slots index (big endian). tc ingress on the same uplink reads
+ * the mark and sends the frame into the Pod. The destination MAC is left
+ * as it came, so without tc the node routes the frame. XDP drops frames
+ * that arrive with the mark: no one else can ask tc to skip netfilter. */
+#define ZH_MARK0 0x0a
+#define ZH_MARK1 0x7a
+#define ZH_MARK2 0x68
+#define ZH_MARK3 0xd1
+
+/* How packets to local backends left the uplink (one PERCPU_ARRAY entry).
+ * Counted per packet, on the node that delivers to its own Pod. */
+struct delivery_counts {
+	__u64 peer;     /* XDP: rewritten and marked for tc ingress's bpf_redirect_peer */
+	__u64 redirect; /* XDP: redirected into the Pod's interface (tx_ports) */
+	__u64 stack;    /* XDP: rewritten and passed to the node's routing (no neighbour, TTL, VLAN, an interface it cannot use) */
+	__u64 peer_tc;  /* tc ingress: sent into the Pod by bpf_redirect_peer (segments of a GRO packet each) */
+	__u64 spoofed;  /* XDP: frames that arrived with the mark as their source: dropped */
+	__u64 reply_tc; /* tc on a Pod link: replies sent out of the uplink, rewritten, without the stack */
 };
 
 /* Node-wide event counters (one PERCPU_ARRAY entry). */

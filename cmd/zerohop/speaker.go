@@ -172,6 +172,7 @@ announcements in the SpeakerStatus named after the node. See docs/speaker.md.`,
 	f.Uint32Var(&dpOpts.MaxBackends, "max-backends", 65536, "datapath size: backends (endpoint address and port, per Service port) of all Services together; changing it needs `--cleanup` first")
 	f.Uint32Var(&dpOpts.MaxFlows, "max-flows", 131072, "datapath size: tracked connections (LRU); changing it needs `--cleanup` first")
 	f.Uint32Var(&dpOpts.MaglevSize, "maglev-table-size", bpf.DefaultMaglevSize, "slots per Service in its Maglev table: a prime from 251 to 131071, the same on every node, at least 100 times a Service's largest backend count for even spread; kernel memory is 4 bytes per slot per Service port (twice while a table is replaced); changing it needs `--cleanup` first")
+	f.BoolVar(&opts.DirectToPods, "direct-to-pods", true, "deliver balanced packets into local Pods' interfaces from the uplink (tc bpf_redirect_peer), skipping the node's routing and netfilter; false: through the node's stack, where netfilter (iptables NetworkPolicy) sees them")
 	f.BoolVar(&dpOpts.ReplaceXDP, "xdp-replace", false, "replace an XDP program another tool attached to an uplink (default: refuse and say which)")
 	f.BoolVar(&cleanup, "cleanup", false, "detach the datapath from every interface, remove its pinned objects under --bpf-pin-root, and exit (run on uninstall)")
 	logs.add(f)

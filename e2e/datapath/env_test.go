@@ -39,7 +39,13 @@ type env struct {
 // upEnv brings a lab up for t, with a client of its API server and a
 // context bounded by d.
 func upEnv(t *testing.T, nodes int, d time.Duration) *env {
-	l := lab.Up(t, lab.Options{Nodes: nodes})
+	return upEnvWith(t, lab.Options{Nodes: nodes}, d)
+}
+
+// upEnvWith is upEnv for a lab of opts.
+func upEnvWith(t *testing.T, opts lab.Options, d time.Duration) *env {
+	nodes := opts.Nodes
+	l := lab.Up(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	ctrllog.SetLogger(logr.Discard())

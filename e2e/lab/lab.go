@@ -68,6 +68,13 @@ type Options struct {
 	NodeASN      uint32 // ASN the router expects from nodes; default 64513
 	MaximumPaths int    // router's ECMP width; default 8
 	BFD          bool   // BFD on the router's neighbors
+	// Ingress is how frames reach the nodes' uplinks; default
+	// $ZEROHOP_LAB_INGRESS, else IngressXDP (ingress.go).
+	Ingress Ingress
+	// BridgePods are the nodes whose Pods hang off a bridge, cni0 (the
+	// Flannel style); the other nodes' Pods have routed veths (the Calico
+	// style). See wirePod.
+	BridgePods []int
 	// NoAPIServer leaves Kubernetes out (plumbing-only labs).
 	NoAPIServer bool
 	// KubeProxy runs kube-proxy on every node in this mode (KubeProxyIPTables
@@ -105,6 +112,13 @@ func (o *Options) defaults() error {
 	}
 	if o.MaximumPaths == 0 {
 		o.MaximumPaths = 8
+	}
+	if o.Ingress == "" {
+		in, err := defaultIngress()
+		if err != nil {
+			return err
+		}
+		o.Ingress = in
 	}
 	if o.StateDir == "" {
 		o.StateDir = DefaultStateDir
@@ -276,14 +290,19 @@ func (l *Lab) start(ctx context.Context) error {
 		return err
 	}
 	l.logf("building %d nodes, router, client", l.opts.Nodes)
-	if err := buildTopology(ctx, l.opts.Nodes, l.st, l.save); err != nil {
+	if err := buildTopology(ctx, l.opts.Nodes, l.opts.BridgePods, l.st, l.save); err != nil {
 		return fmt.Errorf("topology: %w", err)
 	}
-	if err := attachSwitchPass(l.opts.Nodes); err != nil {
+	l.logf("ingress: %s", l.opts.Ingress)
+	if err := setupIngress(l.opts.Ingress, l.opts.Nodes); err != nil {
 		return fmt.Errorf("topology: %w", err)
 	}
-	if err := InNetns(ClientNS, func() error { return disableTxChecksum(UplinkIf) }); err != nil {
-		return fmt.Errorf("topology: %w", err)
+	if l.st.Extra == nil {
+		l.st.Extra = map[string]string{}
+	}
+	l.st.Extra["ingress"] = string(l.opts.Ingress)
+	if err := l.save(); err != nil {
+		return err
 	}
 	rc := RouterConfig{ASN: l.opts.RouterASN, MaximumPaths: l.opts.MaximumPaths, BFD: l.opts.BFD,
 		LogDir: filepath.Join(l.opts.StateDir, "frr")}
@@ -386,6 +405,14 @@ func Load(opts Options) (*Lab, error) {
 
 // Nodes is the number of nodes.
 func (l *Lab) Nodes() int { return l.opts.Nodes }
+
+// Ingress is how frames reach the nodes' uplinks.
+func (l *Lab) Ingress() Ingress {
+	if in := Ingress(l.st.Extra["ingress"]); in != "" {
+		return in
+	}
+	return IngressKernel // a lab from before there was a choice
+}
 
 // APIServer returns where the lab's API server is, or nil.
 func (l *Lab) APIServer() *APIServerInfo { return l.st.APIServer }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -68,9 +69,10 @@ func addrCmds(dev string, addrs ...string) []string {
 }
 
 // buildTopology creates client, router, switch and node namespaces and wires
-// them. It records every namespace and root link in st as it goes, so a
-// failure half-way is still cleaned up completely.
-func buildTopology(ctx context.Context, nodes int, st *State, save func() error) error {
+// them; the nodes in bridgePods get a cni0 bridge for their Pods. It
+// records every namespace and root link in st as it goes, so a failure
+// half-way is still cleaned up completely.
+func buildTopology(ctx context.Context, nodes int, bridgePods []int, st *State, save func() error) error {
 	nsList := []struct {
 		name string
 		fwd  bool
@@ -173,6 +175,9 @@ func buildTopology(ctx context.Context, nodes int, st *State, save func() error)
 			p4, p6 := PodCIDRs(k)
 			cmds = append(cmds, fmt.Sprintf("route add %s via %s", p4, k4), fmt.Sprintf("route add %s via %s", p6, k6))
 		}
+		if slices.Contains(bridgePods, i) {
+			cmds = append(cmds, podBridgeCmds(i)...)
+		}
 		if err := ipBatch(ctx, NodeName(i), cmds); err != nil {
 			return err
 		}
@@ -188,10 +193,15 @@ func podVeth(pod string) string {
 	return fmt.Sprintf("zp%08x", h.Sum32())
 }
 
-// wirePod creates the Pod namespace and its Calico-style link: the Pod has
-// its addresses as /32 and /128 and a default route to a link-local gateway
-// the node answers for; the node has a host route per Pod address.
+// wirePod creates the Pod namespace and its link in the node's style: a
+// port of the node's cni0 bridge when it has one (wireBridgedPod), else a
+// Calico-style routed veth: the Pod has its addresses as /32 and /128 and
+// a default route to a link-local gateway the node answers for; the node
+// has a host route per Pod address.
 func wirePod(ctx context.Context, podNS, node string, a4, a6 netip.Addr) error {
+	if hasPodBridge(node) {
+		return wireBridgedPod(ctx, podNS, node, a4, a6)
+	}
 	veth := podVeth(podNS)
 	if err := ipBatch(ctx, "", []string{vethCmd(UplinkIf, podNS, veth, node)}); err != nil {
 		return err

@@ -55,9 +55,10 @@ func (p *Programmer) configureNode(self *corev1.Node, nodes []corev1.Node) error
 	}
 	if p.opts.ManageNeighbours {
 		// Every round, not only on change: routes to the nodes may move.
-		held, err := manageNeighbours(p.neigh, peers)
+		want, werr := nodeNeighbours(peers)
+		held, err := holdNeighbours(p.neigh, want)
 		p.neigh = held
-		if err != nil {
+		if err = errors.Join(werr, err); err != nil {
 			errs = append(errs, fmt.Errorf("datapath: %w", err))
 		}
 	}
@@ -77,10 +78,9 @@ type neighbourKey struct {
 	addr netip.Addr
 }
 
-// manageNeighbours keeps a managed neighbour entry for the next hop
-// towards every peer node, removes the entries of nodes that are gone, and
-// returns the set now held. Called with p.mu.
-func manageNeighbours(held map[neighbourKey]bool, peers []netip.Prefix) (map[neighbourKey]bool, error) {
+// nodeNeighbours are the next hops towards the peer nodes. A node
+// whose next hop is unknown is left out (and named in the error).
+func nodeNeighbours(peers []netip.Prefix) (map[neighbourKey]bool, error) {
 	want := map[neighbourKey]bool{}
 	var errs []error
 	for _, p := range peers {
@@ -91,6 +91,14 @@ func manageNeighbours(held map[neighbourKey]bool, peers []netip.Prefix) (map[nei
 		}
 		want[neighbourKey{link: link, addr: hop}] = true
 	}
+	return want, errors.Join(errs...)
+}
+
+// holdNeighbours keeps a managed neighbour entry for every key of want,
+// removes the entries held that are no longer wanted, and returns the set
+// now held. Called with p.mu.
+func holdNeighbours(held map[neighbourKey]bool, want map[neighbourKey]bool) (map[neighbourKey]bool, error) {
+	var errs []error
 	for k := range want {
 		if held[k] {
 			continue

@@ -3,8 +3,9 @@
 // package bpf, Diff to the smallest set of map writes) and the side that
 // programs the kernel (program.go: Apply, and the Programmer, which orders
 // writes and deletes against the announcements, attaches to the uplinks and
-// configures Cluster mode; neighbours.go: the managed neighbour entries
-// Cluster mode needs). The kernel datapath itself, the XDP and tc programs
+// configures Cluster mode; podlinks.go: the Pod interfaces balanced
+// packets are delivered to without the node's stack; neighbours.go: the
+// managed neighbour entries both need). The kernel datapath itself, the XDP and tc programs
 // and their maps, is package bpf; Kernel is what this package needs of it.
 package datapath
 
@@ -37,6 +38,9 @@ type Kernel interface {
 	// addresses and the nodes it accepts encapsulated packets from.
 	SetNode(bpf.NodeConfig) error
 	SetPeers(prefixes []netip.Prefix) error
+	// SetPodLinks gives the interfaces of this node's Pods, which take
+	// balanced packets without the node's routing and netfilter.
+	SetPodLinks(bpf.PodLinks) error
 }
 
 var _ Kernel = (*bpf.Datapath)(nil)
@@ -109,9 +113,14 @@ type Options struct {
 	// default DefaultWithdrawGrace.
 	WithdrawGrace time.Duration
 	// ManageNeighbours keeps managed neighbour entries for the next hops
-	// to the other nodes (neighbours.go).
+	// to the other nodes and for the local backends behind Pod links
+	// (neighbours.go).
 	ManageNeighbours bool
-	Log              logr.Logger
+	// DirectToPods delivers balanced packets into local Pods' interfaces
+	// (podlinks.go), skipping the node's routing and netfilter; without
+	// it they are rewritten and passed to the node's stack.
+	DirectToPods bool
+	Log          logr.Logger
 	// OnWrite, when set, is told how many entries a round wrote and how
 	// long that took; OnSize how many the datapath holds after a change.
 	// The speaker exports both as metrics.
@@ -134,6 +143,12 @@ type Programmer struct {
 	nodeSet  bool
 	peers    []netip.Prefix
 	neigh    map[neighbourKey]bool
+
+	// gen counts the changes to current; podNeighGen is the one
+	// podNeigh was computed for.
+	gen, podNeighGen uint64
+	podLinks         *bpf.PodLinks // as last given to the kernel
+	podNeigh         map[neighbourKey]bool
 }
 
 // NewProgrammer returns a Programmer that has not looked at the kernel yet.
@@ -171,6 +186,12 @@ func (p *Programmer) Program(ctx context.Context, self *corev1.Node, nodes []cor
 		errs = append(errs, fmt.Errorf("datapath: %w", err))
 	}
 	if len(ups) > 0 {
+		p.gen++
+	}
+	if err := p.syncPodLinks(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(ups) > 0 {
 		if p.opts.OnWrite != nil {
 			p.opts.OnWrite(len(ups), time.Since(start))
 		}
@@ -185,6 +206,19 @@ func (p *Programmer) Program(ctx context.Context, self *corev1.Node, nodes []cor
 		}
 	}
 	return blocked, errs
+}
+
+// SyncPodLinks looks for Pods' interfaces again (created, gone, or a Pod
+// MAC learned since the last look) and gives the datapath the changes.
+// The speaker calls it now and then: Pods come and go without an API
+// event the speaker watches. A no-op until Program ran once.
+func (p *Programmer) SyncPodLinks() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.current == nil {
+		return nil
+	}
+	return p.syncPodLinks()
 }
 
 // Retire deletes the entries no longer wanted once they have been
@@ -221,6 +255,7 @@ func (p *Programmer) Retire(ctx context.Context, desired map[bpf.ServiceKey]Entr
 		return next, nil
 	}
 	err := Apply(ctx, p.opts.Kernel, p.current, nil, due)
+	p.gen++
 	for _, key := range due {
 		if _, still := p.current[key]; !still {
 			delete(p.stale, key)
