@@ -178,7 +178,11 @@ func TestInstallRBAC(t *testing.T) {
 			{"update", "coordination.k8s.io", "leases", "", "default", false},
 			{"list", "", "secrets", "", ns, false},
 			{"list", "", "secrets", "", "", false},
-			{"list", "", "pods", "", "", false},
+			// The readiness gate reads Pods and writes only their status.
+			{"list", "", "pods", "", "", true},
+			{"patch", "", "pods", "status", "default", true},
+			{"update", "", "pods", "", "default", false},
+			{"delete", "", "pods", "", "default", false},
 			{"list", "zerohop.io", "bgppeers", "", "", true},
 			{"patch", "zerohop.io", "bgppeers", "status", "", true},
 			{"patch", "zerohop.io", "bgpadvertisements", "status", "", true},

@@ -150,7 +150,7 @@ func TestGatewayAPIWithChartRBAC(t *testing.T) {
 		{"update", "", "services", "", false},
 		{"patch", "discovery.k8s.io", "endpointslices", "", true},
 		{"delete", "discovery.k8s.io", "endpointslices", "", true},
-		{"list", "", "pods", "", false},
+		{"update", "", "pods", "", false},
 		{"list", "", "secrets", "", false},
 	} {
 		got, err := selfCheck(ctx, cs, c.verb, c.group, c.resource, c.subresource, "default")
