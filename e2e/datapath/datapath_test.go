@@ -141,7 +141,7 @@ func TestBGPDatapath(t *testing.T) {
 		eventually(t, 10*time.Second, "6 backends on every node", func() (bool, string) {
 			var got []int
 			for i := 1; i <= nodes; i++ {
-				got = append(got, len(stats(t, i, tcpKey(vip)).Backends))
+				got = append(got, takingNewFlows(t, i, tcpKey(vip)))
 			}
 			return !slices.ContainsFunc(got, func(n int) bool { return n != 6 }), fmt.Sprint(got)
 		})
@@ -169,7 +169,7 @@ func TestBGPDatapath(t *testing.T) {
 		eventually(t, 10*time.Second, "2 backends on every node", func() (bool, string) {
 			var got []int
 			for i := 1; i <= nodes; i++ {
-				got = append(got, len(stats(t, i, tcpKey(vip)).Backends))
+				got = append(got, takingNewFlows(t, i, tcpKey(vip)))
 			}
 			return !slices.ContainsFunc(got, func(n int) bool { return n != 2 }), fmt.Sprint(got)
 		})
@@ -265,7 +265,7 @@ func TestBGPDatapath(t *testing.T) {
 		lat2 := e.pod("lat-2", "lat", 2)
 		e.service(svcSpec{name: "lat", ips: []string{vip}})
 		key := tcpKey(vip)
-		backends := func(i int) int { return len(stats(t, i, key).Backends) }
+		backends := func(i int) int { return takingNewFlows(t, i, key) }
 		eventually(t, 10*time.Second, "2 backends everywhere", func() (bool, string) {
 			return backends(1) == 2 && backends(2) == 2 && backends(3) == 2, ""
 		})

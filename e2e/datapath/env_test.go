@@ -273,6 +273,20 @@ func stats(t *testing.T, i int, key bpf.ServiceKey) bpf.ServiceSnapshot {
 	return bpf.ServiceSnapshot{}
 }
 
+// takingNewFlows counts node i's backends of key that take new flows: a
+// Pod not ready yet, or terminating, stays in the map as a standby that
+// keeps its flows only (docs/datapath.md).
+func takingNewFlows(t *testing.T, i int, key bpf.ServiceKey) int {
+	t.Helper()
+	n := 0
+	for _, b := range stats(t, i, key).Backends {
+		if b.Flags&bpf.BackendTerminating == 0 {
+			n++
+		}
+	}
+	return n
+}
+
 func events(t *testing.T, i int) bpf.Events {
 	t.Helper()
 	snap, err := bpf.Inspect(lab.SpeakerPinRoot(i))
