@@ -339,6 +339,9 @@ func TestL2Datapath(t *testing.T) {
 	}
 
 	t.Run("local", func(t *testing.T) {
+		// The owner is chosen among nodes with ready endpoints: wait for
+		// both Pods, so that it no longer moves.
+		e.readyEndpoints("web", 2)
 		for _, vip := range []string{local4, local6} {
 			owner := e.l2Owner(vip)
 			if owner == 3 {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -167,17 +168,44 @@ func (e *env) l2Owner(vip string) int {
 		}
 		return len(list.Items) == e.nodes, fmt.Sprint(len(list.Items))
 	})
-	owner := e.soleL2Owner(vip)
+	// Speakers write their status at most once a second, so an owner
+	// that moved as the Pods turned ready can still be reported for a
+	// second: the owner counts once three reads over 2 s agree.
+	owner, same := e.soleL2Owner(vip), 0
 	for range 30 {
 		time.Sleep(time.Second)
 		again := e.soleL2Owner(vip)
-		if again == owner {
+		if again != owner {
+			owner, same = again, 0
+			continue
+		}
+		if same++; same == 2 {
 			return owner
 		}
-		owner = again
 	}
 	e.t.Fatalf("%s: L2 owner still moving after 30s", vip)
 	return 0
+}
+
+// readyEndpoints waits until Service name's EndpointSlices list n ready
+// endpoints.
+func (e *env) readyEndpoints(name string, n int) {
+	e.t.Helper()
+	eventually(e.t, 30*time.Second, fmt.Sprintf("%d ready endpoints of %s", n, name), func() (bool, string) {
+		var list discoveryv1.EndpointSliceList
+		if err := e.c.List(e.ctx, &list, client.InNamespace("default"), client.MatchingLabels{discoveryv1.LabelServiceName: name}); err != nil {
+			return false, err.Error()
+		}
+		ready := map[string]bool{}
+		for _, sl := range list.Items {
+			for _, ep := range sl.Endpoints {
+				if (ep.Conditions.Ready == nil || *ep.Conditions.Ready) && ep.TargetRef != nil {
+					ready[ep.TargetRef.Name] = true
+				}
+			}
+		}
+		return len(ready) == n, fmt.Sprint(ready)
+	})
 }
 
 func (e *env) soleL2Owner(vip string) int {
