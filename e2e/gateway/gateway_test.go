@@ -425,23 +425,9 @@ func (e *env) routeConds(obj client.Object, name string) []metav1.Condition {
 // workload, failing on any error or a client address not preserved.
 func (e *env) requests(t *testing.T, proto, addr string, n int) map[string]int {
 	t.Helper()
-	c4, c6 := lab.ClientAddrs()
-	want := c4.String()
-	if strings.HasPrefix(addr, "[") {
-		want = c6.String()
-	}
-	per := map[string]int{}
-	for i := range n {
-		ctx, cancel := context.WithTimeout(e.ctx, 3*time.Second)
-		rep, err := e.l.Request(ctx, proto, addr)
-		cancel()
-		if err != nil {
-			t.Fatalf("request %d/%d %s %s: %v", i+1, n, proto, addr, err)
-		}
-		if rep.ClientIP() != want {
-			t.Fatalf("%s %s: Pod %s saw client %s, want %s", proto, addr, rep.Pod, rep.Client, want)
-		}
-		per[e.l.Workload(rep.Pod)]++
+	per, err := e.l.Requests(e.ctx, proto, addr, n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return per
 }

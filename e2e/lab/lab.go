@@ -900,6 +900,32 @@ func (l *Lab) Request(ctx context.Context, proto, addr string) (echo.Reply, erro
 	return echo.Request(ctx, DialerIn(ClientNS), proto, addr)
 }
 
+// Requests sends n requests to addr over proto from the client and counts
+// the answers per workload (AddPod's name). It stops at the first request
+// that fails or whose Pod saw another source than the client's own
+// address, since direct delivery must preserve it.
+func (l *Lab) Requests(ctx context.Context, proto, addr string, n int) (map[string]int, error) {
+	c4, c6 := ClientAddrs()
+	want := c4.String()
+	if strings.HasPrefix(addr, "[") {
+		want = c6.String()
+	}
+	per := map[string]int{}
+	for i := range n {
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		rep, err := l.Request(rctx, proto, addr)
+		cancel()
+		if err != nil {
+			return per, fmt.Errorf("request %d/%d %s %s: %w", i+1, n, proto, addr, err)
+		}
+		if rep.ClientIP() != want {
+			return per, fmt.Errorf("request %d %s %s: Pod %s saw client %s, want %s (source not preserved)", i+1, proto, addr, rep.Pod, rep.Client, want)
+		}
+		per[l.Workload(rep.Pod)]++
+	}
+	return per, nil
+}
+
 // PodByName returns a lab workload's Pod, by the workload's name or the
 // Pod's.
 func (l *Lab) PodByName(name string) (Pod, bool) {
