@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
@@ -92,7 +93,13 @@ func TestSpeakerRouterID(t *testing.T) {
 		t.Fatalf("router ID %s, want 192.0.2.99 kept while a session is configured", got)
 	}
 
-	// A younger peer asking for another router ID is not used.
+	// A younger peer asking for another router ID is not used. Age is
+	// the creation timestamp, which has a resolution of one second, and
+	// equal ages go by name ("r0-younger" first): create it a second
+	// later than r1 so that it is younger in fact.
+	if wait := time.Until(r1.CreationTimestamp.Add(time.Second)); wait > 0 {
+		time.Sleep(wait + 10*time.Millisecond)
+	}
 	e.create(&v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "r0-younger"},
 		Spec: v1alpha1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, PeerAddress: "192.0.2.253", PeerPort: 1, RouterID: "192.0.2.97"}})
 	eventually(t, "the younger peer refused", errorsSay("bgppeer r0-younger: routerID 192.0.2.97 differs from 192.0.2.98, set by the older bgppeer r1"))
