@@ -1,21 +1,17 @@
 package speaker_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
-	"github.com/zerohop/zerohop/internal/apiserver"
 	"github.com/zerohop/zerohop/speaker"
 )
 
@@ -23,17 +19,8 @@ import (
 // the server has no session, is kept and reported once it has one, and a
 // younger peer asking for another one is refused.
 func TestSpeakerRouterID(t *testing.T) {
-	ctrl.SetLogger(testr.New(t))
-	srv := apiserver.ForTest(t)
-	c, err := client.New(srv.Config, client.Options{Scheme: speaker.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	e := &env{t: t, ctx: ctx, c: c}
-
-	e.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "zerohop-system"}})
+	srv, e, cancel := startEnv(t)
+	ctx, c := e.ctx, e.c
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
 	e.create(node)
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.11"}}

@@ -103,11 +103,10 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	}
 }
 
-// TestSpeaker runs a speaker against a real API server and checks that
-// objects become paths in its embedded GoBGP RIB. Its one peer is a closed
-// port on loopback: the session never comes up, which the RIB does not
-// need, and no packet leaves the machine.
-func TestSpeaker(t *testing.T) {
+// startEnv starts an API server for a speaker test and returns it with a
+// client env whose context ends with the test (or with the cancel it
+// returns); zerohop-system exists.
+func startEnv(t *testing.T) (*apiserver.Server, *env, context.CancelFunc) {
 	ctrl.SetLogger(testr.New(t))
 	srv := apiserver.ForTest(t)
 	c, err := client.New(srv.Config, client.Options{Scheme: speaker.Scheme()})
@@ -115,10 +114,19 @@ func TestSpeaker(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	e := &env{t: t, ctx: ctx, c: c}
-
 	e.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "zerohop-system"}})
+	return srv, e, cancel
+}
+
+// TestSpeaker runs a speaker against a real API server and checks that
+// objects become paths in its embedded GoBGP RIB. Its one peer is a closed
+// port on loopback: the session never comes up, which the RIB does not
+// need, and no packet leaves the machine.
+func TestSpeaker(t *testing.T) {
+	srv, e, cancel := startEnv(t)
+	ctx, c := e.ctx, e.c
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{"rack": "a"}}}
 	e.create(node)
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.11"}}
