@@ -63,15 +63,19 @@ func bgpdConfig(c RouterConfig) string {
 	b.WriteString(" no bgp ebgp-requires-policy\n no bgp network import-check\n no bgp default ipv4-unicast\n")
 	// Nodes may use one ASN or one each; either way their paths are ECMP.
 	b.WriteString(" bgp bestpath as-path multipath-relax\n timers bgp 3 9\n")
-	// Graceful restart with the forwarding state kept: when bgpd dies,
-	// zebra keeps its routes in the kernel until the restarted bgpd has
-	// learned them again, so traffic does not stop with the control plane.
+	// Graceful restart: when bgpd dies, zebra keeps its routes in the
+	// kernel (stale, for rib-stale-time) until the restarted bgpd sends
+	// them again, so traffic does not stop with the control plane.
 	// FRR 8.4's bgpd cannot be told it restarts (no -K), so it would
 	// install each node's path as its session returns and shrink the kept
 	// ECMP routes for a moment; read-only mode after start (wait up to 3 s
 	// for sessions, then for their End-of-RIB, 10 s at most) installs them
-	// whole instead.
-	b.WriteString(" bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n update-delay 10 3\n")
+	// whole instead. preserve-fw-state is left off on purpose: with it,
+	// bgpd's selection deferral counts only the sessions already up, so the
+	// first node's End-of-RIB ends it, and bgpd tells zebra to drop every
+	// stale route it has not sent again, which empties or shrinks the kept
+	// routes under read-only mode's feet.
+	b.WriteString(" bgp graceful-restart\n update-delay 10 3\n")
 	for _, n := range c.Neighbors {
 		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", n.Addr, n.ASN)
 		if n.Name != "" {

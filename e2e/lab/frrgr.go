@@ -8,12 +8,12 @@ import (
 )
 
 // RegisterBGPGracefulRestart makes zebra keep bgpd's routes when bgpd
-// dies, as the router's `bgp graceful-restart` and `preserve-fw-state`
-// intend. FRR 8.4's bgpd tells zebra so only when its graceful restart
-// configuration changes at the vty or on `clear bgp *`, with zebra
-// connected; the configuration it reads at start-up comes before that
-// connection, so zebra never hears it. A soft clear (no session is reset)
-// sends it. It returns once zebra lists bgpd as a graceful restart client.
+// dies, as the router's `bgp graceful-restart` intends. FRR 8.4's bgpd
+// tells zebra so only when its graceful restart configuration changes
+// at the vty or on `clear bgp *`, with zebra connected; the configuration
+// it reads at start-up comes before that connection, so zebra never
+// hears it. A soft clear (no session is reset) sends it. It returns once
+// zebra lists bgpd as a graceful restart client.
 func RegisterBGPGracefulRestart(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last string
