@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -397,5 +398,78 @@ func TestClusterValidation(t *testing.T) {
 	}
 	if err := d.SetPeers([]netip.Prefix{{}}); err == nil {
 		t.Error("SetPeers with an invalid prefix: want error")
+	}
+}
+
+// TestDecapsulationTakesALocalBackend: when the sender's Maglev choice and
+// this node's differ (the speakers apply an endpoint change at different
+// moments), a decapsulated new flow goes to a backend on this node — a
+// ready one, else one still in place (not ready yet or terminating) —
+// instead of being dropped, and its conntrack entry keeps it there.
+func TestDecapsulationTakesALocalBackend(t *testing.T) {
+	d := loadTest(t, Options{})
+	ns := newRunNS(t)
+	if err := d.SetNode(NodeConfig{Addr4: nodeB4, Addr6: nodeB6, PathMTU: 1400}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetPeers([]netip.Prefix{srcRange4, srcRange6}); err != nil {
+		t.Fatal(err)
+	}
+	standby := local(podA4, 8080)
+	standby.Flags |= BackendTerminating
+	peer4 := netip.MustParseAddr("198.51.100.77")
+	base := 5000
+	for _, tc := range []struct {
+		name     string
+		backends []Backend
+		want     []netip.Addr // the local Pods the flows may reach
+	}{
+		{"only a remote backend is ready here", []Backend{remote(podB4, 8080, nodeA4), standby}, []netip.Addr{podA4}},
+		{"ready local backends next to a remote one", []Backend{remote(podB4, 8080, nodeA4), local(podA4, 8080), local(podC4, 8080)}, []netip.Addr{podA4, podC4}},
+		{"a ready local backend wins over a standby", []Backend{remote(podB4, 8080, nodeA4), standby, local(podC4, 8080)}, []netip.Addr{podC4}},
+	} {
+		base += 100 // new flows: conntrack keeps the earlier cases' ones
+		t.Run(tc.name, func(t *testing.T) {
+			upsertCluster(t, d, ServiceKey{vip4, 82, TCP}, tc.backends...)
+			seen := map[netip.Addr]int{}
+			for i := range 64 {
+				syn := pkt{src: client4, dst: vip4, sport: uint16(base + i), dport: 82, proto: TCP, tcpFlags: tcpSYN}
+				in := outerFrame(peer4, nodeB4, syn.bytes()[14:])
+				var first netip.Addr
+				// The SYN and its retransmit: the same Pod both times.
+				for try := range 2 {
+					ret, out := ns.run(t, d.objs.ZhXdp, in)
+					if ret != xdpPass || len(out) < 34 {
+						t.Fatalf("flow %d try %d: verdict %d, want XDP_PASS to a local Pod", i, try, ret)
+					}
+					dst := netip.AddrFrom4([4]byte(out[30:34]))
+					if !slices.Contains(tc.want, dst) {
+						t.Fatalf("flow %d try %d: sent to %s, want one of %v", i, try, dst, tc.want)
+					}
+					if try == 0 {
+						first = dst
+					} else if dst != first {
+						t.Fatalf("flow %d: retransmit went to %s, the SYN to %s", i, dst, first)
+					}
+				}
+				seen[first]++
+			}
+			if len(seen) != len(tc.want) {
+				t.Errorf("64 flows reached %v, want every one of %v", seen, tc.want)
+			}
+		})
+	}
+	if e := events(t, d); e.DecapNoLocal != 0 {
+		t.Errorf("events %+v: want no decapsulated flow dropped", e)
+	}
+	// With no backend of the service on this node there is nothing to
+	// take it: dropped and counted, as before.
+	upsertCluster(t, d, ServiceKey{vip4, 82, TCP}, remote(podB4, 8080, nodeA4))
+	in := outerFrame(peer4, nodeB4, pkt{src: client4, dst: vip4, sport: 6000, dport: 82, proto: TCP, tcpFlags: tcpSYN}.bytes()[14:])
+	if ret, _ := ns.run(t, d.objs.ZhXdp, in); ret != xdpDrop {
+		t.Fatalf("no local backend: verdict %d, want XDP_DROP", ret)
+	}
+	if e := events(t, d); e.DecapNoLocal != 1 {
+		t.Errorf("events %+v: want the one flow with no local backend counted", e)
 	}
 }

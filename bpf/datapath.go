@@ -175,7 +175,7 @@ func Load(opts Options) (*Datapath, error) {
 	chunk, chunks := maglevChunks(opts.MaglevSize)
 	sizes := map[string]uint32{
 		zhMapServices:  opts.MaxServices,
-		zhMapMaglev:    2 * opts.MaxServices * chunks,
+		zhMapMaglev:    2*opts.MaxServices*chunks + opts.MaxServices,
 		zhMapBackends:  opts.MaxBackends,
 		zhMapConntrack: opts.MaxFlows,
 		zhMapRevnat:    opts.MaxFlows,
@@ -632,6 +632,9 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 	}); err != nil {
 		return fail(next, fmt.Errorf("service %s: backends: %w", key, err))
 	}
+	if err := d.writeLocalSet(s.id, backends, next); err != nil {
+		return fail(next, fmt.Errorf("service %s: %w", key, err))
+	}
 	slices.SortFunc(eligible, func(a, b Backend) int { return a.AddrPort().Compare(b.AddrPort()) })
 
 	old := s.id*2 + s.active
@@ -829,6 +832,53 @@ func (d *Datapath) writeTable(table uint32, eligible []Backend, ids backendIDs) 
 	return nil
 }
 
+// localSetMax is ZH_LOCAL_MAX: the local backends a local set holds.
+const localSetMax = 16
+
+// writeLocalSet writes the service's local set (local_pick in
+// bpf/c/backend.h): the ids of its ready backends on this node, or, if it
+// has none, of those still in place, sorted by address so that a flow
+// maps the same way while the set is unchanged. An update replaces the
+// whole element, so a packet reads the old set or the new one.
+func (d *Datapath) writeLocalSet(svc uint32, backends []Backend, ids backendIDs) error {
+	var ready, standby []Backend
+	for _, b := range backends {
+		switch {
+		case b.Flags&BackendLocal == 0:
+		case b.Flags&BackendTerminating == 0:
+			ready = append(ready, b)
+		default:
+			standby = append(standby, b)
+		}
+	}
+	set := ready
+	if len(set) == 0 {
+		set = standby
+	}
+	key := zhMaglevKey{Table: svc, Chunk: localChunk}
+	if len(set) == 0 {
+		if err := d.objs.Maglev.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete local set: %w", err)
+		}
+		return nil
+	}
+	slices.SortFunc(set, func(a, b Backend) int { return a.AddrPort().Compare(b.AddrPort()) })
+	chunk, _ := maglevChunks(d.opts.MaglevSize)
+	n := min(len(set), localSetMax, int(chunk)-1)
+	val := make([]uint32, chunk)
+	val[0] = uint32(n)
+	for i, b := range set[:n] {
+		val[1+i], _ = ids.get(b.AddrPort())
+	}
+	if err := d.objs.Maglev.Put(key, val); err != nil {
+		return fmt.Errorf("write local set: %w", err)
+	}
+	return nil
+}
+
+// localChunk is ZH_LOCAL_CHUNK: the chunk number of a local set's key.
+const localChunk = 0xffffffff
+
 func (d *Datapath) deleteTable(table uint32) error {
 	_, chunks := maglevChunks(d.opts.MaglevSize)
 	for c := range chunks {
@@ -900,6 +950,9 @@ func (d *Datapath) DeleteService(key ServiceKey) error {
 		if err := d.deleteTable(table); err != nil {
 			return fmt.Errorf("delete service %s: %w", key, err)
 		}
+	}
+	if err := d.objs.Maglev.Delete(zhMaglevKey{Table: s.id, Chunk: localChunk}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete service %s: local set: %w", key, err)
 	}
 	for _, b := range s.backends {
 		d.dropBackend(b.id)

@@ -160,6 +160,40 @@ static __always_inline struct backend *maglev_pick(const struct svc_value *svc, 
 	return backend_get(be_id, svc->id, t->family);
 }
 
+/* A backend on this node for a flow another node sent here by
+ * encapsulation, when this node's own Maglev pick is not local: that node
+ * chose a backend here, and the two tables differ for as long as the
+ * speakers take to apply the same endpoint change (the receiving speaker
+ * may still see the sender's new backend as not ready, or the other way
+ * round). Any local backend of the service serves a new flow; dropping it,
+ * and recording the drop in conntrack, would lose the flow's retransmits
+ * too. The set lists ready local backends, or, when there are none, the
+ * local ones still in place (not ready yet, or terminating). */
+static __always_inline struct backend *local_pick(const struct svc_value *svc, const struct tuple *t, __u32 *be_id)
+{
+	struct maglev_key k = {.table = svc->id, .chunk = ZH_LOCAL_CHUNK};
+	__u32 *set = bpf_map_lookup_elem(&maglev, &k);
+
+	if (!set)
+		return 0;
+	__u32 n = set[0];
+
+	if (n == 0 || n > ZH_LOCAL_MAX)
+		return 0;
+	__u32 i = 1 + flow_hash(t) % n;
+
+	if (i > ZH_LOCAL_MAX || i >= zh_chunk_slots)
+		return 0;
+	/* After the check: the access must use the register it bounded. */
+	barrier_var(i);
+	*be_id = set[i & 31];
+	struct backend *be = backend_get(be_id, svc->id, t->family);
+
+	if (!be || (be->flags & ZH_BE_REMOTE))
+		return 0;
+	return be;
+}
+
 /* ---------------------------------------------------------- affinity -- */
 
 /* ClientIP affinity: the backend this client's last flow took, if that
@@ -197,13 +231,20 @@ static __always_inline void affinity_set(const struct svc_value *svc, const stru
 static __always_inline struct backend *backend_choose(const struct svc_value *svc, const struct tuple *t,
 						      __u32 *be_id, __u32 decapped)
 {
-	if (!(svc->flags & ZH_SVC_AFFINITY))
-		return svc->count ? maglev_pick(svc, t, be_id) : 0;
+	if (!(svc->flags & ZH_SVC_AFFINITY)) {
+		struct backend *be = svc->count ? maglev_pick(svc, t, be_id) : 0;
+
+		if (decapped && (!be || (be->flags & ZH_BE_REMOTE)))
+			be = local_pick(svc, t, be_id);
+		return be;
+	}
 
 	__u64 ns = bpf_ktime_get_ns();
 	struct backend *be = affinity_get(svc, t, be_id, decapped, ns);
 	if (!be && svc->count)
 		be = maglev_pick(svc, t, be_id);
+	if (decapped && (!be || (be->flags & ZH_BE_REMOTE)))
+		be = local_pick(svc, t, be_id);
 	/* Refreshed by every new flow of the client, like kube-proxy's
 	 * "recent" match: a client stays while it keeps connecting. */
 	if (be)

@@ -96,6 +96,8 @@ __attribute__((noinline)) int zh_new_flow(const struct tuple *t, const struct sv
 	__u32 miss = t->proto == IPPROTO_TCP && (tcp_flags & (ZH_TCP_SYN | ZH_TCP_ACK)) != ZH_TCP_SYN;
 	struct backend *be = backend_choose(svc, t, &be_id, decapped);
 	if (!be) {
+		if (decapped)
+			EV_INC(decap_no_local);
 		stats_add(svc->id, 0, 1, 0, 0);
 		return 0;
 	}

@@ -19,6 +19,11 @@
 #define ZH_DEF_POD_LINKS 4096
 /* Maglev slots per chunk: one chunk fits one 4 KiB allocation. */
 #define ZH_CHUNK_MAX 1000
+/* The maglev map's chunk number for a service's local set (key table =
+ * the service id): no table has that many chunks. */
+#define ZH_LOCAL_CHUNK 0xffffffffU
+/* Local backends a local set holds (after its count). */
+#define ZH_LOCAL_MAX 16
 /* flow_cache slots, a power of two: the slot is a hash's top bits. */
 #define ZH_FCACHE_BITS 11
 /* vip_filter: 2^20 bits in 64-bit words (128 KiB). */

@@ -38,7 +38,9 @@ struct {
  * preallocation keeps memory proportional to the services that exist, each
  * chunk fits one 4 KiB allocation, and updates need no RCU wait (map-in-map
  * updates do, which made 100k services take minutes). Table t of service s
- * is s*2 or s*2+1; the loader fills the inactive one before flipping. */
+ * is s*2 or s*2+1; the loader fills the inactive one before flipping.
+ * Key {s, ZH_LOCAL_CHUNK} is service s's local set: a count, then the ids
+ * of its backends on this node (see local_pick). */
 struct maglev_key {
 	__u32 table;
 	__u32 chunk;
@@ -47,7 +49,7 @@ struct maglev_key {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 2 * ZH_DEF_SERVICES * 17);
+	__uint(max_entries, 2 * ZH_DEF_SERVICES * 17 + ZH_DEF_SERVICES);
 	__type(key, struct maglev_key);
 	__type(value, __u32[ZH_CHUNK_MAX]); /* resized at load */
 } maglev SEC(".maps");
