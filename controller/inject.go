@@ -123,13 +123,15 @@ func gatePatch(pod *corev1.Pod) []jsonpatch.JsonPatchOperation {
 	}
 	var ops []jsonpatch.JsonPatchOperation
 	switch _, ok := pod.Labels[LabelReadinessGate]; {
-	case pod.Labels == nil:
+	// Empty and absent read alike once decoded; adding the whole map
+	// or list fits both (an add replaces an empty member).
+	case len(pod.Labels) == 0:
 		ops = append(ops, jsonpatch.NewOperation("add", "/metadata/labels", map[string]string{LabelReadinessGate: "true"}))
 	case !ok:
 		ops = append(ops, jsonpatch.NewOperation("add", "/metadata/labels/"+escapePointer(LabelReadinessGate), "true"))
 	}
 	gate := corev1.PodReadinessGate{ConditionType: ConditionLoadBalancerReady}
-	if pod.Spec.ReadinessGates == nil {
+	if len(pod.Spec.ReadinessGates) == 0 {
 		ops = append(ops, jsonpatch.NewOperation("add", "/spec/readinessGates", []corev1.PodReadinessGate{gate}))
 	} else {
 		ops = append(ops, jsonpatch.NewOperation("add", "/spec/readinessGates/-", gate))

@@ -384,46 +384,55 @@ func certs(p []byte) ([]*x509.Certificate, error) {
 
 // writeCABundle sets the CA bundle on every webhook of the configuration
 // that lacks it. A configuration not installed yet is not an error: the
-// next check writes it.
+// next check writes it. Replicas writing the same bundle at once conflict;
+// the loser reads again and finds it written.
 func (k *Keeper) writeCABundle(ctx context.Context, caBundle []byte) error {
 	if k.opts.Configuration == "" {
 		return nil
 	}
-	var cfg admissionregistrationv1.MutatingWebhookConfiguration
-	if err := k.cli.Get(ctx, types.NamespacedName{Name: k.opts.Configuration}, &cfg); err != nil {
-		if apierrors.IsNotFound(err) {
-			k.opts.Log.V(1).Info("webhook configuration not found", "name", k.opts.Configuration)
-			return nil
-		}
-		return fmt.Errorf("get mutatingwebhookconfiguration %s: %w", k.opts.Configuration, err)
-	}
-	if !slices.ContainsFunc(cfg.Webhooks, func(w admissionregistrationv1.MutatingWebhook) bool {
-		return !bytes.Equal(w.ClientConfig.CABundle, caBundle)
-	}) {
-		return nil
-	}
-	// A replica that read the Secret just before another renewed the CA
-	// must not put the older bundle back: a bundle written there that
-	// holds a CA younger than ours is left alone until our next read.
 	mine, err := certs(caBundle)
 	if err != nil || len(mine) == 0 {
 		return fmt.Errorf("secret %s/%s: %s: no certificate (%v)", k.opts.Namespace, k.opts.Secret, KeyCABundle, err)
 	}
-	for _, w := range cfg.Webhooks {
-		there, _ := certs(w.ClientConfig.CABundle)
-		if slices.ContainsFunc(there, func(c *x509.Certificate) bool { return c.NotBefore.After(mine[0].NotBefore) }) {
-			return fmt.Errorf("mutatingwebhookconfiguration %s: holds a CA younger than secret %s/%s as read; reading again",
-				k.opts.Configuration, k.opts.Namespace, k.opts.Secret)
+	for range 5 {
+		var cfg admissionregistrationv1.MutatingWebhookConfiguration
+		if err := k.cli.Get(ctx, types.NamespacedName{Name: k.opts.Configuration}, &cfg); err != nil {
+			if apierrors.IsNotFound(err) {
+				k.opts.Log.V(1).Info("webhook configuration not found", "name", k.opts.Configuration)
+				return nil
+			}
+			return fmt.Errorf("get mutatingwebhookconfiguration %s: %w", k.opts.Configuration, err)
 		}
+		if !slices.ContainsFunc(cfg.Webhooks, func(w admissionregistrationv1.MutatingWebhook) bool {
+			return !bytes.Equal(w.ClientConfig.CABundle, caBundle)
+		}) {
+			return nil
+		}
+		// A replica that read the Secret just before another renewed
+		// the CA must not put the older bundle back: a bundle written
+		// there that holds a CA younger than ours is left alone until
+		// our next read of the Secret.
+		for _, w := range cfg.Webhooks {
+			there, _ := certs(w.ClientConfig.CABundle)
+			if slices.ContainsFunc(there, func(c *x509.Certificate) bool { return c.NotBefore.After(mine[0].NotBefore) }) {
+				return fmt.Errorf("mutatingwebhookconfiguration %s: holds a CA younger than secret %s/%s as read; reading again",
+					k.opts.Configuration, k.opts.Namespace, k.opts.Secret)
+			}
+		}
+		for i := range cfg.Webhooks {
+			cfg.Webhooks[i].ClientConfig.CABundle = caBundle
+		}
+		// The update carries the resourceVersion read, so that the
+		// check above holds for what it replaces.
+		err := k.cli.Update(ctx, &cfg)
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("update mutatingwebhookconfiguration %s: %w", k.opts.Configuration, err)
+		}
+		k.opts.Log.Info("webhook CA bundle written", "configuration", k.opts.Configuration)
+		return nil
 	}
-	for i := range cfg.Webhooks {
-		cfg.Webhooks[i].ClientConfig.CABundle = caBundle
-	}
-	// An update carries the resourceVersion read: a concurrent writer
-	// makes it fail, and the next check starts over.
-	if err := k.cli.Update(ctx, &cfg); err != nil {
-		return fmt.Errorf("update mutatingwebhookconfiguration %s: %w", k.opts.Configuration, err)
-	}
-	k.opts.Log.Info("webhook CA bundle written", "configuration", k.opts.Configuration)
-	return nil
+	return fmt.Errorf("mutatingwebhookconfiguration %s: still conflicting after 5 attempts", k.opts.Configuration)
 }
