@@ -41,7 +41,7 @@ func TestGatePatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Namespace: "ns", GenerateName: "web-", Labels: tc.labels},
-				Spec: corev1.PodSpec{ReadinessGates: tc.gates, Containers: []corev1.Container{{Name: "c", Image: "i"}}},
+				Spec:       corev1.PodSpec{ReadinessGates: tc.gates, Containers: []corev1.Container{{Name: "c", Image: "i"}}},
 			}
 			raw, err := json.Marshal(pod)
 			if err != nil {

@@ -252,3 +252,55 @@ func TestKeeper(t *testing.T) {
 		t.Error("a damaged Secret was not replaced by a served certificate")
 	}
 }
+
+// TestKeeperRenewsOnTime runs Start with a serving certificate of a few
+// seconds: it is renewed, without any other trigger, once two thirds of
+// its life have passed, and the new one is served.
+func TestKeeperRenewsOnTime(t *testing.T) {
+	cli := setup(t)
+	const validity = 3 * time.Second
+	k := webhookcert.New(cli, webhookcert.Options{Namespace: ns, Secret: "zh-short", Configuration: "zh-cert-test",
+		Hosts: []string{"127.0.0.1"}, Validity: validity})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	var first *x509.Certificate
+	deadline := time.Now().Add(10 * time.Second)
+	for first == nil {
+		if c, err := k.GetCertificate(nil); err == nil {
+			first, _ = x509.ParseCertificate(c.Certificate[0])
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no certificate served within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		c, err := k.GetCertificate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(c.Certificate[0], first.Raw) {
+			now := time.Now()
+			// x509 times have whole seconds: allow one either side.
+			due := first.NotAfter.Add(-validity / 3)
+			if now.Before(due.Add(-time.Second)) {
+				t.Errorf("renewed at %v, before two thirds of the life (%v)", now, due)
+			}
+			if !bytes.Equal(c.Certificate[0], pemCerts(t, secret(t, cli, "zh-short").Data[webhookcert.KeyCert])[0].Raw) {
+				t.Error("served certificate is not the Secret's")
+			}
+			return
+		}
+		if time.Now().After(first.NotAfter.Add(time.Second)) {
+			t.Fatalf("certificate expiring %v not renewed by %v", first.NotAfter, time.Now())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
