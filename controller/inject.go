@@ -52,7 +52,7 @@ func (s *state) setupInjection(mgr manager.Manager, keeper *webhookcert.Keeper) 
 	if err := mgr.Add(keeper); err != nil {
 		return fmt.Errorf("webhook certificate: %w", err)
 	}
-	inj := &injector{reader: s.client, defaultClass: s.opts.DefaultClass, log: s.log.WithName("gate-injection")}
+	inj := &injector{reader: s.client, decoder: admission.NewDecoder(mgr.GetScheme()), defaultClass: s.opts.DefaultClass, log: s.log.WithName("gate-injection")}
 	mgr.GetWebhookServer().Register(InjectionPath, &webhook.Admission{Handler: inj})
 	return nil
 }
@@ -72,6 +72,7 @@ func injectionServer(opts InjectionOptions, keeper *webhookcert.Keeper) webhook.
 
 type injector struct {
 	reader       client.Reader
+	decoder      admission.Decoder
 	defaultClass bool
 	log          logr.Logger
 }
@@ -84,7 +85,7 @@ func (i *injector) Handle(ctx context.Context, req admission.Request) admission.
 		return admission.Allowed("")
 	}
 	var pod corev1.Pod
-	if err := admission.NewDecoder(Scheme()).Decode(req, &pod); err != nil {
+	if err := i.decoder.Decode(req, &pod); err != nil {
 		return i.letThrough(req, fmt.Errorf("decode pod: %w", err))
 	}
 	if hasGate(&pod) {

@@ -1,13 +1,20 @@
 package controller
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"testing"
 
+	"github.com/go-logr/logr"
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
 // TestGatePatch applies the injection's patch to Pods as the API server
@@ -81,6 +88,51 @@ func TestGatePatch(t *testing.T) {
 			}
 			if len(got.Spec.Containers) != 1 || got.GenerateName != "web-" {
 				t.Errorf("the rest of the Pod changed: %+v", got)
+			}
+		})
+	}
+}
+
+// listErrReader fails every read, as a cache that is not synced in time.
+type listErrReader struct{ client.Reader }
+
+func (listErrReader) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return errors.New("cache not synced")
+}
+
+// TestInjectorNeverRefuses checks that the handler lets every Pod through:
+// an error or an undecodable object is answered "allowed", unpatched,
+// with a warning, so that failurePolicy Ignore is not undone by a refusal.
+func TestInjectorNeverRefuses(t *testing.T) {
+	inj := &injector{reader: listErrReader{}, decoder: admission.NewDecoder(Scheme()), log: logr.Discard()}
+	pod, err := json.Marshal(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{"app": "web"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	podKind := metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
+	tests := []struct {
+		name        string
+		op          admissionv1.Operation
+		raw         []byte
+		wantWarning bool
+	}{
+		{"services cannot be read", admissionv1.Create, pod, true},
+		{"not a Pod's JSON", admissionv1.Create, []byte("{"), true},
+		{"an update is not looked at", admissionv1.Update, pod, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := inj.Handle(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+				Operation: tc.op, Kind: podKind, Namespace: "ns", Name: "p", Object: runtime.RawExtension{Raw: tc.raw},
+			}})
+			if !resp.Allowed {
+				t.Fatalf("refused: %+v", resp.Result)
+			}
+			if len(resp.Patches) > 0 {
+				t.Errorf("patched: %v", resp.Patches)
+			}
+			if got := len(resp.Warnings) > 0; got != tc.wantWarning {
+				t.Errorf("warnings %v, want some: %v", resp.Warnings, tc.wantWarning)
 			}
 		})
 	}
