@@ -105,6 +105,9 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"metrics.readers[0].name=prometheus", "namespace"},
 		{"prometheus.podMonitor.enabled=true", "podMonitor"},
 		{"grafana.dashboard.labels.grafana_dashboard=1", "grafana_dashboard"},
+		{"readinessGate.injection.timeoutSeconds=60", "timeoutSeconds"},
+		{"readinessGate.injection.port=0", "port"},
+		{"readinessGate.injection.enabled=yes", "enabled"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.set, func(t *testing.T) {
@@ -116,6 +119,24 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 				t.Fatalf("--set %s: refusal does not name %s:\n%s", tc.set, tc.want, out)
 			}
 		})
+	}
+}
+
+// TestInjectionOff checks that readinessGate.injection.enabled=false
+// leaves out the webhook, its Secret, Service and rights, and the flag.
+func TestInjectionOff(t *testing.T) {
+	out, err := helm(t, "template", "zerohop", chartDir, "--namespace", "zerohop-system", "--kube-version", "v1.37.0",
+		"--set", "readinessGate.injection.enabled=false")
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	for _, s := range []string{"kind: MutatingWebhookConfiguration", "zerohop-webhook", "--readiness-gate-injection", "admissionregistration.k8s.io", "resources: [secrets]\n    resourceNames"} {
+		if strings.Contains(out, s) {
+			t.Errorf("rendering with injection off contains %q", s)
+		}
+	}
+	if !strings.Contains(out, "kind: Deployment") {
+		t.Error("rendering with injection off has no Deployment")
 	}
 }
 
@@ -232,6 +253,58 @@ func TestInstallRBAC(t *testing.T) {
 		}
 	}
 
+	// The injection webhook's certificate and caBundle: the one Secret
+	// and the one configuration, by name, nothing more.
+	ctrlCfg, err := srv.ServiceAccountConfig(ctx, ns, "zerohop-controller")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrlCS := kubernetes.NewForConfigOrDie(ctrlCfg)
+	for _, c := range []struct {
+		verb, group, resource, namespace, name string
+		allowed                                bool
+	}{
+		{"get", "", "secrets", ns, "zerohop-webhook-cert", true},
+		{"update", "", "secrets", ns, "zerohop-webhook-cert", true},
+		{"get", "", "secrets", ns, "zerohop-memberlist", false},
+		{"update", "", "secrets", ns, "zerohop-memberlist", false},
+		{"create", "", "secrets", ns, "", false},
+		{"delete", "", "secrets", ns, "zerohop-webhook-cert", false},
+		{"get", "", "secrets", "default", "zerohop-webhook-cert", false},
+		{"get", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "zerohop-readiness-gate", true},
+		{"update", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "zerohop-readiness-gate", true},
+		{"update", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "other", false},
+		{"list", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "", false},
+		{"delete", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "zerohop-readiness-gate", false},
+		{"update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "zerohop-readiness-gate", false},
+	} {
+		got, err := selfCheckNamed(ctx, ctrlCS, c.verb, c.group, c.resource, c.namespace, c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.allowed {
+			t.Errorf("zerohop-controller %s %s/%s %q in %q: allowed=%v, want %v", c.verb, c.group, c.resource, c.name, c.namespace, got, c.allowed)
+		}
+	}
+	// What the controller writes survives an upgrade: the chart renders
+	// neither the Secret's data nor the caBundle.
+	whSecret, err := admin.CoreV1().Secrets(ns).Get(ctx, "zerohop-webhook-cert", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("webhook certificate secret: %v", err)
+	}
+	whSecret.Data = map[string][]byte{"tls.crt": []byte("written by the controller")}
+	if _, err := ctrlCS.CoreV1().Secrets(ns).Update(ctx, whSecret, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("controller updating its webhook secret: %v", err)
+	}
+	whCfg, err := ctrlCS.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "zerohop-readiness-gate", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("controller reading its webhook configuration: %v", err)
+	}
+	whCfg.Webhooks[0].ClientConfig.CABundle = []byte("bundle")
+	if _, err := ctrlCS.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, whCfg, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("controller writing its caBundle: %v", err)
+	}
+
 	secret, err := admin.CoreV1().Secrets(ns).Get(ctx, "zerohop-memberlist", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("memberlist secret: %v", err)
@@ -246,6 +319,14 @@ func TestInstallRBAC(t *testing.T) {
 	secret, err = admin.CoreV1().Secrets(ns).Get(ctx, "zerohop-memberlist", metav1.GetOptions{})
 	if err != nil || string(secret.Data["key"]) != key {
 		t.Fatalf("memberlist key changed on upgrade (err %v)", err)
+	}
+	whSecret, err = admin.CoreV1().Secrets(ns).Get(ctx, "zerohop-webhook-cert", metav1.GetOptions{})
+	if err != nil || string(whSecret.Data["tls.crt"]) != "written by the controller" {
+		t.Fatalf("webhook certificate lost on upgrade (err %v)", err)
+	}
+	whCfg, err = admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "zerohop-readiness-gate", metav1.GetOptions{})
+	if err != nil || string(whCfg.Webhooks[0].ClientConfig.CABundle) != "bundle" {
+		t.Fatalf("caBundle lost on upgrade (err %v)", err)
 	}
 
 	if out, err := helm(t, "uninstall", "zerohop", "--kubeconfig", srv.Kubeconfig, "--namespace", ns, "--wait"); err != nil {
@@ -289,5 +370,9 @@ func leftovers(ctx context.Context, t *testing.T, cs *kubernetes.Clientset, ns s
 	add("roles", len(r.Items), err)
 	pdb, err := cs.PolicyV1().PodDisruptionBudgets(ns).List(ctx, sel)
 	add("poddisruptionbudgets", len(pdb.Items), err)
+	svc, err := cs.CoreV1().Services(ns).List(ctx, sel)
+	add("services", len(svc.Items), err)
+	mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, sel)
+	add("mutatingwebhookconfigurations", len(mwc.Items), err)
 	return left
 }

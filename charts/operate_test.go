@@ -3,6 +3,7 @@ package charts
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
 	"github.com/zerohop/zerohop/controller"
+	"github.com/zerohop/zerohop/controller/webhookcert"
 	"github.com/zerohop/zerohop/internal/apiserver"
 	"github.com/zerohop/zerohop/speaker"
 )
@@ -128,9 +130,14 @@ func TestComponentsRunWithChartRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ctrlDenied, spkDenied forbiddenRecorder
+	// The injection webhook as the chart's args configure it, on loopback.
 	ctl, err := controller.New(ctrlDenied.wrap(ctrlCfg), controller.Options{
 		DefaultClass: true, MetricsAddr: "0", HealthAddr: "0",
 		LeaderElection: true, LeaderElectionNamespace: ns, LeaderElectionID: "zerohop-controller",
+		Injection: &controller.InjectionOptions{Host: "127.0.0.1", Port: freePort(t), Cert: webhookcert.Options{
+			Namespace: ns, Secret: "zerohop-webhook-cert", Configuration: "zerohop-readiness-gate",
+			Hosts: []string{"zerohop-webhook." + ns + ".svc"},
+		}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -179,6 +186,21 @@ func TestComponentsRunWithChartRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatalf("speaker with chart RBAC reported no announcement for app/web (%s): %v (403s: %v)", ip, err, spkDenied.list())
 	}
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		cfg, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "zerohop-readiness-gate", metav1.GetOptions{})
+		if err != nil || len(cfg.Webhooks) == 0 {
+			return false, nil
+		}
+		sec, err := cs.CoreV1().Secrets(ns).Get(ctx, "zerohop-webhook-cert", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		b := cfg.Webhooks[0].ClientConfig.CABundle
+		return len(b) > 0 && string(b) == string(sec.Data[webhookcert.KeyCABundle]), nil
+	})
+	if err != nil {
+		t.Fatalf("controller with chart RBAC wrote no webhook certificate and caBundle: %v (403s: %v)", err, ctrlDenied.list())
+	}
 	// Let both settle through a few more reconciles and status writes.
 	time.Sleep(2 * time.Second)
 	for name, rec := range map[string]*forbiddenRecorder{"controller": &ctrlDenied, "speaker": &spkDenied} {
@@ -186,7 +208,7 @@ func TestComponentsRunWithChartRBAC(t *testing.T) {
 			t.Errorf("%s got %d forbidden responses with the chart's RBAC: %v", name, len(denied), denied)
 		}
 	}
-	t.Logf("with chart RBAC: IP %s assigned and announced; no 403 for either component", ip)
+	t.Logf("with chart RBAC: IP %s assigned and announced, webhook certificate and caBundle written; no 403 for either component", ip)
 
 	// And real requests beyond the roles are refused.
 	spkCS := kubernetes.NewForConfigOrDie(spkCfg)
@@ -205,6 +227,16 @@ func TestComponentsRunWithChartRBAC(t *testing.T) {
 	if _, err := spkCS.CoreV1().Secrets("app").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("speaker listing Secrets outside its namespace: want Forbidden, got %v", err)
 	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func must(t *testing.T, err error) {

@@ -19,8 +19,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/zerohop/zerohop/config/v1alpha1"
+	"github.com/zerohop/zerohop/controller/webhookcert"
 	"github.com/zerohop/zerohop/internal/kubescheme"
 	"github.com/zerohop/zerohop/internal/metricsauth"
 )
@@ -82,6 +84,9 @@ type Options struct {
 	// Announced and DatapathProgrammed conditions of one Service may be
 	// written (serviceconditions.go); 0 means DefaultConditionInterval.
 	ConditionInterval time.Duration
+	// Injection serves the webhook that gives new Pods the readiness
+	// gate (inject.go); nil: not served.
+	Injection *InjectionOptions
 }
 
 // The election's timings. A leader that stops cleanly releases the Lease,
@@ -157,8 +162,31 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 		return nil, err
 	}
 
+	var keeper *webhookcert.Keeper
+	var webhookServer webhook.Server
+	if opts.Injection != nil {
+		// The Secret is read by name, straight from the API server: the
+		// controller may not list Secrets, so a cache of them cannot
+		// work.
+		direct, err := client.New(cfg, client.Options{Scheme: Scheme()})
+		if err != nil {
+			return nil, fmt.Errorf("webhook certificate client: %w", err)
+		}
+		copts := opts.Injection.Cert
+		if copts.Log.GetSink() == nil {
+			log := opts.Log
+			if log.GetSink() == nil {
+				log = ctrl.Log
+			}
+			copts.Log = log.WithName("webhook-certificate")
+		}
+		keeper = webhookcert.New(direct, copts)
+		webhookServer = injectionServer(*opts.Injection, keeper)
+	}
+
 	skip := true
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		WebhookServer:           webhookServer,
 		Scheme:                  Scheme(),
 		Logger:                  opts.Log,
 		Metrics:                 metricsOpts,
@@ -196,6 +224,11 @@ func New(cfg *rest.Config, opts Options) (*Controller, error) {
 	}
 	if err := st.setup(mgr); err != nil {
 		return nil, err
+	}
+	if keeper != nil {
+		if err := st.setupInjection(mgr, keeper); err != nil {
+			return nil, err
+		}
 	}
 	return &Controller{mgr: mgr, st: st}, nil
 }

@@ -282,8 +282,7 @@ func (r *gateReconciler) backings(ctx context.Context, pod *corev1.Pod) ([]backi
 	var out []backing
 	for i := range svcs.Items {
 		svc := &svcs.Items[i]
-		if !ours(svc, r.s.opts.DefaultClass) || len(svc.Spec.Selector) == 0 ||
-			!labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels)) {
+		if !selects(svc, pod.Labels, r.s.opts.DefaultClass) {
 			continue
 		}
 		var ips []netip.Addr
@@ -323,6 +322,30 @@ func (r *gateReconciler) backings(ctx context.Context, pod *corev1.Pod) ([]backi
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// selects is the one rule for which Pods the gate concerns: those a
+// zerohop LoadBalancer Service selects. The gate waits on each such
+// Service; the injection webhook (inject.go) gives the gate to the Pods
+// one selects when they are created.
+func selects(svc *corev1.Service, podLabels map[string]string, defaultClass bool) bool {
+	return ours(svc, defaultClass) && len(svc.Spec.Selector) > 0 &&
+		labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(podLabels))
+}
+
+// gatingService returns the name of a zerohop Service of the namespace
+// that selects Pods with these labels, or "" when none does.
+func gatingService(ctx context.Context, r client.Reader, namespace string, podLabels map[string]string, defaultClass bool) (string, error) {
+	var svcs corev1.ServiceList
+	if err := r.List(ctx, &svcs, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return "", fmt.Errorf("list services of namespace %s: %w", namespace, err)
+	}
+	for i := range svcs.Items {
+		if selects(&svcs.Items[i], podLabels, defaultClass) {
+			return svcs.Items[i].Name, nil
+		}
+	}
+	return "", nil
 }
 
 func listsPod(sl *discoveryv1.EndpointSlice, pod *corev1.Pod) bool {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/zerohop/zerohop/controller"
 	"github.com/zerohop/zerohop/controller/gateway"
+	"github.com/zerohop/zerohop/controller/webhookcert"
 )
 
 func init() { subcommands = append(subcommands, newControllerCommand) }
@@ -21,6 +24,9 @@ func newControllerCommand() *cobra.Command {
 		opts       controller.Options
 		gatewayAPI bool
 		logs       logFlags
+		inject     bool
+		webhook    string
+		cert       webhookcert.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -38,6 +44,13 @@ zerohop.io/gateway-controller; see docs/gateway.md.`,
 			cfg, err := restConfig(kubeconfig)
 			if err != nil {
 				return err
+			}
+			if inject {
+				host, port, err := splitHostPort(webhook)
+				if err != nil {
+					return fmt.Errorf("--webhook-bind-address: %w", err)
+				}
+				opts.Injection = &controller.InjectionOptions{Host: host, Port: port, Cert: cert}
 			}
 			c, err := controller.New(cfg, opts)
 			if err != nil {
@@ -68,8 +81,27 @@ zerohop.io/gateway-controller; see docs/gateway.md.`,
 	f.IntVar(&opts.Burst, "kube-api-burst", 1000, "API request burst")
 	f.IntVar(&opts.Workers, "workers", 16, "concurrent Service reconciles")
 	f.BoolVar(&gatewayAPI, "gateway-api", false, "serve Gateways of GatewayClasses whose controllerName is "+string(gateway.ControllerName)+" (needs the Gateway API CRDs)")
+	f.BoolVar(&inject, "readiness-gate-injection", false, "serve the mutating webhook that adds the readiness gate to new Pods selected by a zerohop Service, in namespaces labelled "+controller.LabelGateInjection+"="+controller.GateInjectionEnabled)
+	f.StringVar(&webhook, "webhook-bind-address", ":9443", "address of the webhook's HTTPS server")
+	f.StringVar(&cert.Namespace, "webhook-namespace", "zerohop-system", "namespace of the webhook certificate's Secret (the controller's own)")
+	f.StringVar(&cert.Secret, "webhook-secret", "zerohop-webhook-cert", "Secret holding the webhook's CA and serving certificate; created and renewed by the controller")
+	f.StringVar(&cert.Configuration, "webhook-configuration", "zerohop-readiness-gate", "MutatingWebhookConfiguration whose caBundle the controller writes")
+	f.StringSliceVar(&cert.Hosts, "webhook-host", nil, "DNS name or IP the serving certificate names (the webhook Service's <name>.<namespace>.svc); repeatable")
+	f.DurationVar(&cert.Validity, "webhook-cert-validity", webhookcert.DefaultValidity, "lifetime of the serving certificate (the CA's is ten times longer); each is renewed after two thirds of it")
 	logs.add(f)
 	return cmd
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port <= 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q: not a port number", p)
+	}
+	return host, port, nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
