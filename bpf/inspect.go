@@ -220,7 +220,7 @@ func sumCounters(stats *ebpf.Map, idx uint32) (Counters, error) {
 	}
 	var c Counters
 	for _, p := range per {
-		c.add(Counters{Packets: p.Packets, Bytes: p.Bytes, Drops: p.Drops, CTMiss: p.CtMiss, Flows: p.Flows, Denied: p.Denied})
+		c.add(Counters{Packets: p.Packets, Bytes: p.Bytes, Drops: p.Drops, CTMiss: p.CtMiss, Flows: p.Flows, Denied: p.Denied, Rejects: p.Rejects})
 	}
 	return c, nil
 }

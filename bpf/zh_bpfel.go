@@ -52,6 +52,7 @@ type zhCounters struct {
 	CtMiss  uint64
 	Flows   uint64
 	Denied  uint64
+	Rejects uint64
 }
 
 type zhCtValue struct {
