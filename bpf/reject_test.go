@@ -8,7 +8,6 @@ import (
 	"testing"
 )
 
-
 // TestXDPRejectReset: a service whose table is all reject share answers
 // every TCP segment of a new flow with a reset, checked field by field and
 // with checksums summed from scratch over the output frame; UDP, resets
@@ -176,7 +175,7 @@ func TestMaglevRejectShare(t *testing.T) {
 		reject uint32
 	}{
 		{"one unweighted backend, equal reject", []Backend{b(podA4, 0)}, 1},
-		{"weighted 80/20 route, a fifth rejected", []Backend{b(podA4, 1 << 28), b(podB4, 1 << 28), b(podC4, 1 << 28)}, 1 << 28 / 4 * 3},
+		{"weighted 80/20 route, a fifth rejected", []Backend{b(podA4, 1<<28), b(podB4, 1<<28), b(podC4, 1<<28)}, 1 << 28 / 4 * 3},
 		{"gateway scale, 20% rejected", []Backend{b(podA4, 429496729), b(podB4, 429496729)}, 214748364},
 		{"tiny reject share", []Backend{b(podA4, 1000), b(podB4, 3000)}, 1},
 		{"reject only", nil, 1 << 30},
