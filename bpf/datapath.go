@@ -32,8 +32,8 @@ const DefaultPinRoot = "/sys/fs/bpf/zerohop"
 
 // configVersion changes when the map layout changes incompatibly.
 // 2: counters.denied, src_ranges, svc_value.affinity_timeout, affinity.
-// 3: counters.rejects, the reject share in Maglev tables.
-const configVersion = 3
+// Maps added since (rejects) are created at the next Load: no change.
+const configVersion = 2
 
 // Options configure Load. Zero values mean the defaults.
 type Options struct {
@@ -151,6 +151,7 @@ var pinnedMaps = []string{
 	zhMapRevnat, zhMapStats, zhMapTxPorts, zhMapConfig, zhMapVipFilter,
 	zhMapNode, zhMapPeers, zhMapFrags, zhMapVips, zhMapEvents,
 	zhMapSrcRanges, zhMapAffinity, zhMapPodLinks, zhMapPodSlots, zhMapPodFdb, zhMapDelivery,
+	zhMapRejects,
 }
 
 // Load loads the programs and opens the maps, re-using maps already pinned
@@ -181,6 +182,7 @@ func Load(opts Options) (*Datapath, error) {
 		zhMapConntrack: opts.MaxFlows,
 		zhMapRevnat:    opts.MaxFlows,
 		zhMapStats:     opts.MaxServices + opts.MaxBackends,
+		zhMapRejects:   opts.MaxServices,
 		zhMapFrags:     max(opts.MaxFlows/8, 1024),
 		zhMapVips:      opts.MaxServices,
 		zhMapSrcRanges: opts.MaxSourceRanges,
@@ -906,10 +908,14 @@ func (d *Datapath) resetStatsBatch(idx []uint32) error {
 	return nil
 }
 
-func (d *Datapath) resetStats(idx uint32) error {
+// resetStats zeroes a new service's counters.
+func (d *Datapath) resetStats(id uint32) error {
 	zero := make([]zhCounters, d.ncpu)
-	if err := d.objs.Stats.Put(idx, zero); err != nil {
-		return fmt.Errorf("reset stats %d: %w", idx, err)
+	if err := d.objs.Stats.Put(id, zero); err != nil {
+		return fmt.Errorf("reset stats %d: %w", id, err)
+	}
+	if err := d.objs.Rejects.Put(id, make([]uint64, d.ncpu)); err != nil {
+		return fmt.Errorf("reset rejects %d: %w", id, err)
 	}
 	return nil
 }
@@ -1026,6 +1032,9 @@ func (d *Datapath) Stats() (map[ServiceKey]ServiceStats, error) {
 		if err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", k, err)
 		}
+		if c.Rejects, err = sumRejects(d.objs.Rejects, s.id); err != nil {
+			return nil, fmt.Errorf("rejects of %s: %w", k, err)
+		}
 		st := ServiceStats{Counters: c, Backends: map[netip.AddrPort]Counters{}}
 		for _, b := range s.backends {
 			if st.Backends[b.ap], err = d.counters(d.opts.MaxServices + b.id); err != nil {
@@ -1044,9 +1053,22 @@ func (d *Datapath) counters(idx uint32) (Counters, error) {
 	}
 	var c Counters
 	for _, p := range per {
-		c.add(Counters{Packets: p.Packets, Bytes: p.Bytes, Drops: p.Drops, CTMiss: p.CtMiss, Flows: p.Flows, Denied: p.Denied, Rejects: p.Rejects})
+		c.add(Counters{Packets: p.Packets, Bytes: p.Bytes, Drops: p.Drops, CTMiss: p.CtMiss, Flows: p.Flows, Denied: p.Denied})
 	}
 	return c, nil
+}
+
+// sumRejects reads a service's count of rejected new flows.
+func sumRejects(m *ebpf.Map, id uint32) (uint64, error) {
+	var per []uint64
+	if err := m.Lookup(id, &per); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n, nil
 }
 
 func validate(key ServiceKey, cfg ServiceConfig) error {

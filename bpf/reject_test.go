@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"math"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -175,7 +177,7 @@ func TestMaglevRejectShare(t *testing.T) {
 		reject uint32
 	}{
 		{"one unweighted backend, equal reject", []Backend{b(podA4, 0)}, 1},
-		{"weighted 80/20 route, a fifth rejected", []Backend{b(podA4, 1<<28), b(podB4, 1<<28), b(podC4, 1<<28)}, 1 << 28 / 4 * 3},
+		{"three backends, a fifth rejected", []Backend{b(podA4, 1<<28), b(podB4, 1<<28), b(podC4, 1<<28)}, 1 << 28 / 4 * 3},
 		{"gateway scale, 20% rejected", []Backend{b(podA4, 429496729), b(podB4, 429496729)}, 214748364},
 		{"tiny reject share", []Backend{b(podA4, 1000), b(podB4, 3000)}, 1},
 		{"reject only", nil, 1 << 30},
@@ -264,4 +266,40 @@ func TestXDPRejectShareNewFlowsOnly(t *testing.T) {
 		t.Errorf("counters %+v, want %d rejects, %d flows, no drops", c, rejected, established+flows-rejected)
 	}
 	t.Logf("%d of %d new flows rejected (%.2f%%)", rejected, flows, 100*share)
+}
+
+// TestInspectRejects: Inspect reads each service's rejected flows, and a
+// datapath pinned before the rejects map existed reads as none rejected.
+func TestInspectRejects(t *testing.T) {
+	root := testPinRoot(t)
+	d := loadTest(t, Options{PinRoot: root})
+	k := ServiceKey{vip4, 80, TCP}
+	if err := d.Upsert(k, ServiceConfig{Flags: ServiceCluster, RejectWeight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for sport := range uint16(3) {
+		if ret, _ := runProg(t, d.objs.ZhXdp, pkt{src: client4, dst: vip4, sport: 100 + sport, dport: 80, proto: TCP, tcpFlags: tcpSYN}.bytes()); ret != xdpTX {
+			t.Fatalf("verdict %d, want XDP_TX", ret)
+		}
+	}
+	rejected := func() uint64 {
+		t.Helper()
+		snap, err := Inspect(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.Services) != 1 {
+			t.Fatalf("services %+v", snap.Services)
+		}
+		return snap.Services[0].Counters.Rejects
+	}
+	if n := rejected(); n != 3 {
+		t.Errorf("Inspect: %d rejected, want 3", n)
+	}
+	if err := os.Remove(filepath.Join(root, zhMapRejects)); err != nil {
+		t.Fatal(err)
+	}
+	if n := rejected(); n != 0 {
+		t.Errorf("Inspect without the rejects map: %d rejected, want 0", n)
+	}
 }

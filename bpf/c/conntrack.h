@@ -80,7 +80,7 @@ static __always_inline void ct_create(const struct tuple *t, const struct svc_va
  * then the flow recorded both ways. Returns the backend id, 0 (never a
  * backend) when the service cannot take it; the caller drops (counted);
  * ZH_BE_REJECT when the flow falls in the service's reject share: the
- * caller rejects it (counted here).
+ * caller rejects it (counted here, in rejects).
  * A global function: verified once on its own (its records stay off the
  * caller's stack, which also holds encap()'s), whatever path led here.
  * It gets the tuple, not the whole zh_pkt: the verifier forgets what a
@@ -101,10 +101,10 @@ __attribute__((noinline)) int zh_new_flow(const struct tuple *t, const struct sv
 		/* The reject share: nothing recorded, so each segment of the
 		 * flow hashes to it again while the table holds it. */
 		__u32 idx = svc->id;
-		struct counters *s = bpf_map_lookup_elem(&stats, &idx);
+		__u64 *n = bpf_map_lookup_elem(&rejects, &idx);
 
-		if (s)
-			s->rejects++;
+		if (n)
+			(*n)++;
 		return (int)ZH_BE_REJECT;
 	}
 	if (!be) {

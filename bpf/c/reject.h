@@ -5,7 +5,7 @@
  * the way a host with no listener refuses it. A TCP segment is answered
  * with a reset (RFC 9293 3.10.7.1), built in place of the frame and sent
  * back out the way it came (XDP_TX); a UDP datagram, a fragment or a
- * reset is dropped. zh_new_flow has counted it (counters.rejects).
+ * reset is dropped. zh_new_flow has counted it (the rejects map).
  */
 #pragma once
 

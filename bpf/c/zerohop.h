@@ -48,7 +48,7 @@ struct svc_value {
 /* A Maglev slot that holds ZH_BE_REJECT names no backend: it is the
  * service's reject share (a Gateway route's backendRefs that do not
  * resolve, or have no ready endpoint). A new flow that hashes to it is
- * rejected (reject.h) and counted in counters.rejects; no flow is
+ * rejected (reject.h) and counted in the rejects map; no flow is
  * recorded. No backend has this id (the backends array is smaller). */
 #define ZH_BE_REJECT 0xffffffffU
 
@@ -128,7 +128,6 @@ struct counters {
 	__u64 ct_miss;      /* conntrack misses on packets that are not a TCP SYN */
 	__u64 flows;        /* conntrack entries created */
 	__u64 denied;       /* packets from sources outside the service's src_ranges: dropped */
-	__u64 rejects;      /* new flows of the reject share: TCP answered with a reset, the rest dropped */
 };
 
 /* Mirrors the load-time constants so that a later process that re-opens the
