@@ -371,6 +371,37 @@ func TestGatewayL4(t *testing.T) {
 			t.Errorf("answers %v", per)
 		}
 	})
+
+	// A Gateway whose only route has no valid backendRef is announced
+	// all the same (its slices carry a reject share), so its clients
+	// get resets rather than silence.
+	t.Run("a Gateway with no valid backend: announced, every connection reset", func(t *testing.T) {
+		e.create(
+			&gatewayv1.Gateway{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dead"},
+				Spec: gatewayv1.GatewaySpec{
+					GatewayClassName: "zerohop",
+					Infrastructure:   &gatewayv1.GatewayInfrastructure{Annotations: map[gatewayv1.AnnotationKey]gatewayv1.AnnotationValue{"zerohop.io/address-pool": "lab"}},
+					Listeners:        []gatewayv1.Listener{{Name: "dead", Protocol: gatewayv1.TCPProtocolType, Port: 9090}},
+				},
+			},
+			&gatewayv1.TCPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dead"},
+				Spec: gatewayv1.TCPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "dead"}}},
+					Rules: []gatewayv1.TCPRouteRule{{BackendRefs: []gatewayv1.BackendRef{backendRef("gone", 1)}}}}},
+		)
+		var dead gatewayv1.Gateway
+		lab.Eventually(t, time.Minute, "Gateway dead Programmed and announced", func() (bool, string) {
+			if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "dead"}, &dead); err != nil {
+				return false, err.Error()
+			}
+			p := cond(dead.Status.Conditions, "Programmed")
+			return condStr(p) == "True/Programmed" && strings.Contains(p.Message, "BGP") && len(dead.Status.Addresses) == 2, p.Message
+		})
+		t.Logf("Gateway dead: %s", cond(dead.Status.Conditions, "Programmed").Message)
+		for _, a := range dead.Status.Addresses {
+			e.refused(t, net.JoinHostPort(a.Value, "9090"), 10)
+		}
+	})
 }
 
 // bgp creates the pool (IPv4 and IPv6), the router's peers and an

@@ -9,8 +9,10 @@
 // Services within five points of the weights, every status condition must
 // be what the spec says, the missing backend's connections must be reset
 // (all of them on its own route, its 30% share, within five points, on
-// the split one) and cost the other routes nothing, and the
-// cross-namespace backend must be reset until a ReferenceGrant allows it.
+// the split one) and cost the other routes nothing, the cross-namespace
+// backend must be reset until a ReferenceGrant allows it, and a second
+// Gateway with no valid backend at all must be announced and reset every
+// connection.
 package gateway_test
 
 import (
