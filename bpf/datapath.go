@@ -32,6 +32,7 @@ const DefaultPinRoot = "/sys/fs/bpf/zerohop"
 
 // configVersion changes when the map layout changes incompatibly.
 // 2: counters.denied, src_ranges, svc_value.affinity_timeout, affinity.
+// Maps added since (rejects) are created at the next Load: no change.
 const configVersion = 2
 
 // Options configure Load. Zero values mean the defaults.
@@ -150,6 +151,7 @@ var pinnedMaps = []string{
 	zhMapRevnat, zhMapStats, zhMapTxPorts, zhMapConfig, zhMapVipFilter,
 	zhMapNode, zhMapPeers, zhMapFrags, zhMapVips, zhMapEvents,
 	zhMapSrcRanges, zhMapAffinity, zhMapPodLinks, zhMapPodSlots, zhMapPodFdb, zhMapDelivery,
+	zhMapRejects,
 }
 
 // Load loads the programs and opens the maps, re-using maps already pinned
@@ -180,6 +182,7 @@ func Load(opts Options) (*Datapath, error) {
 		zhMapConntrack: opts.MaxFlows,
 		zhMapRevnat:    opts.MaxFlows,
 		zhMapStats:     opts.MaxServices + opts.MaxBackends,
+		zhMapRejects:   opts.MaxServices,
 		zhMapFrags:     max(opts.MaxFlows/8, 1024),
 		zhMapVips:      opts.MaxServices,
 		zhMapSrcRanges: opts.MaxSourceRanges,
@@ -536,7 +539,7 @@ func (d *Datapath) UpsertService(key ServiceKey, backends []Backend, flags Servi
 // Upsert creates or replaces a service. Backends not flagged terminating
 // (and, in Local mode, flagged local) form a new Maglev table, built from
 // the backends sorted by address and port so that every node builds the
-// same one. The table is written into the service's inactive slot and the
+// same one; RejectWeight adds the reject share after them. The table is written into the service's inactive slot and the
 // service entry flipped in one update. Backends that are gone lose their
 // flows; terminating backends keep theirs but get no new ones. Source
 // ranges are replaced exactly: new prefixes are added before the service
@@ -639,12 +642,16 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 
 	old := s.id*2 + s.active
 	active := s.active
-	if len(eligible) > 0 {
+	entries := len(eligible)
+	if cfg.RejectWeight != 0 {
+		entries++
+	}
+	if entries > 0 {
 		active = s.active ^ 1
 		if !exists {
 			active = 0
 		}
-		if err := d.writeTable(s.id*2+active, eligible, next); err != nil {
+		if err := d.writeTable(s.id*2+active, eligible, cfg.RejectWeight, next); err != nil {
 			return fail(next, fmt.Errorf("service %s: %w", key, err))
 		}
 	}
@@ -654,7 +661,7 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 			return fail(next, fmt.Errorf("service %s: %w", key, err))
 		}
 	}
-	v := zhSvcValue{Id: s.id, Flags: uint32(flags), Count: uint32(len(eligible)), Active: active, AffinityTimeout: affinitySeconds(cfg)}
+	v := zhSvcValue{Id: s.id, Flags: uint32(flags), Count: uint32(entries), Active: active, AffinityTimeout: affinitySeconds(cfg)}
 	if err := d.objs.Services.Put(svcKey(key), v); err != nil {
 		if !exists {
 			_ = d.delVIP(key.Addr)
@@ -664,7 +671,7 @@ func (d *Datapath) Upsert(key ServiceKey, cfg ServiceConfig) error {
 	// The old table may still be in use by a packet that read the old
 	// entry; hash elements are freed after an RCU grace period, and the
 	// program falls back to the other table if it finds this one gone.
-	if exists && (len(eligible) == 0 || active != s.active) {
+	if exists && (entries == 0 || active != s.active) {
 		if err := d.deleteTable(old); err != nil {
 			return fmt.Errorf("service %s: drop old table: %w", key, err)
 		}
@@ -779,19 +786,43 @@ func maglevChunks(m uint32) (chunk, chunks uint32) {
 	return chunk, (m + chunk - 1) / chunk
 }
 
-func (d *Datapath) writeTable(table uint32, eligible []Backend, ids backendIDs) error {
-	names := make([]string, len(eligible))
-	beIDs := make([]uint32, len(eligible))
+// rejectSlot is what a Maglev slot of the reject share holds: ZH_BE_REJECT
+// in c/zerohop.h, an id no backend has.
+const rejectSlot = ^uint32(0)
+
+// rejectName is the reject share's name in the Maglev permutation: no
+// backend's (an address and port) can be the same.
+const rejectName = "reject"
+
+func (d *Datapath) writeTable(table uint32, eligible []Backend, reject uint32, ids backendIDs) error {
+	n := len(eligible)
+	if reject != 0 {
+		n++
+	}
+	names := make([]string, n)
+	beIDs := make([]uint32, n)
 	var weights []uint32
 	for i, b := range eligible {
 		names[i] = b.AddrPort().String()
 		beIDs[i], _ = ids.get(b.AddrPort())
 		if b.Weight != 0 && weights == nil {
-			weights = make([]uint32, len(eligible))
+			weights = make([]uint32, n)
+		}
+	}
+	if reject != 0 {
+		// Last, so the backends' permutations are the ones they have
+		// without it.
+		names[n-1], beIDs[n-1] = rejectName, rejectSlot
+		if weights == nil {
+			weights = make([]uint32, n)
 		}
 	}
 	for i := range weights {
-		weights[i] = eligible[i].Weight
+		if i < len(eligible) {
+			weights[i] = eligible[i].Weight
+		} else {
+			weights[i] = reject
+		}
 	}
 	// The scratch buffers live as long as d (callers hold d.mu): a table
 	// is 64 KiB at the default size, and a sync of thousands of services
@@ -927,10 +958,14 @@ func (d *Datapath) resetStatsBatch(idx []uint32) error {
 	return nil
 }
 
-func (d *Datapath) resetStats(idx uint32) error {
+// resetStats zeroes a new service's counters.
+func (d *Datapath) resetStats(id uint32) error {
 	zero := make([]zhCounters, d.ncpu)
-	if err := d.objs.Stats.Put(idx, zero); err != nil {
-		return fmt.Errorf("reset stats %d: %w", idx, err)
+	if err := d.objs.Stats.Put(id, zero); err != nil {
+		return fmt.Errorf("reset stats %d: %w", id, err)
+	}
+	if err := d.objs.Rejects.Put(id, make([]uint64, d.ncpu)); err != nil {
+		return fmt.Errorf("reset rejects %d: %w", id, err)
 	}
 	return nil
 }
@@ -1050,6 +1085,9 @@ func (d *Datapath) Stats() (map[ServiceKey]ServiceStats, error) {
 		if err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", k, err)
 		}
+		if c.Rejects, err = sumRejects(d.objs.Rejects, s.id); err != nil {
+			return nil, fmt.Errorf("rejects of %s: %w", k, err)
+		}
 		st := ServiceStats{Counters: c, Backends: map[netip.AddrPort]Counters{}}
 		for _, b := range s.backends {
 			if st.Backends[b.ap], err = d.counters(d.opts.MaxServices + b.id); err != nil {
@@ -1071,6 +1109,19 @@ func (d *Datapath) counters(idx uint32) (Counters, error) {
 		c.add(Counters{Packets: p.Packets, Bytes: p.Bytes, Drops: p.Drops, CTMiss: p.CtMiss, Flows: p.Flows, Denied: p.Denied})
 	}
 	return c, nil
+}
+
+// sumRejects reads a service's count of rejected new flows.
+func sumRejects(m *ebpf.Map, id uint32) (uint64, error) {
+	var per []uint64
+	if err := m.Lookup(id, &per); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n, nil
 }
 
 func validate(key ServiceKey, cfg ServiceConfig) error {

@@ -45,10 +45,12 @@ type BackendSnapshot struct {
 // inspectMaps are the pinned maps Inspect reads.
 type inspectMaps struct {
 	config, services, backends, stats, srcRanges, conntrack, events *ebpf.Map
+	// rejects is nil under a datapath pinned before it existed.
+	rejects *ebpf.Map
 }
 
 func (m *inspectMaps) close() {
-	for _, x := range []*ebpf.Map{m.config, m.services, m.backends, m.stats, m.srcRanges, m.conntrack, m.events} {
+	for _, x := range []*ebpf.Map{m.config, m.services, m.backends, m.stats, m.srcRanges, m.conntrack, m.events, m.rejects} {
 		if x != nil {
 			_ = x.Close()
 		}
@@ -83,6 +85,13 @@ func Inspect(pinRoot string) (*Snapshot, error) {
 		}
 		*x.dst = mp
 	}
+	path := filepath.Join(pinRoot, zhMapRejects)
+	switch mp, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true}); {
+	case err == nil:
+		m.rejects = mp
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	var cfg zhDpConfig
 	if err := m.config.Lookup(uint32(0), &cfg); err != nil {
 		return nil, fmt.Errorf("read %s: %w", filepath.Join(pinRoot, zhMapConfig), err)
@@ -109,6 +118,11 @@ func Inspect(pinRoot string) (*Snapshot, error) {
 		c, err := sumCounters(m.stats, id)
 		if err != nil {
 			return nil, fmt.Errorf("counters of %s: %w", s.Key, err)
+		}
+		if m.rejects != nil {
+			if c.Rejects, err = sumRejects(m.rejects, id); err != nil {
+				return nil, fmt.Errorf("rejects of %s: %w", s.Key, err)
+			}
 		}
 		s.Counters = c
 		byID[id] = s

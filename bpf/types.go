@@ -73,6 +73,14 @@ type ServiceConfig struct {
 	// AffinityTimeout applies with ServiceAffinity; 0 means 10800s
 	// (Kubernetes' default).
 	AffinityTimeout time.Duration
+	// RejectWeight, when not 0, adds the reject share to the Maglev
+	// table: that weight's share of the slots (relative to the eligible
+	// backends' weights, where 0 counts as 1) names no backend, and a new
+	// flow that hashes to one is rejected: a TCP segment is answered with
+	// a reset, anything else dropped (Counters.Rejects). With no eligible
+	// backend, every new flow is rejected. Established flows are not
+	// affected.
+	RejectWeight uint32
 }
 
 // BackendFlags describe one endpoint of a service.
@@ -115,6 +123,7 @@ type Counters struct {
 	CTMiss  uint64 // conntrack misses on packets other than a TCP SYN
 	Flows   uint64 // conntrack entries created
 	Denied  uint64 // packets from sources outside the service's SourceRanges: dropped
+	Rejects uint64 // new flows in the reject share (ServiceConfig.RejectWeight): reset or dropped
 }
 
 func (c *Counters) add(o Counters) {
@@ -124,6 +133,7 @@ func (c *Counters) add(o Counters) {
 	c.CTMiss += o.CTMiss
 	c.Flows += o.Flows
 	c.Denied += o.Denied
+	c.Rejects += o.Rejects
 }
 
 // ServiceStats are the counters of a service and of each of its backends.

@@ -246,6 +246,7 @@ const (
 	zhMapPodFdb         = "pod_fdb"
 	zhMapPodLinks       = "pod_links"
 	zhMapPodSlots       = "pod_slots"
+	zhMapRejects        = "rejects"
 	zhMapRevnat         = "revnat"
 	zhMapServices       = "services"
 	zhMapSrcRanges      = "src_ranges"
@@ -332,6 +333,7 @@ type zhMapSpecs struct {
 	PodFdb    *ebpf.MapSpec `ebpf:"pod_fdb"`
 	PodLinks  *ebpf.MapSpec `ebpf:"pod_links"`
 	PodSlots  *ebpf.MapSpec `ebpf:"pod_slots"`
+	Rejects   *ebpf.MapSpec `ebpf:"rejects"`
 	Revnat    *ebpf.MapSpec `ebpf:"revnat"`
 	Services  *ebpf.MapSpec `ebpf:"services"`
 	SrcRanges *ebpf.MapSpec `ebpf:"src_ranges"`
@@ -388,6 +390,7 @@ type zhMaps struct {
 	PodFdb    *ebpf.Map `ebpf:"pod_fdb"`
 	PodLinks  *ebpf.Map `ebpf:"pod_links"`
 	PodSlots  *ebpf.Map `ebpf:"pod_slots"`
+	Rejects   *ebpf.Map `ebpf:"rejects"`
 	Revnat    *ebpf.Map `ebpf:"revnat"`
 	Services  *ebpf.Map `ebpf:"services"`
 	SrcRanges *ebpf.Map `ebpf:"src_ranges"`
@@ -414,6 +417,7 @@ func (m *zhMaps) Close() error {
 		m.PodFdb,
 		m.PodLinks,
 		m.PodSlots,
+		m.Rejects,
 		m.Revnat,
 		m.Services,
 		m.SrcRanges,

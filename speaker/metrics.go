@@ -142,7 +142,7 @@ func newXDPCollector(dp datapathStats) *xdpCollector {
 		flows:   prometheus.NewDesc("zerohop_xdp_flows_total", "Connection-tracking entries created, per Service key.", svc, nil),
 		ctMiss:  prometheus.NewDesc("zerohop_xdp_conntrack_misses_total", "Packets other than a TCP SYN that found no flow, per Service key.", svc, nil),
 		drops: prometheus.NewDesc("zerohop_xdp_drops_total",
-			"Packets the XDP program dropped, per Service key and reason (no_backend: no backend could take a new flow; source_range: client outside loadBalancerSourceRanges).",
+			"Packets the XDP program dropped, per Service key and reason (no_backend: no backend could take a new flow; source_range: client outside loadBalancerSourceRanges; rejected: a new flow in the reject share of a Gateway route's invalid backendRefs, TCP answered with a reset, UDP dropped).",
 			append(svc, "reason"), nil),
 		events: prometheus.NewDesc("zerohop_xdp_events_total",
 			"Node-wide datapath events: encapsulation, decapsulation, fragments, ICMP relays and echo replies.", []string{"event"}, nil),
@@ -170,6 +170,7 @@ func (c *xdpCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.ctMiss, prometheus.CounterValue, float64(s.CTMiss), l...)
 		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(s.Drops), append(l, "no_backend")...)
 		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(s.Denied), append(l, "source_range")...)
+		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(s.Rejects), append(l, "rejected")...)
 	}
 	ev, err := c.dp.Events()
 	if err != nil {

@@ -23,7 +23,7 @@ func (s statsSource) Events() (bpf.Events, error)                         { retu
 func TestXDPCollector(t *testing.T) {
 	key := bpf.ServiceKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 443, Proto: bpf.TCP}
 	src := statsSource{stats: map[bpf.ServiceKey]bpf.ServiceStats{key: {Counters: bpf.Counters{
-		Packets: 10, Bytes: 1500, Drops: 2, CTMiss: 1, Flows: 3, Denied: 4}}}}
+		Packets: 10, Bytes: 1500, Drops: 2, CTMiss: 1, Flows: 3, Denied: 4, Rejects: 5}}}}
 	tests := []struct {
 		name   string
 		src    statsSource
@@ -33,9 +33,10 @@ func TestXDPCollector(t *testing.T) {
 		name: "counters per key and reason",
 		src:  src,
 		want: `
-# HELP zerohop_xdp_drops_total Packets the XDP program dropped, per Service key and reason (no_backend: no backend could take a new flow; source_range: client outside loadBalancerSourceRanges).
+# HELP zerohop_xdp_drops_total Packets the XDP program dropped, per Service key and reason (no_backend: no backend could take a new flow; source_range: client outside loadBalancerSourceRanges; rejected: a new flow in the reject share of a Gateway route's invalid backendRefs, TCP answered with a reset, UDP dropped).
 # TYPE zerohop_xdp_drops_total counter
 zerohop_xdp_drops_total{port="443",protocol="tcp",reason="no_backend",vip="2001:db8::10"} 2
+zerohop_xdp_drops_total{port="443",protocol="tcp",reason="rejected",vip="2001:db8::10"} 5
 zerohop_xdp_drops_total{port="443",protocol="tcp",reason="source_range",vip="2001:db8::10"} 4
 # HELP zerohop_xdp_packets_total Packets the XDP program forwarded to a backend, per Service key.
 # TYPE zerohop_xdp_packets_total counter

@@ -149,6 +149,10 @@ type Drops struct {
 	NoBackend uint64 `json:"noBackend"`
 	// SourceRange: the client is outside loadBalancerSourceRanges.
 	SourceRange uint64 `json:"sourceRange"`
+	// Rejected: a new flow in the port's reject share (a Gateway
+	// route's invalid backendRefs): TCP answered with a reset, UDP
+	// dropped. Counted per new flow, not per packet.
+	Rejected uint64 `json:"rejected"`
 }
 
 // Backend is one endpoint of a service key.
@@ -262,7 +266,7 @@ func Build(in Input) Report {
 				p.SourceRanges = append(p.SourceRanges, sr.String())
 			}
 			p.Counters = countersOf(ss.Counters)
-			p.Drops = Drops{NoBackend: ss.Counters.Drops, SourceRange: ss.Counters.Denied}
+			p.Drops = Drops{NoBackend: ss.Counters.Drops, SourceRange: ss.Counters.Denied, Rejected: ss.Counters.Rejects}
 			for _, b := range ss.Backends {
 				st := "active"
 				if b.Flags&bpf.BackendTerminating != 0 {

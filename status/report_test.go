@@ -33,7 +33,7 @@ func snapshot() *bpf.Snapshot {
 			Key:          bpf.ServiceKey{Addr: vip, Port: 9000, Proto: bpf.TCP},
 			Flags:        bpf.ServiceLocal | bpf.ServiceSourceRanges,
 			SourceRanges: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
-			Counters:     bpf.Counters{Packets: 50, Bytes: 3000, Flows: 10, Drops: 2, Denied: 4, CTMiss: 1},
+			Counters:     bpf.Counters{Packets: 50, Bytes: 3000, Flows: 10, Drops: 2, Denied: 4, CTMiss: 1, Rejects: 3},
 			Backends: []bpf.BackendSnapshot{
 				be("100.64.1.3", bpf.BackendLocal|bpf.BackendTerminating, 4),
 				be("100.64.1.2", bpf.BackendLocal, 6),
@@ -130,7 +130,7 @@ func TestBuild(t *testing.T) {
 			}
 			p := v.Ports[0]
 			want := Port{Port: 9000, Protocol: "tcp", InDatapath: true, SourceRanges: []string{"192.0.2.0/24"},
-				Counters: Counters{Packets: 50, Bytes: 3000, Flows: 10, ConntrackMisses: 1}, Drops: Drops{NoBackend: 2, SourceRange: 4},
+				Counters: Counters{Packets: 50, Bytes: 3000, Flows: 10, ConntrackMisses: 1}, Drops: Drops{NoBackend: 2, SourceRange: 4, Rejected: 3},
 				Backends: []Backend{
 					{Address: "100.64.1.2:9000", State: "active", InDatapath: true, Counters: Counters{Packets: 30, Bytes: 1800, Flows: 6}},
 					{Address: "100.64.1.3:9000", State: "terminating", InDatapath: true, Counters: Counters{Packets: 20, Bytes: 1200, Flows: 4}},
@@ -259,7 +259,7 @@ func TestWriteText(t *testing.T) {
 	for _, want := range []string{
 		"VIP 203.0.113.1", "service default/web", "pool lab", "mode BGP/Local",
 		"announced by node1", "BGP to r4,r6",
-		"drops: no-backend 2, source-range 4", "source ranges", "192.0.2.0/24",
+		"drops: no-backend 2, source-range 4, rejected 3", "source ranges", "192.0.2.0/24",
 		"web-1", "web-2", "terminating",
 		"BGP SESSIONS", "1m30s", "L2 OWNERSHIP", "conntrack entries in use: 7",
 		"zerohop.io/Announced True (Announced): 203.0.113.1 by node1 (BGP to r4, r6)",

@@ -60,8 +60,8 @@ func (r Report) WriteText(w io.Writer) error {
 		for _, pt := range v.Ports {
 			where := "not in this node's datapath"
 			if pt.InDatapath {
-				where = fmt.Sprintf("packets %d  bytes %d  flows %d  drops: no-backend %d, source-range %d",
-					pt.Packets, pt.Bytes, pt.Flows, pt.Drops.NoBackend, pt.Drops.SourceRange)
+				where = fmt.Sprintf("packets %d  bytes %d  flows %d  drops: no-backend %d, source-range %d, rejected %d",
+					pt.Packets, pt.Bytes, pt.Flows, pt.Drops.NoBackend, pt.Drops.SourceRange, pt.Drops.Rejected)
 			} else if r.Sources.Datapath == "" {
 				where = "datapath not read"
 			}

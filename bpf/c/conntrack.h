@@ -78,7 +78,9 @@ static __always_inline void ct_create(const struct tuple *t, const struct svc_va
 
 /* New flow (or one whose backend is gone): a backend from the service,
  * then the flow recorded both ways. Returns the backend id, 0 (never a
- * backend) when the service cannot take it; the caller drops (counted).
+ * backend) when the service cannot take it; the caller drops (counted);
+ * ZH_BE_REJECT when the flow falls in the service's reject share: the
+ * caller rejects it (counted here, in rejects).
  * A global function: verified once on its own (its records stay off the
  * caller's stack, which also holds encap()'s), whatever path led here.
  * It gets the tuple, not the whole zh_pkt: the verifier forgets what a
@@ -89,12 +91,22 @@ __attribute__((noinline)) int zh_new_flow(const struct tuple *t, const struct sv
 {
 	__u32 decapped = bits & 1;
 	__u8 tcp_flags = bits >> 8;
-	__u32 be_id;
+	__u32 be_id = 0;
 
 	if (!t || !svc)
 		return 0;
 	__u32 miss = t->proto == IPPROTO_TCP && (tcp_flags & (ZH_TCP_SYN | ZH_TCP_ACK)) != ZH_TCP_SYN;
 	struct backend *be = backend_choose(svc, t, &be_id, decapped);
+	if (!be && be_id == ZH_BE_REJECT) {
+		/* The reject share: nothing recorded, so each segment of the
+		 * flow hashes to it again while the table holds it. */
+		__u32 idx = svc->id;
+		__u64 *n = bpf_map_lookup_elem(&rejects, &idx);
+
+		if (n)
+			(*n)++;
+		return (int)ZH_BE_REJECT;
+	}
 	if (!be) {
 		if (decapped)
 			EV_INC(decap_no_local);

@@ -63,7 +63,9 @@
 #define ZH_IP6_MAX_EXTHDRS 4
 
 /* TCP flags byte (offset 13). */
+#define ZH_TCP_FIN 0x01
 #define ZH_TCP_SYN 0x02
+#define ZH_TCP_RST 0x04
 #define ZH_TCP_ACK 0x10
 
 /* linux/icmp.h pulls in libc headers; the few ICMP numbers needed: */
@@ -104,3 +106,4 @@
 #define ZH_SLOW 0x101     /* zh_fast: for zh_lb, which decides everything */
 #define ZH_DECAP 0x102    /* IP-in-IP: for decap */
 #define ZH_DECAPPED 0x103 /* decap: the frame now holds the inner packet */
+#define ZH_REJECT 0x104   /* zh_lb: a new flow of the reject share, for zh_reject */

@@ -127,6 +127,16 @@ struct {
 	__type(value, __u32); /* the port's ifindex */
 } pod_fdb SEC(".maps");
 
+/* New flows each service's reject share refused (index: service id). A
+ * map of its own: stats keeps its layout, so a datapath pinned by an
+ * earlier version is taken over in place. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ZH_DEF_SERVICES);
+	__type(key, __u32);
+	__type(value, __u64);
+} rejects SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -10,7 +10,8 @@
  *                 the inner packet handled as above (never sent on again).
  *                 Also: fragments follow their first fragment, ICMP
  *                 frag-needed / packet-too-big go to the flow's backend,
- *                 echo requests to a VIP are answered.
+ *                 echo requests to a VIP are answered, a new flow in a
+ *                 service's reject share gets a TCP reset (XDP_TX).
  *   zh_tc_ingress tcx ingress on the uplink: a frame XDP rewrote for a local
  *                 Pod, marked in its metadata, goes into the Pod by
  *                 bpf_redirect_peer, ahead of the node's routing and
@@ -41,6 +42,7 @@
  *   fwd.h        next hop (cached or bpf_fib_lookup), TTL, redirect
  *   encap.h      IP-in-IP encapsulation and decapsulation, MSS clamp
  *   icmp.h       echo replies, frag-needed / packet-too-big relay
+ *   reject.h     the reject share's answer: a TCP reset, else a drop
  *   bench.h      the benchmark builds' frame restore
  *   vendor/      kernel UAPI and libbpf headers (the only ones used)
  *
@@ -70,6 +72,7 @@
 #include "maps.h"
 #include "nat.h"
 #include "parse.h"
+#include "reject.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -203,6 +206,11 @@ static __always_inline int lb(struct xdp_md *ctx, __u32 decapped)
 		if ((svc->flags & ZH_SVC_SRC_RANGES) && src_denied(svc->id, &p.t))
 			return XDP_DROP;
 		__u32 be_id = zh_new_flow(&p.t, svc, now, p.len, (decapped ? 1 : 0) | (__u32)p.tcp_flags << 8);
+		/* A decapsulated packet's node chose a backend here; this
+		 * table disagrees for a moment: dropped, never answered from
+		 * the wrong node. */
+		if (be_id == ZH_BE_REJECT)
+			return decapped ? XDP_DROP : ZH_REJECT;
 		if (!be_id)
 			return XDP_DROP;
 		be = backend_get(&be_id, svc->id, p.t.family);
@@ -243,6 +251,8 @@ static __always_inline int zh_xdp_run(struct xdp_md *ctx)
 		r = decap(ctx);
 	if (r == ZH_DECAPPED)
 		r = zh_lb(ctx, 1);
+	if (r == ZH_REJECT)
+		r = zh_reject(ctx);
 	return r;
 }
 

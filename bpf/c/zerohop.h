@@ -32,7 +32,7 @@ struct svc_key {
 struct svc_value {
 	__u32 id;      /* index of the stats entry; maglev tables id*2 and id*2+1 */
 	__u32 flags;   /* ZH_SVC_* */
-	__u32 count;   /* backends in the active Maglev table; 0 = drop new flows */
+	__u32 count;   /* entries in the active Maglev table (the reject share counts one); 0 = drop new flows */
 	__u32 active;  /* which of the two maglev tables is live (0 or 1) */
 	__u32 affinity_timeout; /* seconds, for ZH_SVC_AFFINITY */
 };
@@ -44,6 +44,13 @@ struct svc_value {
  * that an established flow, which never reads its service entry, is
  * checked too without another lookup. */
 #define ZH_BE_SVC_SRC_RANGES (1U << 8)
+
+/* A Maglev slot that holds ZH_BE_REJECT names no backend: it is the
+ * service's reject share (a Gateway route's backendRefs that do not
+ * resolve, or have no ready endpoint). A new flow that hashes to it is
+ * rejected (reject.h) and counted in the rejects map; no flow is
+ * recorded. No backend has this id (the backends array is smaller). */
+#define ZH_BE_REJECT 0xffffffffU
 
 struct backend {
 	__u32 addr[4]; /* pod address */

@@ -162,8 +162,11 @@ type entry struct {
 
 // endpoints returns the EndpointSlices of the Gateway's Service: for each
 // listener, the endpoints of the Services its route sends to, with
-// weights. slicesOf gives a Service's EndpointSlices.
-func (p *plan) endpoints(svcName string, slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
+// weights, and the reject share of its backendRefs that answer nothing,
+// for the families of the addresses the Service holds (families): a
+// family without a VIP has no client to refuse. slicesOf gives a
+// Service's EndpointSlices.
+func (p *plan) endpoints(svcName string, families []corev1.IPFamily, slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
 	if p.accepted.Status != metav1.ConditionTrue {
 		return nil
 	}
@@ -174,8 +177,11 @@ func (p *plan) endpoints(svcName string, slicesOf func(types.NamespacedName) []*
 			continue
 		}
 		for _, at := range []discoveryv1.AddressType{discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6} {
-			entries := listenerEntries(p.backends[r], at, slicesOf)
-			out = append(out, p.slices(svcName, l, at, entries)...)
+			entries, reject := listenerEntries(p.backends[r], at, slicesOf)
+			if !slices.Contains(families, family(at == discoveryv1.AddressTypeIPv4)) {
+				reject = 0
+			}
+			out = append(out, p.slices(svcName, l, at, entries, reject)...)
 		}
 	}
 	slices.SortFunc(out, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
@@ -185,16 +191,22 @@ func (p *plan) endpoints(svcName string, slicesOf func(types.NamespacedName) []*
 // listenerEntries merges the endpoints of a route's backends of one
 // address type: each ready endpoint gets its backendRef's share of the
 // total weight divided by the backend's ready endpoints; an endpoint that
-// two backendRefs reach gets both shares.
-func listenerEntries(backends []backend, at discoveryv1.AddressType, slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice) map[netip.AddrPort]*entry {
+// two backendRefs reach gets both shares. reject is the share, on the same
+// scale, of the backendRefs that do not resolve or have no ready endpoint
+// of the type: the Gateway API has their connections rejected, not spread
+// over the others.
+func listenerEntries(backends []backend, at discoveryv1.AddressType, slicesOf func(types.NamespacedName) []*discoveryv1.EndpointSlice) (out map[netip.AddrPort]*entry, reject uint64) {
 	var total uint64
 	for _, b := range backends {
 		total += uint64(max(b.weight, 0))
 	}
-	out := map[netip.AddrPort]*entry{}
+	out = map[netip.AddrPort]*entry{}
 	for _, b := range backends {
 		if !b.resolved() {
-			continue // its share is nobody's
+			if b.weight > 0 {
+				reject += uint64(b.weight) * weightScale / total
+			}
+			continue
 		}
 		mine := map[netip.AddrPort]*entry{}
 		for _, sl := range slicesOf(types.NamespacedName{Namespace: b.svc.Namespace, Name: b.svc.Name}) {
@@ -227,6 +239,9 @@ func listenerEntries(backends []backend, at discoveryv1.AddressType, slicesOf fu
 				n++
 			}
 		}
+		if n == 0 && b.weight > 0 {
+			reject += uint64(b.weight) * weightScale / total
+		}
 		for ap, e := range mine {
 			if e.ready {
 				if b.weight > 0 {
@@ -249,7 +264,7 @@ func listenerEntries(backends []backend, at discoveryv1.AddressType, slicesOf fu
 			}
 		}
 	}
-	return out
+	return out, reject
 }
 
 // eligible is the datapath's reading of an endpoint: ready (unset means
@@ -286,8 +301,9 @@ func slicePort(sl *discoveryv1.EndpointSlice, sp corev1.ServicePort) (int32, boo
 }
 
 // slices groups a listener's entries of one address type into slices of
-// one target port and one weight each.
-func (p *plan) slices(svcName string, l *listener, at discoveryv1.AddressType, entries map[netip.AddrPort]*entry) []*discoveryv1.EndpointSlice {
+// one target port and one weight each, and puts a reject share on a slice
+// of its own, without endpoints.
+func (p *plan) slices(svcName string, l *listener, at discoveryv1.AddressType, entries map[netip.AddrPort]*entry, reject uint64) []*discoveryv1.EndpointSlice {
 	type group struct {
 		port   uint16
 		weight uint64
@@ -305,25 +321,7 @@ func (p *plan) slices(svcName string, l *listener, at discoveryv1.AddressType, e
 		slices.SortFunc(es, func(a, b *entry) int { return a.ap.Compare(b.ap) })
 		for chunk := 0; len(es) > 0; chunk++ {
 			n := min(len(es), maxEndpointsPerSlice)
-			h := fnv.New64a()
-			fmt.Fprintf(h, "%s/%s/%d/%d/%d", l.port, at, g.port, g.weight, chunk)
-			sl := &discoveryv1.EndpointSlice{
-				TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
-				ObjectMeta: metav1.ObjectMeta{
-					Namespace: p.gw.Namespace,
-					Name:      fmt.Sprintf("%s-%010x", svcName, h.Sum64()>>24),
-					Labels: map[string]string{
-						discoveryv1.LabelServiceName:  svcName,
-						discoveryv1.LabelManagedBy:    ManagedBy,
-						gatewayv1.GatewayNameLabelKey: p.gw.Name,
-						LabelPort:                     l.port,
-					},
-				},
-				AddressType: at,
-				Ports: []discoveryv1.EndpointPort{{
-					Name: new(l.port), Protocol: new(l.kind.proto), Port: new(int32(g.port)),
-				}},
-			}
+			sl := p.slice(svcName, l, at, int32(g.port), fmt.Sprintf("%d/%d/%d", g.port, g.weight, chunk))
 			if g.weight > 0 {
 				sl.Annotations = map[string]string{v1alpha1.AnnotationEndpointWeight: strconv.FormatUint(g.weight, 10)}
 			}
@@ -344,13 +342,47 @@ func (p *plan) slices(svcName string, l *listener, at discoveryv1.AddressType, e
 			es = es[n:]
 		}
 	}
+	if reject > 0 {
+		// No endpoint uses the port's number; a slice port needs one
+		// (kube-proxy skips one without), so it is the listener's.
+		sl := p.slice(svcName, l, at, l.spec.Port, "reject")
+		sl.Annotations = map[string]string{v1alpha1.AnnotationRejectWeight: strconv.FormatUint(reject, 10)}
+		out = append(out, sl)
+	}
 	return out
 }
 
-// hasReady reports whether any of the slices holds an endpoint that takes
-// new flows.
-func hasReady(sls []*discoveryv1.EndpointSlice) bool {
+// slice is an empty slice of the listener's port on target port port,
+// named after the Service and a hash of what sets it apart (variant).
+func (p *plan) slice(svcName string, l *listener, at discoveryv1.AddressType, port int32, variant string) *discoveryv1.EndpointSlice {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%s/%s", l.port, at, variant)
+	return &discoveryv1.EndpointSlice{
+		TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: p.gw.Namespace,
+			Name:      fmt.Sprintf("%s-%010x", svcName, h.Sum64()>>24),
+			Labels: map[string]string{
+				discoveryv1.LabelServiceName:  svcName,
+				discoveryv1.LabelManagedBy:    ManagedBy,
+				gatewayv1.GatewayNameLabelKey: p.gw.Name,
+				LabelPort:                     l.port,
+			},
+		},
+		AddressType: at,
+		Ports: []discoveryv1.EndpointPort{{
+			Name: new(l.port), Protocol: new(l.kind.proto), Port: new(port),
+		}},
+	}
+}
+
+// answers reports whether the slices answer new flows: one holds an
+// endpoint that takes them, or a reject share that refuses them.
+func answers(sls []*discoveryv1.EndpointSlice) bool {
 	for _, sl := range sls {
+		if _, ok := sl.Annotations[v1alpha1.AnnotationRejectWeight]; ok {
+			return true
+		}
 		for _, ep := range sl.Endpoints {
 			if eligible(ep.Conditions) {
 				return true

@@ -263,6 +263,9 @@ func (e *env) slices(t *testing.T, ns, svc string) []string {
 		if sl.Labels[discoveryv1.LabelManagedBy] != gateway.ManagedBy {
 			out = append(out, "foreign slice "+sl.Name)
 		}
+		if w, ok := sl.Annotations[v1alpha1.AnnotationRejectWeight]; ok {
+			out = append(out, fmt.Sprintf("%s %s reject %s %d", *sl.Ports[0].Name, sl.AddressType, w, len(sl.Endpoints)))
+		}
 		for _, ep := range sl.Endpoints {
 			out = append(out, fmt.Sprintf("%s %s %s", *sl.Ports[0].Name, ep.Addresses[0], sl.Annotations[v1alpha1.AnnotationEndpointWeight]))
 		}
@@ -362,10 +365,12 @@ func TestGateway(t *testing.T) {
 	t.Run("weighted slices per listener", func(t *testing.T) {
 		w := func(num, den int) string { return strconv.Itoa(num * (1 << 30) / den) }
 		want := []string{
+			"broken IPv4 reject " + w(1, 1) + " 0", // its one backendRef is missing
 			"dns 100.64.3.2 " + w(1, 1),
 			"split 100.64.1.2 " + w(80, 200),
 			"split 100.64.1.3 " + w(80, 200),
 			"split 100.64.2.2 " + w(20, 100),
+			"xns IPv4 reject " + w(1, 1) + " 0", // not permitted
 		}
 		eventually(t, func() string {
 			if got := e.slices(t, "infra", svcName); !slices.Equal(got, want) {
@@ -454,8 +459,9 @@ func TestGateway(t *testing.T) {
 		e.create(t, g)
 		e.waitRoute(t, xns, "ResolvedRefs=True/ResolvedRefs")
 		eventually(t, func() string {
-			if got := e.slices(t, "infra", svcName); !slices.Contains(got, "xns 100.64.2.9 "+strconv.Itoa(1<<30)) {
-				return fmt.Sprintf("slices %q lack the granted backend", got)
+			if got := e.slices(t, "infra", svcName); !slices.Contains(got, "xns 100.64.2.9 "+strconv.Itoa(1<<30)) ||
+				slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "xns IPv4 reject") }) {
+				return fmt.Sprintf("slices %q lack the granted backend or still reject for it", got)
 			}
 			return ""
 		})
@@ -464,10 +470,14 @@ func TestGateway(t *testing.T) {
 		}
 		e.waitRoute(t, xns, "ResolvedRefs=False/RefNotPermitted")
 		eventually(t, func() string {
+			var got []string
 			for _, s := range e.slices(t, "infra", svcName) {
 				if strings.HasPrefix(s, "xns ") {
-					return "the refused backend is still in the slices: " + s
+					got = append(got, s)
 				}
+			}
+			if want := []string{"xns IPv4 reject " + strconv.Itoa(1<<30) + " 0"}; !slices.Equal(got, want) {
+				return fmt.Sprintf("the refused backend's slices %q, want %q", got, want)
 			}
 			return ""
 		})

@@ -97,14 +97,20 @@ func (r *reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	var sls []*discoveryv1.EndpointSlice
 	if o.blocked == "" {
-		sls = p.endpoints(svcName, r.slicesOf(ctx))
+		var families []corev1.IPFamily
+		if o.svc != nil {
+			for _, ip := range ingressIPs(o.svc) {
+				families = append(families, family(ip.Is4()))
+			}
+		}
+		sls = p.endpoints(svcName, families, r.slicesOf(ctx))
 		if want != nil {
 			if err := r.applySlices(ctx, o.svc, sls); err != nil {
 				return reconcile.Result{}, err
 			}
 		}
 	}
-	o.ready = hasReady(sls)
+	o.answers = answers(sls)
 
 	if st := p.status(gw.Status, o); !equality.Semantic.DeepEqual(st, gw.Status) {
 		gw.Status = st

@@ -26,16 +26,18 @@ type observed struct {
 	// blocked is set when a Service of that name exists that is not this
 	// Gateway's.
 	blocked string
-	// ready: some listener's route has an endpoint that takes new flows.
-	ready bool
+	// answers: some listener's route answers new flows, with an
+	// endpoint that takes them or a reject share that refuses them.
+	answers bool
 }
 
 // programmed is the Gateway's Programmed condition: True once its address
 // is assigned, the datapath entries are in place on every node that runs
-// the datapath, and the address is announced. A Gateway whose routes have
-// no ready endpoint at all is Programmed without being announced: the
-// speakers attract no traffic they could only drop, and the message says
-// so.
+// the datapath, and the address is announced. A Gateway whose routes
+// answer no new flow at all (no listener has a route with a backendRef of
+// weight above 0, valid or not) is Programmed without being
+// announced: the speakers attract no traffic they could only drop, and the
+// message says so.
 func (p *plan) programmed(o observed) metav1.Condition {
 	c := metav1.Condition{Type: string(gatewayv1.GatewayConditionProgrammed), ObservedGeneration: p.gw.Generation, Status: metav1.ConditionFalse}
 	set := func(reason gatewayv1.GatewayConditionReason, format string, args ...any) metav1.Condition {
@@ -91,8 +93,8 @@ func (p *plan) programmed(o observed) metav1.Condition {
 	switch ann := meta.FindStatusCondition(svc.Status.Conditions, controller.ConditionAnnounced); {
 	case ann != nil && ann.Status == metav1.ConditionTrue:
 		parts = append(parts, ann.Message)
-	case !o.ready:
-		parts = append(parts, "not announced: no route has a ready backend, so no traffic is attracted until one has")
+	case !o.answers:
+		parts = append(parts, "not announced: no route has a ready backend or a backendRef to reject for, so no traffic is attracted until one has")
 	case ann == nil:
 		return set(gatewayv1.GatewayReasonPending, "not announced yet")
 	default:

@@ -50,13 +50,13 @@ func TestProgrammed(t *testing.T) {
 		{name: "pools exhausted", gw: gw, o: observed{svc: svcWith(nil, sc(controller.ConditionAddressAssigned, false, "PoolExhausted", "pool lab exhausted"))}, want: "Programmed=False/AddressNotAssigned", msg: "pool lab exhausted"},
 		{name: "requested address outside the pools", gw: withIP, o: observed{svc: svcWith(nil, sc(controller.ConditionAddressAssigned, false, "IPNotInPool", "203.0.113.9 is outside every pool"))}, want: "Programmed=False/AddressNotUsable", msg: "203.0.113.9 not assigned"},
 		{name: "requested address held elsewhere, another kept", gw: withIP, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, announced)}, want: "Programmed=False/AddressNotUsable"},
-		{name: "datapath not everywhere", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, announced, dpPartly), ready: true}, want: "Programmed=False/Pending", msg: "2 of 3"},
-		{name: "not announced with ready backends", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, notAnnounced, dp), ready: true}, want: "Programmed=False/Pending", msg: "NotAnnounced"},
-		{name: "announcement not reported yet", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, dp), ready: true}, want: "Programmed=False/Pending"},
-		{name: "in place", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, announced, dp), ready: true}, want: "Programmed=True/Programmed", msg: "by zh-node1"},
-		{name: "in place without a datapath", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, announced), ready: true}, want: "Programmed=True/Programmed"},
+		{name: "datapath not everywhere", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, announced, dpPartly), answers: true}, want: "Programmed=False/Pending", msg: "2 of 3"},
+		{name: "not announced with ready backends", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, notAnnounced, dp), answers: true}, want: "Programmed=False/Pending", msg: "NotAnnounced"},
+		{name: "announcement not reported yet", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, dp), answers: true}, want: "Programmed=False/Pending"},
+		{name: "in place", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, announced, dp), answers: true}, want: "Programmed=True/Programmed", msg: "by zh-node1"},
+		{name: "in place without a datapath", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, announced), answers: true}, want: "Programmed=True/Programmed"},
 		{name: "nothing to send to: programmed, not announced", gw: gw, o: observed{svc: svcWith([]string{"203.0.113.1"}, assigned, notAnnounced, dp)}, want: "Programmed=True/Programmed", msg: "no route has a ready backend"},
-		{name: "requested address held", gw: withIP, o: observed{svc: svcWith([]string{"203.0.113.9"}, assigned, announced, dp), ready: true}, want: "Programmed=True/Programmed"},
+		{name: "requested address held", gw: withIP, o: observed{svc: svcWith([]string{"203.0.113.9"}, assigned, announced, dp), answers: true}, want: "Programmed=True/Programmed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,6 +148,7 @@ func TestGatewayL4(t *testing.T) {
 					{Name: "dns", Protocol: gatewayv1.UDPProtocolType, Port: 5353},
 					{Name: "missing", Protocol: gatewayv1.TCPProtocolType, Port: 8082},
 					{Name: "xns", Protocol: gatewayv1.TCPProtocolType, Port: 8083},
+					{Name: "partial", Protocol: gatewayv1.TCPProtocolType, Port: 8084},
 				},
 			},
 		},
@@ -153,6 +156,7 @@ func TestGatewayL4(t *testing.T) {
 		tcpRoute("split-b", backendRef("a", 20), backendRef("b", 80)),
 		tcpRoute("missing", backendRef("gone", 1)),
 		tcpRoute("xns", withNamespace(backendRef("web", 1), "apps")),
+		tcpRoute("partial", backendRef("a", 70), backendRef("gone", 30)),
 		&gatewayv1.UDPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dns"},
 			Spec: gatewayv1.UDPRouteSpec{CommonRouteSpec: parents("dns"), Rules: []gatewayv1.UDPRouteRule{{BackendRefs: []gatewayv1.BackendRef{backendRef("dns", 1)}}}}},
 	)
@@ -210,6 +214,7 @@ func TestGatewayL4(t *testing.T) {
 			{&gatewayv1.UDPRoute{}, "dns True/ResolvedRefs"},
 			{&gatewayv1.TCPRoute{}, "missing False/BackendNotFound"},
 			{&gatewayv1.TCPRoute{}, "xns False/RefNotPermitted"},
+			{&gatewayv1.TCPRoute{}, "partial False/BackendNotFound"},
 		}
 		for _, r := range routes {
 			name, want, _ := strings.Cut(r.resolved, " ")
@@ -294,8 +299,10 @@ func TestGatewayL4(t *testing.T) {
 		}
 	})
 
-	t.Run("a missing backend: its listener refuses, the others do not notice", func(t *testing.T) {
-		e.unanswered(t, net.JoinHostPort(vip4.String(), "8082"))
+	t.Run("a missing backend: its listener resets every connection, the others do not notice", func(t *testing.T) {
+		for _, vip := range []netip.Addr{vip4, vip6} {
+			e.refused(t, net.JoinHostPort(vip.String(), "8082"), 20)
+		}
 		// The weighted routes above ran with this route in place and
 		// lost no connection; one more round on each, interleaved.
 		for range 20 {
@@ -305,9 +312,43 @@ func TestGatewayL4(t *testing.T) {
 		}
 	})
 
-	t.Run("cross-namespace backend: refused, then allowed by a ReferenceGrant", func(t *testing.T) {
+	// A route split 70/30 between Service a and a missing one: the
+	// missing one's share of the connections is reset, the rest answered
+	// by a's Pods, and nothing is lost, on this route or the one whose
+	// connections are interleaved with it.
+	t.Run("partial: a missing backend's 30% reset, a's 70% answered", func(t *testing.T) {
+		key := bpf.ServiceKey{Addr: vip4, Port: 8084, Proto: bpf.TCP}
+		before := rejects(t, l.Nodes(), key)
+		addr, other := net.JoinHostPort(vip4.String(), "8084"), net.JoinHostPort(vip4.String(), "8080")
+		t0 := time.Now()
+		per, reset := e.partial(t, addr, requests, func() { e.requests(t, "tcp", other, 1) })
+		took := time.Since(t0)
+		pr := 100 * float64(reset) / requests
+		t.Logf("%s: %d connections (and as many to %s, all answered) in %s: %.1f%% reset, answers %v; weights a 70, missing 30",
+			addr, requests, other, took.Round(10*time.Millisecond), pr, per)
+		// The share of resets is a binomial proportion: with 2000
+		// connections and p 0.3 its standard deviation is 1.0 point,
+		// so 5 points is 4.9 deviations, the bound the weighted
+		// routes use.
+		if pr < 30-tolerance || pr > 30+tolerance {
+			t.Errorf("%.1f%% of the connections reset, want 30%% ± %.0f", pr, tolerance)
+		}
+		if per["a1"]+per["a2"]+reset != requests {
+			t.Errorf("answers %v and %d resets for %d connections", per, reset, requests)
+		}
+		if got := rejects(t, l.Nodes(), key) - before; got < uint64(reset) {
+			t.Errorf("the datapaths counted %d rejected flows, want at least the %d resets", got, reset)
+		}
+		per6, reset6 := e.partial(t, net.JoinHostPort(vip6.String(), "8084"), 200, nil)
+		t.Logf("IPv6: %d of 200 reset, answers %v", reset6, per6)
+		if reset6 == 0 || reset6 == 200 {
+			t.Errorf("IPv6: %d of 200 reset, want about 60", reset6)
+		}
+	})
+
+	t.Run("cross-namespace backend: reset, then allowed by a ReferenceGrant", func(t *testing.T) {
 		addr := net.JoinHostPort(vip4.String(), "8083")
-		e.unanswered(t, addr)
+		e.refused(t, addr, 5)
 		grant := &gatewayv1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "gw-routes"},
 			Spec: gatewayv1.ReferenceGrantSpec{
 				From: []gatewayv1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "TCPRoute", Namespace: ns}},
@@ -328,6 +369,37 @@ func TestGatewayL4(t *testing.T) {
 		t.Logf("ReferenceGrant created: %s answered by web1 after %s", addr, time.Since(granted).Round(10*time.Millisecond))
 		if per := e.requests(t, "tcp", addr, 20); per["web1"] != 20 {
 			t.Errorf("answers %v", per)
+		}
+	})
+
+	// A Gateway whose only route has no valid backendRef is announced
+	// all the same (its slices carry a reject share), so its clients
+	// get resets rather than silence.
+	t.Run("a Gateway with no valid backend: announced, every connection reset", func(t *testing.T) {
+		e.create(
+			&gatewayv1.Gateway{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dead"},
+				Spec: gatewayv1.GatewaySpec{
+					GatewayClassName: "zerohop",
+					Infrastructure:   &gatewayv1.GatewayInfrastructure{Annotations: map[gatewayv1.AnnotationKey]gatewayv1.AnnotationValue{"zerohop.io/address-pool": "lab"}},
+					Listeners:        []gatewayv1.Listener{{Name: "dead", Protocol: gatewayv1.TCPProtocolType, Port: 9090}},
+				},
+			},
+			&gatewayv1.TCPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dead"},
+				Spec: gatewayv1.TCPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "dead"}}},
+					Rules: []gatewayv1.TCPRouteRule{{BackendRefs: []gatewayv1.BackendRef{backendRef("gone", 1)}}}}},
+		)
+		var dead gatewayv1.Gateway
+		lab.Eventually(t, time.Minute, "Gateway dead Programmed and announced", func() (bool, string) {
+			if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "dead"}, &dead); err != nil {
+				return false, err.Error()
+			}
+			p := cond(dead.Status.Conditions, "Programmed")
+			return condStr(p) == "True/Programmed" && strings.Contains(p.Message, "BGP") && len(dead.Status.Addresses) == 2, p.Message
+		})
+		t.Logf("Gateway dead: %s", cond(dead.Status.Conditions, "Programmed").Message)
+		for _, a := range dead.Status.Addresses {
+			e.refused(t, net.JoinHostPort(a.Value, "9090"), 10)
 		}
 	})
 }
@@ -432,14 +504,63 @@ func (e *env) requests(t *testing.T, proto, addr string, n int) map[string]int {
 	return per
 }
 
-// unanswered checks that a TCP request to addr gets no answer.
-func (e *env) unanswered(t *testing.T, addr string) {
+// refused checks that n TCP connections to addr are each refused with a
+// reset, at once: no answer and no timeout.
+func (e *env) refused(t *testing.T, addr string, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(e.ctx, time.Second)
-	defer cancel()
-	if rep, err := e.l.Request(ctx, "tcp", addr); err == nil {
-		t.Fatalf("%s answered by %s, want no answer", addr, rep.Pod)
+	for i := range n {
+		ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
+		rep, err := e.l.Request(ctx, "tcp", addr)
+		cancel()
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("connection %d to %s: answered by %q, error %v; want a reset (connection refused)", i+1, addr, rep.Pod, err)
+		}
 	}
+}
+
+// partial sends n TCP connections to addr, calling between (if set)
+// after each, and counts the answers per workload and the resets; any
+// other failure (a timeout: a rejected connection dropped, or a lost one)
+// fails the test.
+func (e *env) partial(t *testing.T, addr string, n int, between func()) (map[string]int, int) {
+	t.Helper()
+	per, reset := map[string]int{}, 0
+	for i := range n {
+		ctx, cancel := context.WithTimeout(e.ctx, 3*time.Second)
+		rep, err := e.l.Request(ctx, "tcp", addr)
+		cancel()
+		switch {
+		case err == nil:
+			per[e.l.Workload(rep.Pod)]++
+		case errors.Is(err, syscall.ECONNREFUSED):
+			reset++
+		default:
+			t.Fatalf("connection %d to %s: %v; want an answer or a reset", i+1, addr, err)
+		}
+		if between != nil {
+			between()
+		}
+	}
+	return per, reset
+}
+
+// rejects sums, over the nodes' datapaths, the new flows of key that
+// fell in its reject share.
+func rejects(t *testing.T, nodes int, key bpf.ServiceKey) uint64 {
+	t.Helper()
+	var n uint64
+	for i := 1; i <= nodes; i++ {
+		snap, err := bpf.Inspect(lab.SpeakerPinRoot(i))
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		for _, s := range snap.Services {
+			if s.Key == key {
+				n += s.Counters.Rejects
+			}
+		}
+	}
+	return n
 }
 
 // flows sums, over the nodes' datapaths, the flows each backend of key

@@ -3,12 +3,16 @@
 // controller with --gateway-api, three speakers announcing by BGP and
 // programming XDP. A Gateway with TCP and UDP listeners, two TCPRoutes
 // that split 80/20 (one each way) between two Services, a UDPRoute, a
-// route to a missing Service and one to a Service in another namespace;
-// the client's connections through the router and the datapath must land
-// on the Services within five points of the weights, every status
-// condition must be what the spec says, the missing backend must cost the
-// other routes nothing, and the cross-namespace backend must be refused
-// until a ReferenceGrant allows it.
+// route to a missing Service, one to a Service in another namespace and
+// one split 70/30 between a Service and a missing one; the client's
+// connections through the router and the datapath must land on the
+// Services within five points of the weights, every status condition must
+// be what the spec says, the missing backend's connections must be reset
+// (all of them on its own route, its 30% share, within five points, on
+// the split one) and cost the other routes nothing, the cross-namespace
+// backend must be reset until a ReferenceGrant allows it, and a second
+// Gateway with no valid backend at all must be announced and reset every
+// connection.
 package gateway_test
 
 import (

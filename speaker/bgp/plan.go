@@ -41,6 +41,12 @@ type Service struct {
 	// Ready counts the ready endpoints in the cluster. A Cluster-mode
 	// Service with none is not announced: traffic would have nowhere to go.
 	Ready int
+	// Rejects is set when a slice of the Service carries a reject share
+	// (v1alpha1.AnnotationRejectWeight): a Cluster-mode Service with one
+	// is announced with no ready endpoint, since its datapath answers new
+	// connections with resets (a Gateway route none of whose backendRefs
+	// resolves).
+	Rejects bool
 }
 
 // Node is the node the speaker runs on.
@@ -274,7 +280,7 @@ func Compute(in Input) (Plan, []error) {
 	// selects the pool and its aggregation stays inside it.
 	covers := make([]map[*v1alpha1.IPAddressPool]bool, len(adverts))
 	for _, svc := range in.Services {
-		if svc.LocalOnly && svc.LocalReady <= 0 || !svc.LocalOnly && svc.Ready <= 0 {
+		if svc.LocalOnly && svc.LocalReady <= 0 || !svc.LocalOnly && svc.Ready <= 0 && !svc.Rejects {
 			continue
 		}
 		for k, ip := range svc.IPs {
@@ -488,6 +494,9 @@ func ServiceFrom(svc *corev1.Service, sls []*discoveryv1.EndpointSlice, node str
 	ready := map[string]bool{}
 	local := map[string]bool{}
 	for _, sl := range sls {
+		if _, ok := sl.Annotations[v1alpha1.AnnotationRejectWeight]; ok {
+			s.Rejects = true
+		}
 		for _, ep := range sl.Endpoints {
 			// A nil Ready means ready (discovery/v1 API contract).
 			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {

@@ -63,6 +63,12 @@ func svc(key string, local bool, localReady, ready int, ips ...string) Service {
 
 func i32(v int32) *int32 { return &v }
 
+// rejects gives a Service a reject share.
+func rejects(s Service) Service {
+	s.Rejects = true
+	return s
+}
+
 // labelled sets a Service's labels.
 func labelled(s Service, kv ...string) Service {
 	s.Labels = labelsSel(kv...).MatchLabels
@@ -147,6 +153,12 @@ func TestCompute(t *testing.T) {
 			want: []string{"r1: 192.0.2.1/32 [ns/web]"}},
 		{name: "cluster service with no ready endpoint anywhere",
 			peers: []*v1alpha1.BGPPeer{eR1}, advs: []*v1alpha1.BGPAdvertisement{all}, svcs: []Service{svc("ns/web", false, 0, 0, "192.0.2.1")},
+			want: []string{"r1: -"}},
+		{name: "cluster service with no ready endpoint but a reject share",
+			peers: []*v1alpha1.BGPPeer{eR1}, advs: []*v1alpha1.BGPAdvertisement{all}, svcs: []Service{rejects(svc("ns/gw", false, 0, 0, "192.0.2.1"))},
+			want: []string{"r1: 192.0.2.1/32 [ns/gw]"}},
+		{name: "local service with a reject share but no local endpoint",
+			peers: []*v1alpha1.BGPPeer{eR1}, advs: []*v1alpha1.BGPAdvertisement{all}, svcs: []Service{rejects(svc("ns/web", true, 0, 3, "192.0.2.1"))},
 			want: []string{"r1: -"}},
 		{name: "cluster service announced from a node without local endpoints",
 			peers: []*v1alpha1.BGPPeer{eR1}, advs: []*v1alpha1.BGPAdvertisement{all}, svcs: []Service{svc("ns/web", false, 0, 3, "192.0.2.1")},
@@ -560,6 +572,14 @@ func TestServiceFrom(t *testing.T) {
 	pending.Status = corev1.ServiceStatus{}
 	if _, ok := ServiceFrom(pending, slices, "n1"); ok {
 		t.Error("Service without IPs taken")
+	}
+	if got.Rejects {
+		t.Error("Rejects set without a reject share")
+	}
+	rejecting := append(slices, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{
+		Annotations: map[string]string{v1alpha1.AnnotationRejectWeight: "1073741824"}}})
+	if got, _ := ServiceFrom(lb, rejecting, "n1"); !got.Rejects || got.Ready != 3 {
+		t.Errorf("with a reject share: Rejects %v, Ready %d; want true, 3", got.Rejects, got.Ready)
 	}
 }
 

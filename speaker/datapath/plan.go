@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -36,6 +37,9 @@ type Entry struct {
 	// Backends are sorted by address and port, so two nodes given the
 	// same endpoints produce the same list (and the same Maglev table).
 	Backends []bpf.Backend
+	// RejectWeight is the port's reject share (bpf.ServiceConfig's), the
+	// sum of its slices' v1alpha1.AnnotationRejectWeight.
+	RejectWeight uint32
 }
 
 // known is false for entries made by Observed: their content is unknown.
@@ -156,7 +160,8 @@ func (t *translator) service(svc *corev1.Service, sls []*discoveryv1.EndpointSli
 		}
 		for _, vip := range vips {
 			key := bpf.ServiceKey{Addr: vip, Port: uint16(sp.Port), Proto: proto}
-			e := Entry{Service: name, Flags: flags, AffinityTimeout: affinity, Backends: t.backends(name, sp, vip.Is4(), local, sls)}
+			e := Entry{Service: name, Flags: flags, AffinityTimeout: affinity, Backends: t.backends(name, sp, vip.Is4(), local, sls),
+				RejectWeight: t.rejectWeight(name, sp, vip.Is4(), sls)}
 			if restricted {
 				// Fail closed: a family the Service lists no range for
 				// admits nobody (kube-proxy would admit everyone).
@@ -365,6 +370,41 @@ func (t *translator) backends(name string, sp corev1.ServicePort, v4, local bool
 	return out
 }
 
+// rejectWeight adds up the reject shares of the slices of the VIP's
+// family that name the port (a share is never taken from a slice that
+// serves it by the target port's number alone). A value that does not
+// parse is reported and left out: refusing connections is never the
+// fallback.
+func (t *translator) rejectWeight(name string, sp corev1.ServicePort, v4 bool, sls []*discoveryv1.EndpointSlice) uint32 {
+	want := discoveryv1.AddressTypeIPv6
+	if v4 {
+		want = discoveryv1.AddressTypeIPv4
+	}
+	var sum uint64
+	for _, sl := range sls {
+		v, ok := sl.Annotations[v1alpha1.AnnotationRejectWeight]
+		if !ok || sl.AddressType != want {
+			continue
+		}
+		if !slices.ContainsFunc(sl.Ports, func(p discoveryv1.EndpointPort) bool {
+			proto := corev1.ProtocolTCP
+			if p.Protocol != nil {
+				proto = *p.Protocol
+			}
+			return p.Name != nil && *p.Name == sp.Name && proto == cmp.Or(sp.Protocol, corev1.ProtocolTCP)
+		}) {
+			continue
+		}
+		w, err := v1alpha1.ParseRejectWeight(v)
+		if err != nil {
+			t.errorf("service %s: EndpointSlice %s: %v; left out", name, sl.Name, err)
+			continue
+		}
+		sum += uint64(w)
+	}
+	return uint32(min(sum, math.MaxUint32))
+}
+
 func (t *translator) nodeAddr(node string, v4 bool) (netip.Addr, bool) {
 	for _, a := range t.nodeAddrs[node] {
 		if a = a.Unmap(); a.IsValid() && a.Is4() == v4 {
@@ -419,14 +459,14 @@ func Diff(current, desired map[bpf.ServiceKey]Entry) (upserts []Upsert, deletes 
 	return upserts, deletes
 }
 
-// Equal says whether both entries are known and hold the same flags and
-// backends (the Service name is not compared).
+// Equal says whether both entries are known and hold the same flags,
+// backends and reject share (the Service name is not compared).
 func (e Entry) Equal(o Entry) bool {
 	return e.known() && o.known() && sameContent(e, o)
 }
 
 func sameContent(a, b Entry) bool {
-	return a.Flags == b.Flags && a.AffinityTimeout == b.AffinityTimeout &&
+	return a.Flags == b.Flags && a.AffinityTimeout == b.AffinityTimeout && a.RejectWeight == b.RejectWeight &&
 		slices.Equal(a.SourceRanges, b.SourceRanges) && slices.Equal(a.Backends, b.Backends)
 }
 

@@ -64,7 +64,7 @@ func Apply(ctx context.Context, k Kernel, current map[bpf.ServiceKey]Entry, upse
 			return errors.Join(append(errs, err)...)
 		}
 		cfg := bpf.ServiceConfig{Backends: u.Entry.Backends, Flags: u.Entry.Flags,
-			SourceRanges: u.Entry.SourceRanges, AffinityTimeout: u.Entry.AffinityTimeout}
+			SourceRanges: u.Entry.SourceRanges, AffinityTimeout: u.Entry.AffinityTimeout, RejectWeight: u.Entry.RejectWeight}
 		if err := k.Upsert(u.Key, cfg); err != nil {
 			errs = append(errs, fmt.Errorf("service %s: upsert %s: %w", u.Entry.Service, u.Key, err))
 			if current != nil {
