@@ -9,6 +9,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/zerohop/zerohop/bpf"
+	"github.com/zerohop/zerohop/speaker/bgp"
 	"github.com/zerohop/zerohop/speaker/datapath"
 )
 
@@ -22,8 +23,8 @@ func (r *reconciler) programDatapath(ctx context.Context, snap *snapshot, rd *ro
 	if r.dp == nil {
 		return nil, snap.services
 	}
-	svcs, sls, addrs := translateInput(snap.services, snap.endpointSlices, snap.nodes)
-	desired, errs := datapath.Translate(r.opts.NodeName, svcs, sls, addrs)
+	svcs, sls, addrs, down := translateInput(snap.services, snap.endpointSlices, snap.nodes)
+	desired, errs := datapath.Translate(r.opts.NodeName, svcs, sls, addrs, down)
 	rd.problem(errs...)
 	var l2Interfaces []string
 	for _, a := range snap.l2Advs {
@@ -102,7 +103,7 @@ func announceable(svcs []corev1.Service, blocked map[netip.Addr]bool) []corev1.S
 }
 
 // translateInput adapts the snapshot's lists to datapath.Translate.
-func translateInput(svcs []corev1.Service, sls []discoveryv1.EndpointSlice, nodes []corev1.Node) ([]*corev1.Service, []*discoveryv1.EndpointSlice, map[string][]netip.Addr) {
+func translateInput(svcs []corev1.Service, sls []discoveryv1.EndpointSlice, nodes []corev1.Node) ([]*corev1.Service, []*discoveryv1.EndpointSlice, map[string][]netip.Addr, map[string]bool) {
 	sp := make([]*corev1.Service, len(svcs))
 	for i := range svcs {
 		sp[i] = &svcs[i]
@@ -112,8 +113,12 @@ func translateInput(svcs []corev1.Service, sls []discoveryv1.EndpointSlice, node
 		lp[i] = &sls[i]
 	}
 	addrs := make(map[string][]netip.Addr, len(nodes))
+	down := map[string]bool{}
 	for i := range nodes {
 		addrs[nodes[i].Name] = datapath.NodeAddrs(&nodes[i])
+		if bgp.NodeShuttingDown(&nodes[i]) {
+			down[nodes[i].Name] = true
+		}
 	}
-	return sp, lp, addrs
+	return sp, lp, addrs, down
 }

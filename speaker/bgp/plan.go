@@ -82,13 +82,20 @@ func NodeHealthy(node *corev1.Node) bool {
 		if c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionTrue {
 			return false
 		}
-		// kubelet's graceful node shutdown says so on the Ready
-		// condition before it terminates any Pod.
+	}
+	return !NodeShuttingDown(node)
+}
+
+// NodeShuttingDown reports whether node is in kubelet's graceful node
+// shutdown, which says so on the Ready condition before it terminates any
+// Pod.
+func NodeShuttingDown(node *corev1.Node) bool {
+	for _, c := range node.Status.Conditions {
 		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue && strings.Contains(c.Message, ShutdownMessage) {
-			return false
+			return true
 		}
 	}
-	return true
+	return false
 }
 
 // ShutdownMessage is what kubelet's Ready condition says during a

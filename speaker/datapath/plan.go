@@ -48,14 +48,18 @@ func (e Entry) known() bool { return e.Flags&(bpf.ServiceLocal|bpf.ServiceCluste
 // Translate computes the datapath entries of this node: one per VIP, port
 // and protocol of every LoadBalancer Service with an ingress IP. node is
 // this node's name; nodeAddrs holds every node's underlay addresses, which
-// remote backends of Cluster services are encapsulated to.
+// remote backends of Cluster services are encapsulated to. shuttingDown
+// holds the nodes in a graceful shutdown: their endpoints take no new
+// flows while the Service has a ready endpoint elsewhere, since their
+// Pods are killed without being deleted first, and so stay ready in their
+// EndpointSlices until after they stop answering.
 //
 // Problems (an SCTP port, a remote endpoint whose node has no address of
 // the VIP's family, two Services claiming one VIP and port) are returned as
 // errors naming the Service; everything else is still translated, so one
 // bad Service never takes the others down.
-func Translate(node string, svcs []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, nodeAddrs map[string][]netip.Addr) (map[bpf.ServiceKey]Entry, []error) {
-	t := translator{node: node, nodeAddrs: nodeAddrs, seen: map[string]bool{}}
+func Translate(node string, svcs []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, nodeAddrs map[string][]netip.Addr, shuttingDown map[string]bool) (map[bpf.ServiceKey]Entry, []error) {
+	t := translator{node: node, nodeAddrs: nodeAddrs, shuttingDown: shuttingDown, seen: map[string]bool{}}
 	bySvc := map[string][]*discoveryv1.EndpointSlice{}
 	for _, sl := range endpointSlices {
 		name := sl.Labels[discoveryv1.LabelServiceName]
@@ -91,9 +95,10 @@ func Translate(node string, svcs []*corev1.Service, endpointSlices []*discoveryv
 }
 
 type translator struct {
-	node      string
-	nodeAddrs map[string][]netip.Addr
-	errs      []error
+	node         string
+	nodeAddrs    map[string][]netip.Addr
+	shuttingDown map[string]bool
+	errs         []error
 	seen      map[string]bool // one error per message, not per port and VIP
 }
 
@@ -348,6 +353,7 @@ func (t *translator) backends(name string, sp corev1.ServicePort, v4, local bool
 			}
 		}
 	}
+	t.standbyShuttingDown(best)
 	// Sorted before anything is reported, so errors come in a stable order.
 	aps := slices.SortedFunc(maps.Keys(best), netip.AddrPort.Compare)
 	out := make([]bpf.Backend, 0, len(best))
@@ -403,6 +409,29 @@ func (t *translator) rejectWeight(name string, sp corev1.ServicePort, v4 bool, s
 		sum += uint64(w)
 	}
 	return uint32(min(sum, math.MaxUint32))
+}
+
+// standbyShuttingDown makes the eligible endpoints on shutting-down nodes
+// standbys (established flows kept, no new ones), unless no eligible
+// endpoint would be left.
+func (t *translator) standbyShuttingDown(best map[netip.AddrPort]candidate) {
+	elsewhere := false
+	for _, c := range best {
+		if c.state == eligible && !t.shuttingDown[c.node] {
+			elsewhere = true
+			break
+		}
+	}
+	if !elsewhere {
+		return
+	}
+	for ap, c := range best {
+		if c.state == eligible && t.shuttingDown[c.node] {
+			c.state = terminating
+			c.be.Flags |= bpf.BackendTerminating
+			best[ap] = c
+		}
+	}
 }
 
 func (t *translator) nodeAddr(node string, v4 bool) (netip.Addr, bool) {

@@ -121,6 +121,7 @@ func TestTranslate(t *testing.T) {
 		name    string
 		svcs    []*corev1.Service
 		slices  []*discoveryv1.EndpointSlice
+		down    map[string]bool // nodes shutting down
 		want    map[bpf.ServiceKey]Entry
 		wantErr []string // substrings, one per error, in order
 	}{{
@@ -333,10 +334,37 @@ func TestTranslate(t *testing.T) {
 		svcs:   []*corev1.Service{svc("web", []string{"::ffff:" + vip4, vip4})},
 		slices: []*discoveryv1.EndpointSlice{slice("web-a", "web", v4, http8080, readyEP("::ffff:100.64.1.5", "n1"))},
 		want:   map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceCluster, Backends: []bpf.Backend{lb("100.64.1.5", 8080, L)}}},
+	}, {
+		name:   "a shutting-down node's endpoints are standbys while others are ready",
+		svcs:   []*corev1.Service{svc("web", []string{vip4})},
+		slices: []*discoveryv1.EndpointSlice{slice("web-a", "web", v4, http8080, readyEP("100.64.1.5", "n1"), readyEP("100.64.2.5", "n2"))},
+		down:   map[string]bool{"n2": true},
+		want: map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceCluster, Backends: []bpf.Backend{
+			lb("100.64.1.5", 8080, L), rb("100.64.2.5", 8080, "198.51.100.2", T)}}},
+	}, {
+		name:   "this node shutting down: its own endpoints are standbys too",
+		svcs:   []*corev1.Service{svc("web", []string{vip4})},
+		slices: []*discoveryv1.EndpointSlice{slice("web-a", "web", v4, http8080, readyEP("100.64.1.5", "n1"), readyEP("100.64.2.5", "n2"))},
+		down:   map[string]bool{"n1": true},
+		want: map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceCluster, Backends: []bpf.Backend{
+			lb("100.64.1.5", 8080, L|T), rb("100.64.2.5", 8080, "198.51.100.2", 0)}}},
+	}, {
+		name:   "every ready endpoint on shutting-down nodes: they stay eligible",
+		svcs:   []*corev1.Service{svc("web", []string{vip4})},
+		slices: []*discoveryv1.EndpointSlice{slice("web-a", "web", v4, http8080, readyEP("100.64.1.5", "n1"), readyEP("100.64.2.5", "n2"))},
+		down:   map[string]bool{"n1": true, "n2": true},
+		want: map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceCluster, Backends: []bpf.Backend{
+			lb("100.64.1.5", 8080, L), rb("100.64.2.5", 8080, "198.51.100.2", 0)}}},
+	}, {
+		name:   "Local mode on a shutting-down node keeps its own endpoints",
+		svcs:   []*corev1.Service{svc("web", []string{vip4}, local)},
+		slices: []*discoveryv1.EndpointSlice{slice("web-a", "web", v4, http8080, readyEP("100.64.1.5", "n1"), readyEP("100.64.2.5", "n2"))},
+		down:   map[string]bool{"n1": true},
+		want:   map[bpf.ServiceKey]Entry{k4: {Service: "ns/web", Flags: bpf.ServiceLocal, Backends: []bpf.Backend{lb("100.64.1.5", 8080, L)}}},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, errs := Translate(thisNode, tc.svcs, tc.slices, nodes)
+			got, errs := Translate(thisNode, tc.svcs, tc.slices, nodes, tc.down)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("entries:\n got %s\nwant %s", dump(got), dump(tc.want))
 			}
@@ -387,7 +415,7 @@ func TestTranslateCanonicalOrder(t *testing.T) {
 			slice("web-b", "web", discoveryv1.AddressTypeIPv4, http8080, b...),
 		}
 	}
-	base, errs := Translate(thisNode, []*corev1.Service{s}, mk([]int{0, 1, 2, 3}), nodes)
+	base, errs := Translate(thisNode, []*corev1.Service{s}, mk([]int{0, 1, 2, 3}), nodes, nil)
 	if len(errs) != 0 {
 		t.Fatal(errs)
 	}
@@ -401,7 +429,7 @@ func TestTranslateCanonicalOrder(t *testing.T) {
 	for _, perm := range [][]int{{3, 2, 1, 0}, {1, 3, 0, 2}, {2, 0, 3, 1}} {
 		sl := mk(perm)
 		slices.Reverse(sl)
-		got, _ := Translate(thisNode, []*corev1.Service{s}, sl, nodes)
+		got, _ := Translate(thisNode, []*corev1.Service{s}, sl, nodes, nil)
 		if !reflect.DeepEqual(got, base) {
 			t.Errorf("permutation %v:%s\nwant%s", perm, dump(got), dump(base))
 		}
@@ -486,11 +514,11 @@ func TestTranslateDiffMinimal(t *testing.T) {
 		before[0],
 		slice("api-a", "api", v4, http8080, readyEP("100.64.1.2", "n1"), readyEP("100.64.1.3", "n1")),
 	}
-	cur, errs := Translate(thisNode, svcs, before, nodes)
+	cur, errs := Translate(thisNode, svcs, before, nodes, nil)
 	if len(errs) != 0 || len(cur) != 3 {
 		t.Fatalf("before: %d entries, errors %v", len(cur), errs)
 	}
-	des, errs := Translate(thisNode, svcs, after, nodes)
+	des, errs := Translate(thisNode, svcs, after, nodes, nil)
 	if len(errs) != 0 {
 		t.Fatal(errs)
 	}

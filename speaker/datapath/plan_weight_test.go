@@ -51,7 +51,7 @@ func TestTranslateWeights(t *testing.T) {
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, errs := Translate(thisNode, []*corev1.Service{svc("web", []string{"203.0.113.1"})}, tc.slices, nodes)
+			got, errs := Translate(thisNode, []*corev1.Service{svc("web", []string{"203.0.113.1"})}, tc.slices, nodes, nil)
 			e, ok := got[key("203.0.113.1", 80, bpf.TCP)]
 			if !ok {
 				t.Fatalf("no entry: %v", got)
@@ -69,8 +69,8 @@ func TestTranslateWeights(t *testing.T) {
 		})
 	}
 	// A changed weight is a changed entry: Diff rewrites it.
-	a, _ := Translate(thisNode, []*corev1.Service{svc("web", []string{"203.0.113.1"})}, []*discoveryv1.EndpointSlice{weighed(slice("a", "web", discoveryv1.AddressTypeIPv4, ps, readyEP("100.64.1.2", "n1")), "2")}, nodes)
-	b, _ := Translate(thisNode, []*corev1.Service{svc("web", []string{"203.0.113.1"})}, []*discoveryv1.EndpointSlice{weighed(slice("a", "web", discoveryv1.AddressTypeIPv4, ps, readyEP("100.64.1.2", "n1")), "3")}, nodes)
+	a, _ := Translate(thisNode, []*corev1.Service{svc("web", []string{"203.0.113.1"})}, []*discoveryv1.EndpointSlice{weighed(slice("a", "web", discoveryv1.AddressTypeIPv4, ps, readyEP("100.64.1.2", "n1")), "2")}, nodes, nil)
+	b, _ := Translate(thisNode, []*corev1.Service{svc("web", []string{"203.0.113.1"})}, []*discoveryv1.EndpointSlice{weighed(slice("a", "web", discoveryv1.AddressTypeIPv4, ps, readyEP("100.64.1.2", "n1")), "3")}, nodes, nil)
 	if ups, _ := Diff(a, b); len(ups) != 1 {
 		t.Errorf("a weight change gave %d upserts, want 1", len(ups))
 	}
@@ -136,7 +136,7 @@ func TestTranslateRejectWeight(t *testing.T) {
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, errs := Translate(thisNode, []*corev1.Service{svc("web", []string{"203.0.113.1", "2001:db8::1"})}, tc.slices, nodes)
+			got, errs := Translate(thisNode, []*corev1.Service{svc("web", []string{"203.0.113.1", "2001:db8::1"})}, tc.slices, nodes, nil)
 			e4, e6 := got[key("203.0.113.1", 80, bpf.TCP)], got[key("2001:db8::1", 80, bpf.TCP)]
 			if e4.RejectWeight != tc.want4 || e6.RejectWeight != tc.want6 {
 				t.Errorf("reject weights v4 %d, v6 %d; want %d, %d", e4.RejectWeight, e6.RejectWeight, tc.want4, tc.want6)
@@ -155,8 +155,8 @@ func TestTranslateRejectWeight(t *testing.T) {
 	}
 	// A changed share is a changed entry: Diff rewrites it.
 	web := []*corev1.Service{svc("web", []string{"203.0.113.1"})}
-	a, _ := Translate(thisNode, web, []*discoveryv1.EndpointSlice{rejecting(slice("r", "web", v4, ps), "2")}, nodes)
-	b, _ := Translate(thisNode, web, []*discoveryv1.EndpointSlice{rejecting(slice("r", "web", v4, ps), "3")}, nodes)
+	a, _ := Translate(thisNode, web, []*discoveryv1.EndpointSlice{rejecting(slice("r", "web", v4, ps), "2")}, nodes, nil)
+	b, _ := Translate(thisNode, web, []*discoveryv1.EndpointSlice{rejecting(slice("r", "web", v4, ps), "3")}, nodes, nil)
 	if ups, _ := Diff(a, b); len(ups) != 1 || ups[0].Entry.RejectWeight != 3 {
 		t.Errorf("a reject share change gave upserts %+v, want one with weight 3", ups)
 	}

@@ -57,7 +57,7 @@ func TestApplyToDatapath(t *testing.T) {
 	}
 	sync := func(current map[bpf.ServiceKey]Entry, svcs []*corev1.Service, sls []*discoveryv1.EndpointSlice) (map[bpf.ServiceKey]Entry, []Upsert, []bpf.ServiceKey) {
 		t.Helper()
-		desired, errs := Translate(thisNode, svcs, sls, nodes)
+		desired, errs := Translate(thisNode, svcs, sls, nodes, nil)
 		if len(errs) != 0 {
 			t.Fatal(errs)
 		}
