@@ -78,11 +78,12 @@ image-check:
 	hack/image-check.sh
 
 # Everything CI runs: `.ci/run` is `make test`.
+# Each step prints how long it took, so a slow run shows where.
 test: deps
-	$(MAKE) --no-print-directory generate-check
-	$(MAKE) --no-print-directory fmt-check vet lint image-check
-	$(MAKE) --no-print-directory test-go
-	$(foreach t,$(TEST_TARGETS),$(MAKE) --no-print-directory $(t);)
+	@t0=$$(date +%s); for t in generate-check "fmt-check vet lint image-check" test-go $(TEST_TARGETS); do \
+		s=$$(date +%s); $(MAKE) --no-print-directory $$t; \
+		echo "make test: $$t took $$(( $$(date +%s) - s ))s ($$(( $$(date +%s) - t0 ))s so far)"; \
+	done
 	@echo "make test: all passed"
 
 clean:
