@@ -99,7 +99,7 @@ type translator struct {
 	nodeAddrs    map[string][]netip.Addr
 	shuttingDown map[string]bool
 	errs         []error
-	seen      map[string]bool // one error per message, not per port and VIP
+	seen         map[string]bool // one error per message, not per port and VIP
 }
 
 func (t *translator) errorf(format string, args ...any) {
