@@ -86,7 +86,26 @@ func (r *reconciler) noteDatapath(desired map[bpf.ServiceKey]datapath.Entry, blo
 		st.Truncated = true
 	}
 	datapathUnprogrammed.Set(float64(len(failed)))
+	waiting := map[string]bool{}
+	for _, s := range st.Programmed {
+		ns, name, _ := strings.Cut(s, "/")
+		for _, sl := range slicesOf[types.NamespacedName{Namespace: ns, Name: name}] {
+			for _, ep := range sl.Endpoints {
+				c := ep.Conditions
+				if c.Ready != nil && !*c.Ready && (c.Terminating == nil || !*c.Terminating) && len(ep.Addresses) > 0 {
+					waiting[sl.Namespace+"/"+sl.Name+"/"+ep.Addresses[0]] = true
+				}
+			}
+		}
+	}
 	r.mu.Lock()
 	r.dpStatus = st
+	for k := range waiting {
+		if !r.waiting[k] {
+			r.urgent = true
+			break
+		}
+	}
+	r.waiting = waiting
 	r.mu.Unlock()
 }

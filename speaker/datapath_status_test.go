@@ -59,3 +59,35 @@ func TestNoteDatapathSlices(t *testing.T) {
 		})
 	}
 }
+
+// TestNoteDatapathUrgent: a status that shows a new endpoint waiting to be
+// ready (not ready, not terminating) is urgent, since a readiness gate may
+// be waiting for it; other slice changes are not.
+func TestNoteDatapathUrgent(t *testing.T) {
+	vip := netip.MustParseAddr("203.0.113.1")
+	desired := map[bpf.ServiceKey]datapath.Entry{{Addr: vip, Port: 80, Proto: bpf.TCP}: {Service: "ns/a"}}
+	yes, no := true, false
+	ep := func(addr string, ready, terminating *bool) discoveryv1.Endpoint {
+		return discoveryv1.Endpoint{Addresses: []string{addr}, Conditions: discoveryv1.EndpointConditions{Ready: ready, Terminating: terminating}}
+	}
+	steps := []struct {
+		name   string
+		eps    []discoveryv1.Endpoint
+		urgent bool
+	}{
+		{"ready endpoints only", []discoveryv1.Endpoint{ep("10.0.0.1", &yes, nil)}, false},
+		{"a new Pod, not ready yet", []discoveryv1.Endpoint{ep("10.0.0.1", &yes, nil), ep("10.0.0.2", &no, nil)}, true},
+		{"still waiting: nothing new", []discoveryv1.Endpoint{ep("10.0.0.1", &yes, nil), ep("10.0.0.2", &no, &no)}, false},
+		{"it turned ready", []discoveryv1.Endpoint{ep("10.0.0.1", &yes, nil), ep("10.0.0.2", &yes, nil)}, false},
+		{"the old one terminating", []discoveryv1.Endpoint{ep("10.0.0.1", &no, &yes), ep("10.0.0.2", &yes, nil)}, false},
+		{"another new Pod", []discoveryv1.Endpoint{ep("10.0.0.2", &yes, nil), ep("10.0.0.3", &no, nil)}, true},
+	}
+	r := &reconciler{}
+	for i, s := range steps {
+		sl := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a-1", Generation: int64(i + 1)}, Endpoints: s.eps}
+		r.noteDatapath(desired, nil, nil, map[types.NamespacedName][]*discoveryv1.EndpointSlice{{Namespace: "ns", Name: "a"}: {sl}})
+		if got := r.takeUrgent(); got != s.urgent {
+			t.Errorf("%s: urgent %v, want %v", s.name, got, s.urgent)
+		}
+	}
+}

@@ -326,6 +326,12 @@ type reconciler struct {
 	// dpStatus is the last Program round's outcome per Service, for
 	// SpeakerStatus (datapath_status.go); nil without a datapath.
 	dpStatus *v1alpha1.DatapathStatus
+	// waiting holds the endpoints (slice/address) that are neither ready
+	// nor terminating in the programmed slices: Pods a readiness gate
+	// may be holding back. urgent says a new one has joined since the
+	// last SpeakerStatus write (statusLoop). Both guarded by mu.
+	waiting map[string]bool
+	urgent  bool
 
 	prefixEv prefixEvents // Announced/Withdrawn Events (events.go)
 }

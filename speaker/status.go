@@ -77,11 +77,12 @@ func (r *reconciler) setStatus(plan bgp.Plan, errs []error) {
 
 // statusLoop writes SpeakerStatus when it changed: once per
 // StatusInterval on average, so a burst of endpoint changes costs one write
-// per interval, but the first few changes after a quiet spell are written
-// at once (statusBurst). A rollout's steps come a few hundred milliseconds
-// apart, and the readiness gate waits for every node's status to show the
-// new Pod's endpoint: a plain one-write-per-interval clock added up to an
-// interval to each step.
+// per interval, and the first few changes after a quiet spell are written
+// at once (statusBurst). A change that shows a new endpoint waiting to be
+// ready (urgent) is written at once as well: the readiness gate waits for
+// every node's status to show it, and during a rollout the slices churn
+// enough to keep the pace at one write per interval, which added up to an
+// interval to each gate.
 func (r *reconciler) statusLoop(ctx context.Context) error {
 	lim := rate.NewLimiter(rate.Every(r.opts.StatusInterval), statusBurst)
 	for {
@@ -90,13 +91,48 @@ func (r *reconciler) statusLoop(ctx context.Context) error {
 			return nil
 		case <-r.kick:
 		}
-		if err := lim.Wait(ctx); err != nil {
-			return nil // ctx is done
+		if !r.takeUrgent() {
+			if !r.pace(ctx, lim) {
+				return nil
+			}
+		} else {
+			lim.Allow() // counts against the pace when a token is there
 		}
 		if err := r.writeStatus(ctx); err != nil {
 			r.log.Error(err, "write SpeakerStatus")
 			// Try again on the next kick or tick.
 			r.wake()
+		}
+	}
+}
+
+// takeUrgent reports and clears the urgent flag.
+func (r *reconciler) takeUrgent() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u := r.urgent
+	r.urgent = false
+	return u
+}
+
+// pace waits for the limiter, or less if an urgent change comes in
+// meanwhile. It returns false when ctx is done.
+func (r *reconciler) pace(ctx context.Context, lim *rate.Limiter) bool {
+	res := lim.Reserve()
+	t := time.NewTimer(res.Delay())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			res.Cancel()
+			return false
+		case <-t.C:
+			return true
+		case <-r.kick:
+			if r.takeUrgent() {
+				res.Cancel()
+				return true
+			}
 		}
 	}
 }
