@@ -21,7 +21,7 @@ func TestBGPDConfig(t *testing.T) {
 		" address-family ipv4 unicast\n  neighbor 198.51.100.11 activate\n  maximum-paths 4\n",
 		" address-family ipv6 unicast\n  neighbor 2001:db8:100::11 activate\n  maximum-paths 4\n",
 		"bgp bestpath as-path multipath-relax",
-		" bgp graceful-restart\n update-delay 10 3\n",
+		" bgp graceful-restart\n update-delay 20 12\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("config lacks %q:\n%s", want, got)
