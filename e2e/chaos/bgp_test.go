@@ -940,6 +940,15 @@ func TestChaosBGP(t *testing.T) {
 			t.Fatal(err)
 		}
 		argv := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		// The same daemon, with the read-only wait of a restart under
+		// running speakers (lab.RestartConfig).
+		if i := slices.Index(argv, "-f"); i >= 0 && i+1 < len(argv) {
+			if argv[i+1], err = lab.RestartConfig(argv[i+1]); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			t.Fatalf("frr-bgpd's command line names no -f config: %q", argv)
+		}
 		// The router runs BGP graceful restart with its forwarding state
 		// preserved: zebra keeps bgpd's routes in the kernel while bgpd
 		// is away, and the speakers, as helpers, send their paths again
@@ -960,8 +969,7 @@ func TestChaosBGP(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		// The same daemon with the same arguments, in the router's
-		// namespace; this test stops it.
+		// The same daemon, in the router's namespace; this test stops it.
 		cmd := exec.Command("ip", append([]string{"netns", "exec", lab.RouterNS}, argv...)...)
 		logf, err := os.Create(filepath.Join(e.logDir, "bgpd-restarted.log"))
 		if err != nil {

@@ -69,17 +69,13 @@ func bgpdConfig(c RouterConfig) string {
 	// FRR 8.4's bgpd cannot be told it restarts (no -K), so it would
 	// install each node's path as its session returns and shrink the kept
 	// ECMP routes for a moment; read-only mode after start installs them
-	// whole instead: from the first session up, it waits up to 12 s for
-	// the others (a GoBGP speaker whose session dropped stays idle 5 s,
-	// then dials every 1-2 s, so the nodes come back 5-13 s after the
-	// kill, seconds apart), then for their End-of-RIB, 20 s at most. A
-	// configured node that runs no speaker holds a fresh router's first
-	// routes back for those 12 s too. preserve-fw-state is left off on purpose: with it,
-	// bgpd's selection deferral counts only the sessions already up, so the
-	// first node's End-of-RIB ends it, and bgpd tells zebra to drop every
-	// stale route it has not sent again, which empties or shrinks the kept
-	// routes under read-only mode's feet.
-	b.WriteString(" bgp graceful-restart\n update-delay 20 12\n")
+	// whole instead (startUpdateDelay here, RestartConfig for a restart).
+	// preserve-fw-state is left off on purpose: with it, bgpd's selection
+	// deferral counts only the sessions already up, so the first node's
+	// End-of-RIB ends it, and bgpd tells zebra to drop every stale route it
+	// has not sent again, which empties or shrinks the kept routes under
+	// read-only mode's feet.
+	b.WriteString(" bgp graceful-restart\n " + startUpdateDelay + "\n")
 	for _, n := range c.Neighbors {
 		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", n.Addr, n.ASN)
 		if n.Name != "" {

@@ -2,6 +2,8 @@ package lab
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -21,7 +23,7 @@ func TestBGPDConfig(t *testing.T) {
 		" address-family ipv4 unicast\n  neighbor 198.51.100.11 activate\n  maximum-paths 4\n",
 		" address-family ipv6 unicast\n  neighbor 2001:db8:100::11 activate\n  maximum-paths 4\n",
 		"bgp bestpath as-path multipath-relax",
-		" bgp graceful-restart\n update-delay 20 12\n",
+		" bgp graceful-restart\n update-delay 10 3\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("config lacks %q:\n%s", want, got)
@@ -34,6 +36,34 @@ func TestBGPDConfig(t *testing.T) {
 	c.BFD = false
 	if strings.Contains(bgpdConfig(c), " bfd\n") {
 		t.Error("BFD off but config enables it")
+	}
+}
+
+// TestRestartConfig: a restarted bgpd gets the same configuration but for
+// the longer read-only wait; a file without the start-up line is refused.
+func TestRestartConfig(t *testing.T) {
+	dir := t.TempDir()
+	start := bgpdConfig(RouterConfig{ASN: 64512, RouterID: netip.MustParseAddr("198.51.100.1"), MaximumPaths: 4, LogDir: dir})
+	conf := filepath.Join(dir, "bgpd.conf")
+	if err := os.WriteFile(conf, []byte(start), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	out, err := RestartConfig(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Replace(start, " update-delay 10 3\n", " update-delay 20 12\n", 1); string(b) != want || want == start {
+		t.Errorf("restart config:\n%s\nwant:\n%s", b, want)
+	}
+	if err := os.WriteFile(conf, []byte("router bgp 64512\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RestartConfig(conf); err == nil {
+		t.Error("a config without update-delay: no error")
 	}
 }
 
