@@ -91,8 +91,7 @@ func (r *reconciler) noteDatapath(desired map[bpf.ServiceKey]datapath.Entry, blo
 		ns, name, _ := strings.Cut(s, "/")
 		for _, sl := range slicesOf[types.NamespacedName{Namespace: ns, Name: name}] {
 			for _, ep := range sl.Endpoints {
-				c := ep.Conditions
-				if c.Ready != nil && !*c.Ready && (c.Terminating == nil || !*c.Terminating) && len(ep.Addresses) > 0 {
+				if datapath.Waiting(ep.Conditions) && len(ep.Addresses) > 0 {
 					waiting[sl.Namespace+"/"+sl.Name+"/"+ep.Addresses[0]] = true
 				}
 			}

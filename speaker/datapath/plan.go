@@ -250,15 +250,20 @@ func endpointState(c discoveryv1.EndpointConditions) state {
 		}
 		return excluded
 	}
-	if c.Ready == nil || *c.Ready {
+	if !Waiting(c) {
 		return eligible
 	}
-	// Not ready and not terminating: a failing probe, or a Pod whose
-	// readiness gate waits for this very entry (docs/readiness-gate.md).
 	// Its backend is written but takes no new flows, as a terminating
 	// one: the gate can then see it in place before the Pod is Ready, and
 	// flows a Pod already has survive a probe that fails for a while.
 	return terminating
+}
+
+// Waiting reports whether an endpoint is neither ready nor terminating: a
+// failing probe, or a Pod whose readiness gate waits for its entry
+// (docs/readiness-gate.md).
+func Waiting(c discoveryv1.EndpointConditions) bool {
+	return c.Ready != nil && !*c.Ready && (c.Terminating == nil || !*c.Terminating)
 }
 
 // slicePort finds the slice's port for a Service port: the EndpointSlice
